@@ -1,0 +1,37 @@
+package redispubsub
+
+// PublisherStats are a Publisher's counters since it was made. They only grow.
+type PublisherStats struct {
+	// Published counts messages Redis accepted.
+	Published uint64
+	// NoSubscribers counts accepted messages that Redis delivered to no
+	// subscriber at all, so nobody will ever see them. On a cluster the
+	// count is that of the node that took the PUBLISH.
+	NoSubscribers uint64
+	// Failed counts messages that were not sent or not confirmed.
+	Failed uint64
+}
+
+// SubscriberStats are a Subscriber's counters since it was made. They only
+// grow. A message read once and fanned out to three subscriptions counts once
+// in Received and three times in Delivered.
+type SubscriberStats struct {
+	// Received counts message bodies read from Redis.
+	Received uint64
+	// DecodeFailures counts bodies the Marshaler could not decode; they are
+	// logged and skipped.
+	DecodeFailures uint64
+	// Delivered counts messages sent on subscription output channels,
+	// redeliveries after Nack included.
+	Delivered uint64
+	// Acked and Nacked count the consumers' answers.
+	Acked, Nacked uint64
+	// Dropped counts messages lost to a full subscription queue (see
+	// OverflowPolicy).
+	Dropped uint64
+	// Discarded counts messages still queued, or waiting for their Ack, when
+	// their subscription ended or the Subscriber closed.
+	Discarded uint64
+	// Reconnects counts connections re-established after a loss.
+	Reconnects uint64
+}

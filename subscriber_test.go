@@ -1,0 +1,265 @@
+package redispubsub_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	redispubsub "github.com/alkdev/watermill-redispubsub"
+)
+
+func TestSubscribeThenPublish10000NoneLost(t *testing.T) {
+	f := newFixture(t, func(c *redispubsub.SubscriberConfig) { c.QueueSize = 10_000 })
+	ch, _ := subscribe(t, f.sub, "orders")
+
+	const n = 10_000
+	publishN(t, f.pub, "orders", n, 100)
+
+	for i := 0; i < n; i++ {
+		msg := receive(t, ch)
+		require.JSONEq(t, fmt.Sprintf(`{"n":%d}`, i), string(msg.Payload), "message %d out of order", i)
+		msg.Ack()
+	}
+	eventually(t, func() bool { return f.sub.Stats().Acked == n })
+	stats := f.sub.Stats()
+	assert.EqualValues(t, n, stats.Received)
+	assert.Zero(t, stats.Dropped)
+	assert.Zero(t, f.pub.Stats().NoSubscribers)
+}
+
+func TestFanOutSharesOneRedisSubscription(t *testing.T) {
+	f := newFixture(t, nil)
+	var (
+		chans   []<-chan *message.Message
+		cancels []context.CancelFunc
+	)
+	for range 3 {
+		ch, cancel := subscribe(t, f.sub, "fanout")
+		chans = append(chans, ch)
+		cancels = append(cancels, cancel)
+	}
+	require.EqualValues(t, 1, f.numsub(t, "fanout"))
+
+	const n = 50
+	publishN(t, f.pub, "fanout", n, 10)
+	var wg sync.WaitGroup
+	for _, ch := range chans {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range n {
+				msg := receive(t, ch)
+				assert.JSONEq(t, fmt.Sprintf(`{"n":%d}`, i), string(msg.Payload))
+				msg.Ack()
+			}
+		}()
+	}
+	wg.Wait()
+
+	cancels[0]()
+	cancels[1]()
+	requireClosed(t, chans[0])
+	requireClosed(t, chans[1])
+	require.EqualValues(t, 1, f.numsub(t, "fanout"), "still one local subscription")
+	cancels[2]()
+	requireClosed(t, chans[2])
+	eventually(t, func() bool { return f.numsub(t, "fanout") == 0 }, "UNSUBSCRIBE after the last cancel")
+}
+
+func TestNackRedeliversSameMessage(t *testing.T) {
+	f := newFixture(t, func(c *redispubsub.SubscriberConfig) { c.NackResendSleep = time.Millisecond })
+	ch, _ := subscribe(t, f.sub, "nack")
+	require.NoError(t, f.pub.Publish("nack", jsonMsg(1), jsonMsg(2)))
+
+	first := receive(t, ch)
+	first.Nack()
+	again := receive(t, ch)
+	require.Equal(t, first.UUID, again.UUID)
+	require.Equal(t, string(first.Payload), string(again.Payload))
+	again.Ack()
+	second := receive(t, ch)
+	require.JSONEq(t, `{"n":2}`, string(second.Payload))
+	second.Ack()
+
+	eventually(t, func() bool { return f.sub.Stats().Acked == 2 })
+	require.EqualValues(t, 1, f.sub.Stats().Nacked)
+}
+
+func TestCancelClosesChannelWhileMessageWaitsForAck(t *testing.T) {
+	f := newFixture(t, nil)
+	ch, cancel := subscribe(t, f.sub, "pending")
+	require.NoError(t, f.pub.Publish("pending", jsonMsg(1), jsonMsg(2)))
+	msg := receive(t, ch) // never acked
+
+	cancel()
+	requireClosed(t, ch)
+	<-msg.Context().Done()
+	eventually(t, func() bool { return f.numsub(t, "pending") == 0 })
+}
+
+func TestCloseWithNobodyReading(t *testing.T) {
+	f := newFixture(t, nil)
+	ch1, _ := subscribe(t, f.sub, "a")
+	ch2, _ := subscribe(t, f.sub, "b")
+	require.NoError(t, f.pub.Publish("a", jsonMsg(1), jsonMsg(2), jsonMsg(3)))
+	require.NoError(t, f.pub.Publish("b", jsonMsg(1)))
+	eventually(t, func() bool { return f.sub.Stats().Received == 4 })
+
+	closed := make(chan struct{})
+	go func() {
+		assert.NoError(t, f.sub.Close())
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(waitTimeout):
+		t.Fatal("Close hangs while nobody reads")
+	}
+	requireClosed(t, ch1)
+	requireClosed(t, ch2)
+	require.NoError(t, f.sub.Close(), "Close is idempotent")
+	_, err := f.sub.Subscribe(context.Background(), "a")
+	require.ErrorIs(t, err, redispubsub.ErrSubscriberClosed)
+}
+
+// A subscription that never reads must not get the Subscriber disconnected
+// by Redis's output buffer limit: the reader keeps reading and the queue
+// overflow is counted.
+func TestStalledConsumerIsNotDisconnected(t *testing.T) {
+	const queue = 16
+	f := newFixture(t, func(c *redispubsub.SubscriberConfig) { c.QueueSize = queue },
+		"--client-output-buffer-limit", "pubsub 2mb 1mb 5")
+	_, _ = subscribe(t, f.sub, "firehose")
+
+	const (
+		n    = 1000
+		size = 100 << 10 // 100 KiB: 100 MB in all
+	)
+	payload, err := json.Marshal(strings.Repeat("x", size))
+	require.NoError(t, err)
+	for range n {
+		require.NoError(t, f.pub.Publish("firehose", message.NewMessage(watermill.NewUUID(), payload)))
+	}
+	eventually(t, func() bool { return f.sub.Stats().Received == n }, "every message read from the socket")
+
+	stats := f.sub.Stats()
+	assert.Zero(t, stats.Reconnects, "Redis disconnected the subscriber")
+	// One message waits in the output channel, queue more wait in the queue.
+	assert.EqualValues(t, n-queue-1, stats.Dropped)
+	assert.EqualValues(t, 1, f.numsub(t, "firehose"))
+}
+
+func TestMalformedBodiesAreCountedAndSkipped(t *testing.T) {
+	f := newFixture(t, nil)
+	ch, _ := subscribe(t, f.sub, "bad")
+	admin := f.srv.NewClient(t)
+	bodies := []string{
+		"not json",
+		`{"type":"bad","payload":{},"metadata":{"k":1}}`,
+		`{"uuid":5}`,
+		`[1,2,3]`,
+		strings.Repeat("\x00garbage", 1<<17), // 1 MB
+	}
+	for _, body := range bodies {
+		require.NoError(t, admin.Publish(context.Background(), "bad", body).Err())
+	}
+	require.NoError(t, f.pub.Publish("bad", jsonMsg(42)))
+
+	msg := receive(t, ch)
+	require.JSONEq(t, `{"n":42}`, string(msg.Payload))
+	msg.Ack()
+	require.EqualValues(t, len(bodies), f.sub.Stats().DecodeFailures)
+}
+
+func TestSubscribeInitializeHoldsMessagesForFirstSubscribe(t *testing.T) {
+	f := newFixture(t, nil)
+	require.NoError(t, f.sub.SubscribeInitialize("early"))
+	require.EqualValues(t, 1, f.numsub(t, "early"))
+	publishN(t, f.pub, "early", 5, 5)
+	eventually(t, func() bool { return f.sub.Stats().Received == 5 })
+
+	ch, cancel := subscribe(t, f.sub, "early")
+	for i := range 5 {
+		msg := receive(t, ch)
+		require.JSONEq(t, fmt.Sprintf(`{"n":%d}`, i), string(msg.Payload))
+		msg.Ack()
+	}
+	require.EqualValues(t, 1, f.numsub(t, "early"))
+	cancel()
+	requireClosed(t, ch)
+	eventually(t, func() bool { return f.numsub(t, "early") == 0 })
+}
+
+func TestSubscribePatternCarriesTopic(t *testing.T) {
+	f := newFixture(t, func(c *redispubsub.SubscriberConfig) { c.ChannelPrefix = "app*:" })
+	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{
+		Client: f.srv.NewClient(t), ChannelPrefix: "app*:",
+	}, nil)
+	require.NoError(t, err)
+	ch, err := f.sub.SubscribePattern(context.Background(), "call.*")
+	require.NoError(t, err)
+
+	// Published without the prefix: the escaped prefix must not match it.
+	require.NoError(t, f.pub.Publish("app-x:call.other", jsonMsg(0)))
+	require.NoError(t, pub.Publish("call.responded:uuid-1", jsonMsg(1)))
+	require.NoError(t, pub.Publish("user.created", jsonMsg(2)))
+	require.NoError(t, pub.Publish("call.started", jsonMsg(3)))
+
+	for _, want := range []struct{ topic, payload string }{
+		{"call.responded:uuid-1", `{"n":1}`},
+		{"call.started", `{"n":3}`},
+	} {
+		msg := receive(t, ch)
+		assert.Equal(t, want.topic, msg.Metadata.Get(redispubsub.MetadataTopic))
+		assert.JSONEq(t, want.payload, string(msg.Payload))
+		msg.Ack()
+	}
+	require.NoError(t, f.sub.Close())
+	requireClosed(t, ch)
+}
+
+func TestResubscribesAfterServerRestart(t *testing.T) {
+	reconnects := make(chan redispubsub.ReconnectEvent, 10)
+	f := newFixture(t, func(c *redispubsub.SubscriberConfig) {
+		c.OnReconnect = func(ev redispubsub.ReconnectEvent) { reconnects <- ev }
+	})
+	ch, _ := subscribe(t, f.sub, "survivor")
+	pch, err := f.sub.SubscribePattern(context.Background(), "surv*")
+	require.NoError(t, err)
+
+	f.srv.Kill()
+	f.srv.Restart()
+	var ev redispubsub.ReconnectEvent
+	select {
+	case ev = <-reconnects:
+	case <-time.After(waitTimeout):
+		t.Fatal("no reconnect")
+	}
+	assert.Equal(t, 1, ev.Topics)
+	assert.Equal(t, 1, ev.Patterns)
+	assert.Error(t, ev.Cause)
+
+	require.NoError(t, f.pub.Publish("survivor", jsonMsg(7)))
+	msg := receive(t, ch)
+	require.JSONEq(t, `{"n":7}`, string(msg.Payload))
+	msg.Ack()
+	msg = receive(t, pch)
+	require.Equal(t, "survivor", msg.Metadata.Get(redispubsub.MetadataTopic))
+	msg.Ack()
+	require.EqualValues(t, 1, f.sub.Stats().Reconnects)
+}
+
+func TestSubscriberConfigValidate(t *testing.T) {
+	_, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{}, nil)
+	require.ErrorIs(t, err, redispubsub.ErrInvalidConfig)
+	require.ErrorContains(t, err, "Client is required")
+}
