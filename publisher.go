@@ -2,8 +2,8 @@ package redispubsub
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -32,6 +32,12 @@ type PublisherConfig struct {
 
 	// Marshaler encodes messages. Default: JSONEnvelopeMarshaler{}.
 	Marshaler Marshaler
+
+	// DisableSequenceNumbers stops the Publisher from stamping each message
+	// with its publisher id and a per-channel sequence number (metadata
+	// MetadataPublisher and MetadataSequence), with which Subscribers count
+	// the messages they never received. Default: false (stamped).
+	DisableSequenceNumbers bool
 }
 
 func (c *PublisherConfig) setDefaults() {
@@ -49,17 +55,35 @@ func (c PublisherConfig) Validate() error {
 }
 
 // Publisher publishes Watermill messages on Redis Pub/Sub channels. It is
-// safe for concurrent use.
+// safe for concurrent use: concurrent Publish calls are coalesced into shared
+// pipelines, sent one after the other on one connection, so that messages
+// reach Redis in the order their Publish calls were made.
 type Publisher struct {
 	config PublisherConfig
 	logger watermill.LoggerAdapter
+	id     string // stamped in MetadataPublisher
 
-	closeOnce sync.Once
-	closed    atomic.Bool
+	mu        sync.Mutex
+	wake      *sync.Cond // signalled when pending grows or the Publisher closes
+	pending   []*publishCall
+	sequences map[string]uint64 // last sequence number per channel
+	closed    bool
+	done      sync.WaitGroup // the writer goroutine
 
 	published     atomic.Uint64
 	noSubscribers atomic.Uint64
 	failed        atomic.Uint64
+}
+
+// publishCall is one Publish call waiting for the writer.
+type publishCall struct {
+	ctx     context.Context
+	topic   string
+	channel string
+	msgs    []*message.Message
+	bodies  [][]byte
+	err     error
+	done    chan struct{}
 }
 
 // NewPublisher returns a Publisher; logger may be nil.
@@ -71,56 +95,170 @@ func NewPublisher(config PublisherConfig, logger watermill.LoggerAdapter) (*Publ
 	if logger == nil {
 		logger = watermill.NopLogger{}
 	}
-	return &Publisher{
-		config: config,
-		logger: logger.With(watermill.LogFields{"component": "redispubsub.Publisher"}),
-	}, nil
+	p := &Publisher{
+		config:    config,
+		id:        watermill.NewShortUUID(),
+		sequences: make(map[string]uint64),
+	}
+	p.logger = logger.With(watermill.LogFields{"component": "redispubsub.Publisher", "publisher_id": p.id})
+	p.wake = sync.NewCond(&p.mu)
+	p.done.Add(1)
+	go p.write()
+	return p, nil
 }
 
-// Publish sends msgs to the channel ChannelPrefix+topic, in order, in one
-// pipelined round trip, and returns after Redis answered for every one of
-// them. All messages are encoded before anything is sent: an encoding error
-// sends nothing. The round trip is cancelled when any message's context is
-// done. A nil error means Redis accepted every message; it does not mean
-// anyone was subscribed (Redis Pub/Sub keeps nothing): Stats counts the
-// messages that reached no subscriber.
+// Publish sends msgs to the channel ChannelPrefix+topic, in order, and
+// returns after Redis answered for every one of them. All messages are
+// encoded before anything is sent: an encoding error sends nothing. Publish
+// returns early with the context's error when the context of any message
+// ends first; messages already on the wire may still arrive. A nil error
+// means Redis accepted every message; it does not mean anyone was subscribed
+// (Redis Pub/Sub keeps nothing): Stats counts the messages that reached no
+// subscriber.
 func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
-	if p.closed.Load() {
-		return ErrPublisherClosed
-	}
 	if len(msgs) == 0 {
 		return nil
 	}
-	channel := p.config.ChannelPrefix + topic
-	bodies := make([][]byte, len(msgs))
-	for i, msg := range msgs {
-		body, err := p.config.Marshaler.Marshal(topic, msg)
-		if err != nil {
-			return fmt.Errorf("redispubsub: cannot marshal message %s for topic %q: %w", msg.UUID, topic, err)
-		}
-		bodies[i] = body
-	}
-
 	ctx, cancel := messagesContext(msgs)
 	defer cancel()
 	if ctx.Err() != nil {
 		p.failed.Add(uint64(len(msgs)))
 		return fmt.Errorf("redispubsub: publish to %q: nothing sent: %w", topic, context.Cause(ctx))
 	}
+	call := &publishCall{
+		ctx: ctx, topic: topic, channel: p.config.ChannelPrefix + topic, msgs: msgs,
+		done: make(chan struct{}),
+	}
+	if err := p.enqueue(call); err != nil {
+		return err
+	}
+	select {
+	case <-call.done:
+		return call.err
+	case <-ctx.Done():
+		return fmt.Errorf("redispubsub: publish to %q: %w", topic, context.Cause(ctx))
+	}
+}
 
-	cmds := make([]*redis.IntCmd, len(msgs))
-	_, err := p.config.Client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for i, body := range bodies {
-			cmds[i] = pipe.Publish(ctx, channel, body)
+// enqueue stamps and encodes the messages of call and hands it to the writer.
+// Both happen under mu, so that sequence numbers follow the wire order.
+func (p *Publisher) enqueue(call *publishCall) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return ErrPublisherClosed
+	}
+	seq := p.sequences[call.channel]
+	call.bodies = make([][]byte, len(call.msgs))
+	for i, msg := range call.msgs {
+		toEncode := msg
+		if !p.config.DisableSequenceNumbers {
+			seq++
+			toEncode = stamped(msg, p.id, seq)
+		}
+		body, err := p.config.Marshaler.Marshal(call.topic, toEncode)
+		if err != nil {
+			return fmt.Errorf("redispubsub: cannot marshal message %s for topic %q: %w", msg.UUID, call.topic, err)
+		}
+		call.bodies[i] = body
+	}
+	if !p.config.DisableSequenceNumbers {
+		p.rememberSequence(call.channel, seq)
+	}
+	p.pending = append(p.pending, call)
+	p.wake.Signal()
+	return nil
+}
+
+// maxTrackedChannels bounds the sequence numbers a Publisher remembers. A
+// forgotten channel starts again at 1, which Subscribers take as a new
+// stream, not as a gap.
+const maxTrackedChannels = 4096
+
+func (p *Publisher) rememberSequence(channel string, seq uint64) {
+	if _, ok := p.sequences[channel]; !ok && len(p.sequences) >= maxTrackedChannels {
+		for forget := range p.sequences {
+			delete(p.sequences, forget)
+			break
+		}
+	}
+	p.sequences[channel] = seq
+}
+
+// maxBatchMessages bounds the messages of one pipeline.
+const maxBatchMessages = 1024
+
+// write sends the pending calls, batch after batch, until Close.
+func (p *Publisher) write() {
+	defer p.done.Done()
+	for {
+		batch := p.nextBatch()
+		if batch == nil {
+			return
+		}
+		p.send(batch)
+	}
+}
+
+// nextBatch waits for pending calls and takes whole calls up to
+// maxBatchMessages (at least one). It returns nil once closed and drained.
+func (p *Publisher) nextBatch() []*publishCall {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for len(p.pending) == 0 {
+		if p.closed {
+			return nil
+		}
+		p.wake.Wait()
+	}
+	n, count := 0, 0
+	for n < len(p.pending) && (n == 0 || count+len(p.pending[n].msgs) <= maxBatchMessages) {
+		count += len(p.pending[n].msgs)
+		n++
+	}
+	batch := slices.Clone(p.pending[:n])
+	p.pending = slices.Delete(p.pending, 0, n)
+	return batch
+}
+
+// send publishes a batch in one pipeline and answers every call. Calls whose
+// context ended while they waited are not sent.
+func (p *Publisher) send(batch []*publishCall) {
+	live := batch[:0]
+	for _, call := range batch {
+		if call.ctx.Err() != nil {
+			call.finish(p, nil, context.Cause(call.ctx))
+			continue
+		}
+		live = append(live, call)
+	}
+	if len(live) == 0 {
+		return
+	}
+	cmds := make([][]*redis.IntCmd, len(live))
+	_, err := p.config.Client.Pipelined(context.Background(), func(pipe redis.Pipeliner) error {
+		for i, call := range live {
+			cmds[i] = make([]*redis.IntCmd, len(call.bodies))
+			for j, body := range call.bodies {
+				cmds[i][j] = pipe.Publish(call.ctx, call.channel, body)
+			}
 		}
 		return nil
 	})
-	return p.account(topic, msgs, cmds, err)
+	for i, call := range live {
+		call.finish(p, cmds[i], err)
+	}
 }
 
-// account updates the counters from the replies of one pipeline and returns
-// an error naming how many messages failed.
-func (p *Publisher) account(topic string, msgs []*message.Message, cmds []*redis.IntCmd, pipeErr error) error {
+// finish counts the replies of one call and wakes its caller with an error
+// naming how many messages failed.
+func (call *publishCall) finish(p *Publisher, cmds []*redis.IntCmd, pipeErr error) {
+	defer close(call.done)
+	if cmds == nil {
+		p.failed.Add(uint64(len(call.msgs)))
+		call.err = fmt.Errorf("redispubsub: publish to %q: nothing sent: %w", call.topic, pipeErr)
+		return
+	}
 	var failed int
 	var firstErr error
 	for i, cmd := range cmds {
@@ -130,7 +268,7 @@ func (p *Publisher) account(topic string, msgs []*message.Message, cmds []*redis
 			if firstErr == nil {
 				firstErr = err
 			}
-			p.logger.Error("Publish failed", err, watermill.LogFields{"topic": topic, "message_uuid": msgs[i].UUID})
+			p.logger.Error("Publish failed", err, watermill.LogFields{"topic": call.topic, "message_uuid": call.msgs[i].UUID})
 			continue
 		}
 		p.published.Add(1)
@@ -138,17 +276,11 @@ func (p *Publisher) account(topic string, msgs []*message.Message, cmds []*redis
 			p.noSubscribers.Add(1)
 		}
 	}
-	if failed == 0 {
-		if pipeErr != nil && !errors.Is(pipeErr, redis.Nil) {
-			// A pipeline error without a failed command should not happen;
-			// never report success when go-redis says otherwise.
-			p.failed.Add(uint64(len(msgs)))
-			return fmt.Errorf("redispubsub: publish to %q: %w", topic, pipeErr)
-		}
-		return nil
+	if failed > 0 {
+		p.failed.Add(uint64(failed))
+		call.err = fmt.Errorf("redispubsub: publish to %q: %d of %d messages not sent: %w",
+			call.topic, failed, len(call.msgs), firstErr)
 	}
-	p.failed.Add(uint64(failed))
-	return fmt.Errorf("redispubsub: publish to %q: %d of %d messages not sent: %w", topic, failed, len(msgs), firstErr)
 }
 
 // messagesContext returns a context that is done as soon as the context of
@@ -162,6 +294,9 @@ func messagesContext(msgs []*message.Message) (context.Context, context.CancelFu
 		if mctx == first || mctx.Done() == nil {
 			continue
 		}
+		if mctx.Err() != nil {
+			cancel(context.Cause(mctx)) // now, not in AfterFunc's goroutine
+		}
 		stops = append(stops, context.AfterFunc(mctx, func() { cancel(context.Cause(mctx)) }))
 	}
 	return ctx, func() {
@@ -172,14 +307,19 @@ func messagesContext(msgs []*message.Message) (context.Context, context.CancelFu
 	}
 }
 
-// Close marks the Publisher closed: Publish then returns ErrPublisherClosed.
-// Publish calls in flight complete. Close is idempotent and never closes
-// PublisherConfig.Client.
+// Close stops accepting messages: Publish then returns ErrPublisherClosed.
+// It waits until the calls already accepted have been answered. Close is
+// idempotent and never closes PublisherConfig.Client.
 func (p *Publisher) Close() error {
-	p.closeOnce.Do(func() {
-		p.closed.Store(true)
+	p.mu.Lock()
+	already := p.closed
+	p.closed = true
+	p.wake.Broadcast()
+	p.mu.Unlock()
+	p.done.Wait()
+	if !already {
 		p.logger.Debug("Publisher closed", nil)
-	})
+	}
 	return nil
 }
 

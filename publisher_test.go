@@ -41,6 +41,7 @@ func TestPublishSendsOneCallInOneRoundTrip(t *testing.T) {
 	client.AddHook(hook)
 	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: client}, nil)
 	require.NoError(t, err)
+	defer pub.Close()
 
 	require.NoError(t, pub.Publish("t", jsonMsg(1), jsonMsg(2), jsonMsg(3)))
 	require.EqualValues(t, 1, hook.pipelines.Load())
@@ -84,6 +85,7 @@ func TestPublishReportsUnreachableServer(t *testing.T) {
 	defer client.Close()
 	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: client}, nil)
 	require.NoError(t, err)
+	defer pub.Close()
 	err = pub.Publish("t", jsonMsg(1))
 	require.Error(t, err)
 	require.ErrorContains(t, err, "1 of 1 messages not sent")

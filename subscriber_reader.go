@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -114,27 +114,35 @@ func (s *Subscriber) disconnect(pubsub *redis.PubSub) {
 }
 
 // receive reads the connection until it fails, never blocking on consumers.
+// It sets no read deadline (one that expired in the middle of a large
+// message would desynchronise the stream); a watchdog checks health instead.
 func (s *Subscriber) receive(pubsub *redis.PubSub) error {
-	pingSent := false
+	var (
+		activity  atomic.Uint64
+		unhealthy atomic.Bool
+		stop      = make(chan struct{})
+		stopped   = make(chan struct{})
+	)
+	go func() {
+		defer close(stopped)
+		s.watch(pubsub, &activity, &unhealthy, stop)
+	}()
+	defer func() {
+		close(stop)
+		<-stopped
+	}()
 	for {
-		reply, err := pubsub.ReceiveTimeout(s.ctx, s.config.HealthCheckInterval/2)
+		reply, err := pubsub.Receive(s.ctx)
 		if err != nil {
-			if s.ctx.Err() != nil {
+			switch {
+			case s.ctx.Err() != nil:
 				return s.ctx.Err()
-			}
-			if !isTimeout(err) {
-				return err
-			}
-			if pingSent {
+			case unhealthy.Load():
 				return errHealthCheck
 			}
-			if err := pubsub.Ping(s.ctx); err != nil {
-				return err
-			}
-			pingSent = true
-			continue
+			return err
 		}
-		pingSent = false
+		activity.Add(1)
 		switch reply := reply.(type) {
 		case *redis.Message:
 			s.route(reply)
@@ -147,9 +155,33 @@ func (s *Subscriber) receive(pubsub *redis.PubSub) error {
 	}
 }
 
-func isTimeout(err error) bool {
-	var netErr net.Error
-	return errors.As(err, &netErr) && netErr.Timeout()
+// watch sends a PING when the connection was silent for half the
+// health-check interval, and closes it when it stayed silent for the other
+// half too, which ends receive.
+func (s *Subscriber) watch(pubsub *redis.PubSub, activity *atomic.Uint64, unhealthy *atomic.Bool, stop <-chan struct{}) {
+	ticker := time.NewTicker(s.config.HealthCheckInterval / 2)
+	defer ticker.Stop()
+	seen, pinged := activity.Load(), false
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ticker.C:
+		}
+		if now := activity.Load(); now != seen {
+			seen, pinged = now, false
+			continue
+		}
+		if !pinged {
+			pinged = true
+			if err := pubsub.Ping(s.ctx); err == nil {
+				continue
+			}
+		}
+		unhealthy.Store(true)
+		_ = pubsub.Close()
+		return
+	}
 }
 
 // confirm matches a (un)subscribe confirmation with the oldest reply owed

@@ -205,6 +205,7 @@ func TestSubscribePatternCarriesTopic(t *testing.T) {
 		Client: f.srv.NewClient(t), ChannelPrefix: "app*:",
 	}, nil)
 	require.NoError(t, err)
+	defer pub.Close()
 	ch, err := f.sub.SubscribePattern(context.Background(), "call.*")
 	require.NoError(t, err)
 

@@ -82,9 +82,9 @@ func (sn *subscription) noteDrop(in *incoming) {
 	sn.dropsToLog++
 	if now := time.Now(); now.Sub(sn.lastDropAt) >= dropLogInterval {
 		sn.logger.Error("Subscription queue full, messages dropped", errQueueFull, watermill.LogFields{
-			"dropped":      sn.dropsToLog,
-			"queue_size":   sn.queue.capacity(),
-			"policy":       sn.sub.config.Overflow.String(),
+			"dropped":    sn.dropsToLog,
+			"queue_size": sn.queue.capacity(),
+			"policy":     sn.sub.config.Overflow.String(),
 			"channel":    in.channel,
 		})
 		sn.dropsToLog = 0
