@@ -2,8 +2,10 @@ package redispubsub
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // Metadata keys of the sequence stamp a Publisher adds to every message
@@ -27,4 +29,127 @@ func stamped(msg *message.Message, publisher string, seq uint64) *message.Messag
 	out.Metadata[MetadataPublisher] = publisher
 	out.Metadata[MetadataSequence] = strconv.FormatUint(seq, 10)
 	return out
+}
+
+// stampReader is implemented by the marshalers whose bodies carry metadata,
+// to read the sequence stamp without decoding a whole body: the Subscriber's
+// reader does it for every message, and must keep up with Redis.
+type stampReader interface {
+	readStamp(body string) (publisher string, seq uint64, ok bool)
+}
+
+// readStamp finds the stamp in the envelope's "metadata" member, which is
+// always the last one the Publisher writes: it looks only after the last
+// `"metadata":{`, so a payload cannot hide the real stamp. A body without
+// metadata but with a payload that contains a stamp-shaped object would be
+// tracked as a stream of its own; that costs at most a spurious gap count.
+func (JSONEnvelopeMarshaler) readStamp(body string) (string, uint64, bool) {
+	i := strings.LastIndex(body, `"metadata":{`)
+	if i < 0 {
+		return "", 0, false
+	}
+	tail := body[i:]
+	publisher, ok := stringMember(tail, `"`+MetadataPublisher+`":"`)
+	if !ok {
+		return "", 0, false
+	}
+	seqText, ok := stringMember(tail, `"`+MetadataSequence+`":"`)
+	if !ok {
+		return "", 0, false
+	}
+	seq, err := strconv.ParseUint(seqText, 10, 64)
+	return publisher, seq, err == nil && seq > 0
+}
+
+// stringMember returns the value of a JSON string member whose name and
+// opening quote are prefix, provided it needs no unescaping.
+func stringMember(object, prefix string) (string, bool) {
+	i := strings.Index(object, prefix)
+	if i < 0 {
+		return "", false
+	}
+	value := object[i+len(prefix):]
+	end := strings.IndexByte(value, '"')
+	if end <= 0 || strings.IndexByte(value[:end], '\\') >= 0 {
+		return "", false
+	}
+	return value[:end], true
+}
+
+// readStamp decodes the head of the body (version, UUID, metadata), which
+// precedes the payload.
+func (MsgpackMarshaler) readStamp(body string) (string, uint64, bool) {
+	dec := msgpack.NewDecoder(strings.NewReader(body))
+	if n, err := dec.DecodeArrayLen(); err != nil || n != 4 {
+		return "", 0, false
+	}
+	if v, err := dec.DecodeUint(); err != nil || v != msgpackVersion {
+		return "", 0, false
+	}
+	if err := dec.Skip(); err != nil { // UUID
+		return "", 0, false
+	}
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return "", 0, false
+	}
+	var publisher, seqText string
+	for range n {
+		k, err1 := dec.DecodeString()
+		v, err2 := dec.DecodeString()
+		if err1 != nil || err2 != nil {
+			return "", 0, false
+		}
+		switch k {
+		case MetadataPublisher:
+			publisher = v
+		case MetadataSequence:
+			seqText = v
+		}
+	}
+	seq, err := strconv.ParseUint(seqText, 10, 64)
+	return publisher, seq, publisher != "" && err == nil && seq > 0
+}
+
+// maxTrackedStreams bounds the streams (publisher and channel) one Redis
+// subscription tracks. A forgotten stream is picked up again from its next
+// message, without a gap.
+const maxTrackedStreams = 4096
+
+// GapEvent reports messages that a Subscriber never received: sequence
+// numbers First to Last (inclusive) of one publisher on one channel. They
+// were lost by Redis (published while the Subscriber was disconnected, or on
+// a connection Redis closed) or never sent (their Publish failed).
+type GapEvent struct {
+	Topic       string
+	Publisher   string
+	First, Last uint64
+}
+
+// Missing is the number of messages in the gap.
+func (g GapEvent) Missing() uint64 { return g.Last - g.First + 1 }
+
+// sequenceTracker remembers the last sequence number seen per publisher and
+// channel for one Redis subscription.
+type sequenceTracker map[string]uint64
+
+// observe records seq and returns the gap it reveals, if any. The first
+// message of a stream, and a sequence that starts again at 1, reveal none.
+func (t sequenceTracker) observe(publisher, channel string, seq uint64) (first, last uint64, gap bool) {
+	key := publisher + "\x00" + channel
+	prev, known := t[key]
+	if known && seq != 1 && seq <= prev {
+		return 0, 0, false // a duplicate: nothing missing, nothing new
+	}
+	if !known && len(t) >= maxTrackedStreams {
+		for forget := range t {
+			delete(t, forget)
+			break
+		}
+	}
+	t[key] = seq
+	if known && seq > prev+1 {
+		return prev + 1, seq - 1, true
+	}
+	return 0, 0, false
 }

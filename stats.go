@@ -34,4 +34,8 @@ type SubscriberStats struct {
 	Discarded uint64
 	// Reconnects counts connections re-established after a loss.
 	Reconnects uint64
+	// Gaps counts messages this Subscriber never received: sequence numbers
+	// a Publisher stamped on a subscribed channel that never arrived (see
+	// GapEvent). Messages lost to a full queue count in Dropped instead.
+	Gaps uint64
 }

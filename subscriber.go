@@ -60,6 +60,10 @@ type Subscriber struct {
 	initialized map[string]*subscription
 	closed      bool
 
+	// stamps reads sequence stamps; nil when gap detection is off or the
+	// Marshaler carries no metadata.
+	stamps stampReader
+
 	closeOnce sync.Once
 	stats     subscriberCounters
 }
@@ -81,10 +85,12 @@ type redisSubscription struct {
 	// current connection, in the order the commands were sent: true for a
 	// SUBSCRIBE, false for an UNSUBSCRIBE.
 	replies []bool
+	// sequences finds the gaps in what this subscription received.
+	sequences sequenceTracker
 }
 
 type subscriberCounters struct {
-	received, decodeFailures, delivered, acked, nacked, dropped, discarded, reconnects atomic.Uint64
+	received, decodeFailures, delivered, acked, nacked, dropped, discarded, reconnects, gaps atomic.Uint64
 }
 
 // NewSubscriber returns a Subscriber and starts its connection; logger may be
@@ -107,6 +113,9 @@ func NewSubscriber(config SubscriberConfig, logger watermill.LoggerAdapter) (*Su
 		topics:      make(map[string]*redisSubscription),
 		patterns:    make(map[string]*redisSubscription),
 		initialized: make(map[string]*subscription),
+	}
+	if stamps, ok := config.Marshaler.(stampReader); ok && !config.DisableGapDetection {
+		s.stamps = stamps
 	}
 	s.wg.Add(1)
 	go s.read()
@@ -229,7 +238,7 @@ func (s *Subscriber) join(sn *subscription) chan struct{} {
 	table := s.table(sn.key)
 	rs := table[name]
 	if rs == nil {
-		rs = &redisSubscription{}
+		rs = &redisSubscription{sequences: sequenceTracker{}}
 		table[name] = rs
 	}
 	rs.subs = append(rs.subs, sn)
@@ -330,6 +339,7 @@ func (s *Subscriber) Stats() SubscriberStats {
 		Dropped:        c.dropped.Load(),
 		Discarded:      c.discarded.Load(),
 		Reconnects:     c.reconnects.Load(),
+		Gaps:           c.gaps.Load(),
 	}
 }
 

@@ -96,6 +96,18 @@ type SubscriberConfig struct {
 	// connection, once all topics and patterns were resubscribed. It runs on
 	// the Subscriber's reading goroutine: keep it short.
 	OnReconnect func(ReconnectEvent)
+
+	// DisableGapDetection stops the Subscriber from reading the sequence
+	// stamps of Publishers (see MetadataSequence) to count, log and report
+	// the messages it never received. Gap detection works with the
+	// JSONEnvelopeMarshaler and the MsgpackMarshaler; bodies without a stamp
+	// (TypeScript peers, RawJSONMarshaler) are never counted as gaps.
+	// Default: false (detection on).
+	DisableGapDetection bool
+
+	// OnGap, when set, is called for every gap found, on the Subscriber's
+	// reading goroutine: keep it short.
+	OnGap func(GapEvent)
 }
 
 func (c *SubscriberConfig) setDefaults() {

@@ -15,6 +15,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+var errGap = errors.New("gap in the message sequence")
+
 var errHealthCheck = errors.New("redispubsub: no answer to PING within the health-check interval")
 
 // read owns the Subscriber's connection: it connects, resubscribes, reads
@@ -225,7 +227,6 @@ func (s *Subscriber) confirm(reply *redis.Subscription) {
 func (s *Subscriber) route(m *redis.Message) {
 	s.stats.received.Add(1)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	var rs *redisSubscription
 	if m.Pattern != "" {
 		rs = s.patterns[m.Pattern]
@@ -233,11 +234,45 @@ func (s *Subscriber) route(m *redis.Message) {
 		rs = s.topics[m.Channel]
 	}
 	if rs == nil || len(rs.subs) == 0 {
+		s.mu.Unlock()
 		return
 	}
+	gap, found := s.checkSequence(rs, m)
 	in := &incoming{channel: m.Channel, pattern: m.Pattern != "", body: m.Payload}
 	for _, sn := range rs.subs {
 		sn.push(in)
+	}
+	s.mu.Unlock()
+	if found {
+		s.reportGap(gap)
+	}
+}
+
+// checkSequence returns the gap, if any, that m's sequence stamp reveals in
+// what rs received. Called with mu held.
+func (s *Subscriber) checkSequence(rs *redisSubscription, m *redis.Message) (GapEvent, bool) {
+	if s.stamps == nil {
+		return GapEvent{}, false
+	}
+	publisher, seq, ok := s.stamps.readStamp(m.Payload)
+	if !ok {
+		return GapEvent{}, false
+	}
+	first, last, gap := rs.sequences.observe(publisher, m.Channel, seq)
+	return GapEvent{
+		Topic:     strings.TrimPrefix(m.Channel, s.config.ChannelPrefix),
+		Publisher: publisher, First: first, Last: last,
+	}, gap
+}
+
+// reportGap counts, logs and reports messages never received.
+func (s *Subscriber) reportGap(ev GapEvent) {
+	s.stats.gaps.Add(ev.Missing())
+	s.logger.Error("Messages never received (Redis Pub/Sub does not keep them)", errGap, watermill.LogFields{
+		"topic": ev.Topic, "publisher": ev.Publisher, "first": ev.First, "last": ev.Last, "missing": ev.Missing(),
+	})
+	if s.config.OnGap != nil {
+		s.config.OnGap(ev)
 	}
 }
 
@@ -265,6 +300,8 @@ func (in *incoming) decode(s *Subscriber) (*message.Message, error) {
 			})
 			return
 		}
+		delete(in.msg.Metadata, MetadataPublisher)
+		delete(in.msg.Metadata, MetadataSequence)
 		if in.pattern {
 			in.msg.Metadata.Set(MetadataTopic, topic)
 		}

@@ -264,3 +264,69 @@ func TestSubscriberConfigValidate(t *testing.T) {
 	require.ErrorIs(t, err, redispubsub.ErrInvalidConfig)
 	require.ErrorContains(t, err, "Client is required")
 }
+
+// Redis drops what it cannot deliver to a killed connection; the sequence
+// stamps let the Subscriber count exactly that.
+func TestGapsCountWhatRedisLost(t *testing.T) {
+	var (
+		mu      sync.Mutex
+		gapSum  uint64
+		resumed = make(chan struct{}, 1)
+	)
+	f := newFixture(t, func(c *redispubsub.SubscriberConfig) {
+		c.QueueSize = 20_000
+		c.OnGap = func(ev redispubsub.GapEvent) {
+			mu.Lock()
+			gapSum += ev.Missing()
+			mu.Unlock()
+		}
+		c.OnReconnect = func(redispubsub.ReconnectEvent) { resumed <- struct{}{} }
+	})
+	ch, _ := subscribe(t, f.sub, "lossy")
+
+	const n = 10_000
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		publishN(t, f.pub, "lossy", n, 50)
+	}()
+	eventually(t, func() bool { return f.sub.Stats().Received >= n/5 })
+	require.EqualValues(t, 1, f.srv.KillClients(t, "TYPE", "pubsub"))
+	<-published
+	select {
+	case <-resumed:
+	case <-time.After(waitTimeout):
+		t.Fatal("no reconnect")
+	}
+	// A last message reveals a gap at the end of the stream, if any.
+	require.NoError(t, f.pub.Publish("lossy", jsonMsg(n)))
+
+	received := 0
+	for {
+		msg := receive(t, ch)
+		msg.Ack()
+		received++
+		if string(msg.Payload) == fmt.Sprintf(`{"n":%d}`, n) {
+			break
+		}
+	}
+	stats := f.sub.Stats()
+	require.EqualValues(t, n+1, uint64(received)+stats.Gaps, "gaps = published - received")
+	require.EqualValues(t, received, stats.Received)
+	mu.Lock()
+	require.Equal(t, stats.Gaps, gapSum, "OnGap reports every gap")
+	mu.Unlock()
+	t.Logf("published %d, received %d, gaps %d", n+1, received, stats.Gaps)
+}
+
+func TestStampsAreRemovedFromDeliveredMessages(t *testing.T) {
+	f := newFixture(t, nil)
+	ch, _ := subscribe(t, f.sub, "clean")
+	sent := jsonMsg(1)
+	sent.Metadata.Set("k", "v")
+	require.NoError(t, f.pub.Publish("clean", sent))
+	msg := receive(t, ch)
+	msg.Ack()
+	require.Equal(t, message.Metadata{"k": "v"}, msg.Metadata)
+	require.Equal(t, message.Metadata{"k": "v"}, sent.Metadata, "Publish does not modify the message")
+}

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# scripts/test.sh runs the whole test suite, as the README says:
+#
+#   bash scripts/test.sh                # everything
+#   bash scripts/test.sh -run Fault -v  # extra `go test` flags pass through
+#   GOTEST_FLAGS='-short' bash scripts/test.sh
+#
+# Tests start their own redis-server processes on free ports (never the
+# server on 6379, if any); this script only makes sure the binary exists,
+# installing it with apt-get when run as root. It also installs the Node
+# peer of the interop tests (tests/interop) when node and npm exist.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# find_redis prints the redis-server to use, with the lookup of
+# internal/redistest.Binary: $REDIS_SERVER, PATH, then the usual places.
+find_redis() {
+	if [[ -n "${REDIS_SERVER:-}" ]]; then
+		if [[ -f "$REDIS_SERVER" && -x "$REDIS_SERVER" ]]; then
+			printf '%s\n' "$REDIS_SERVER"
+			return 0
+		fi
+		return 1
+	fi
+	if command -v redis-server >/dev/null 2>&1; then
+		command -v redis-server
+		return 0
+	fi
+	local p
+	for p in /usr/bin/redis-server /usr/sbin/redis-server /usr/local/bin/redis-server; do
+		if [[ -f "$p" && -x "$p" ]]; then
+			printf '%s\n' "$p"
+			return 0
+		fi
+	done
+	return 1
+}
+
+install_help() {
+	cat >&2 <<'HELP'
+The tests need redis-server (Redis 7 or later); they start their own
+processes on free ports, no running Redis service is needed. Install it:
+  Debian/Ubuntu:  sudo apt-get install redis-server
+  macOS:          brew install redis
+or point REDIS_SERVER at a redis-server binary:
+  REDIS_SERVER=/path/to/redis-server bash scripts/test.sh
+HELP
+}
+
+# 1. redis-server
+if ! redis_bin=$(find_redis); then
+	if [[ -n "${REDIS_SERVER:-}" ]]; then
+		echo "test.sh: REDIS_SERVER=$REDIS_SERVER is not an executable file" >&2
+		install_help
+		exit 1
+	fi
+	if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+		echo "test.sh: redis-server not found; installing it with apt-get" >&2
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get update
+		apt-get install -y --no-install-recommends redis-server
+		# The package may start (or fail to start) a system service on 6379;
+		# the tests do not use it, they start their own servers.
+	fi
+	if ! redis_bin=$(find_redis); then
+		echo "test.sh: redis-server not found" >&2
+		install_help
+		exit 1
+	fi
+fi
+export REDIS_SERVER="$redis_bin"
+echo "test.sh: using $("$REDIS_SERVER" --version) at $REDIS_SERVER"
+
+# 2. the Node peer of the interop tests
+interop=tests/interop
+if [[ ! -f "$interop/package.json" ]]; then
+	: # no interop tests in this tree
+elif ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+	echo "test.sh: node/npm not found; skipping npm ci in $interop (its tests skip themselves)"
+elif [[ ! -f "$interop/package-lock.json" ]]; then
+	echo "test.sh: $interop has no package-lock.json; skipping npm ci"
+else
+	echo "test.sh: npm ci in $interop"
+	(cd "$interop" && npm ci --no-audit --no-fund)
+fi
+
+# 3. the tests. GOTEST_FLAGS is split into words on purpose.
+# shellcheck disable=SC2086
+exec go test -race -count=1 -timeout 15m ${GOTEST_FLAGS:-} "$@" ./...
