@@ -1,0 +1,407 @@
+package redispubsub
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"unicode/utf8"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// JSONEnvelopeMarshaler is the default Marshaler. Its body is a compact JSON
+// object, wire-compatible with the TypeScript Redis event targets, with its
+// keys in this order:
+//
+//	{"type":"call.responded","id":"uuid-123","payload":{"ok":true},"uuid":"<watermill uuid>","metadata":{"k":"v"}}
+//
+// Marshal guarantees:
+//
+//   - type and id are the topic split at its first ':' (see SplitTopic);
+//     "type" is always present.
+//   - "id" is omitted when the topic has no id (it is never "id":""). This is
+//     the body a TypeScript peer publishes for the same event: it dispatches
+//     detail {type, id, payload} with an undefined id, and JSON.stringify drops
+//     undefined properties.
+//   - "payload" is the message payload embedded as JSON, compacted (insignificant
+//     whitespace removed) but otherwise byte for byte as given: it is not
+//     re-serialised, so numbers, escapes and key order stay as the publisher
+//     wrote them. An empty payload is null. A payload that is not valid UTF-8
+//     JSON is refused with an error wrapping ErrPayloadNotJSON.
+//   - "uuid" is omitted when the message UUID is empty, "metadata" when the
+//     message has no metadata. Metadata keys are written in sorted order.
+//   - Strings are escaped as JavaScript's JSON.stringify escapes them: only
+//     '"', '\\' and control characters below U+0020 (as \b \t \n \f \r or
+//     \u00XX); '<', '>', '&', U+2028 and U+2029 are written as themselves.
+//     Invalid UTF-8 in the topic, UUID or metadata is written as U+FFFD.
+//
+// So for a topic and message whose payload is compact JSON as JSON.stringify
+// writes it, the body equals byte for byte what JSON.stringify gives for
+// {type, id, payload, uuid, metadata} with the same (sorted) metadata.
+//
+// Unmarshal accepts what a TypeScript peer sends:
+//
+//   - an empty body, or the body null (what graphql-yoga publishes for an
+//     undefined or null detail): the payload is null;
+//   - a missing "payload" is null; otherwise the message payload is a copy
+//     of the raw JSON text of "payload" (with the body's whitespace inside it,
+//     if any), never a re-serialisation;
+//   - a missing, null or empty "uuid" gets a fresh watermill.NewUUID();
+//   - a missing or null "metadata" gives empty metadata;
+//   - "type", "id" and unknown members are ignored: the channel, not the body,
+//     is authoritative for the topic;
+//   - member names are matched exactly (case-sensitive) and, as in
+//     JavaScript's JSON.parse, a repeated member replaces the earlier one.
+//
+// It returns an error wrapping ErrMalformedMessage, saying what was wrong,
+// when the body is not valid UTF-8 JSON, is not an object (or null), "uuid" is
+// not a string, "metadata" is not an object, or a metadata value is not a
+// string (also one that a later member of the same name would replace).
+//
+// The zero value is ready to use and safe for concurrent use.
+type JSONEnvelopeMarshaler struct{}
+
+// Marshal implements Marshaler.
+func (JSONEnvelopeMarshaler) Marshal(topic string, msg *message.Message) ([]byte, error) {
+	if msg == nil {
+		return nil, errNilMessage
+	}
+	eventType, id := SplitTopic(topic)
+
+	size := len(`{"type":"","id":"","payload":,"uuid":"","metadata":{}}`) +
+		len(eventType) + len(id) + len(msg.Payload) + len(msg.UUID) + len("null")
+	for k, v := range msg.Metadata {
+		size += len(k) + len(v) + len(`"":"",`)
+	}
+	b := make([]byte, 0, size+size/16)
+
+	b = append(b, `{"type":`...)
+	b = appendJSONString(b, eventType)
+	if id != "" {
+		b = append(b, `,"id":`...)
+		b = appendJSONString(b, id)
+	}
+	b = append(b, `,"payload":`...)
+	b, err := appendJSONPayload(b, msg.Payload)
+	if err != nil {
+		return nil, fmt.Errorf("%w (message %q: %v)", ErrPayloadNotJSON, msg.UUID, err)
+	}
+	if msg.UUID != "" {
+		b = append(b, `,"uuid":`...)
+		b = appendJSONString(b, msg.UUID)
+	}
+	if len(msg.Metadata) > 0 {
+		b = append(b, `,"metadata":{`...)
+		var keysBuf [8]string
+		for i, k := range appendSortedMetadataKeys(keysBuf[:0], msg.Metadata) {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, k)
+			b = append(b, ':')
+			b = appendJSONString(b, msg.Metadata[k])
+		}
+		b = append(b, '}')
+	}
+	return append(b, '}'), nil
+}
+
+// Unmarshal implements Marshaler.
+func (JSONEnvelopeMarshaler) Unmarshal(_ string, body []byte) (*message.Message, error) {
+	if len(body) == 0 {
+		return message.NewMessage(watermill.NewUUID(), nullPayload()), nil
+	}
+	if err := validateJSONBody(body); err != nil {
+		return nil, err
+	}
+
+	i := skipJSONSpace(body, 0)
+	switch body[i] {
+	case '{':
+	case 'n': // null: what graphql-yoga publishes for a null detail.
+		return message.NewMessage(watermill.NewUUID(), nullPayload()), nil
+	default:
+		return nil, fmt.Errorf("%w: body is a JSON %s, want an object", ErrMalformedMessage, jsonKind(body[i]))
+	}
+
+	// The body is valid JSON, so the scan below only has to find where
+	// members and values end; it never has to report a syntax error.
+	var payload, uuidRaw, metadataRaw []byte
+	for i = skipJSONSpace(body, i+1); i < len(body) && body[i] == '"'; {
+		keyEnd := endOfJSONString(body, i)
+		key := body[i:keyEnd]
+		i = skipJSONSpace(body, keyEnd)
+		i = skipJSONSpace(body, i+1) // ':'
+		valueEnd := endOfJSONValue(body, i)
+		value := body[i:valueEnd]
+		switch {
+		case jsonStringEquals(key, "payload"):
+			payload = value
+		case jsonStringEquals(key, "uuid"):
+			uuidRaw = value
+		case jsonStringEquals(key, "metadata"):
+			metadataRaw = value
+		}
+		i = skipJSONSpace(body, valueEnd)
+		if i < len(body) && body[i] == ',' {
+			i = skipJSONSpace(body, i+1)
+			continue
+		}
+		break // '}'
+	}
+
+	var uuid string
+	switch {
+	case len(uuidRaw) == 0 || uuidRaw[0] == 'n':
+	case uuidRaw[0] == '"':
+		uuid = unquoteJSONString(uuidRaw)
+	default:
+		return nil, fmt.Errorf("%w: uuid is a JSON %s, want a string", ErrMalformedMessage, jsonKind(uuidRaw[0]))
+	}
+	if uuid == "" {
+		uuid = watermill.NewUUID()
+	}
+
+	if payload == nil {
+		payload = nullPayload()
+	} else {
+		payload = bytes.Clone(payload)
+	}
+	msg := message.NewMessage(uuid, payload)
+
+	if len(metadataRaw) == 0 || metadataRaw[0] == 'n' {
+		return msg, nil
+	}
+	if metadataRaw[0] != '{' {
+		return nil, fmt.Errorf("%w: metadata is a JSON %s, want an object", ErrMalformedMessage, jsonKind(metadataRaw[0]))
+	}
+	for j := skipJSONSpace(metadataRaw, 1); j < len(metadataRaw) && metadataRaw[j] == '"'; {
+		keyEnd := endOfJSONString(metadataRaw, j)
+		key := unquoteJSONString(metadataRaw[j:keyEnd])
+		j = skipJSONSpace(metadataRaw, keyEnd)
+		j = skipJSONSpace(metadataRaw, j+1) // ':'
+		valueEnd := endOfJSONValue(metadataRaw, j)
+		if metadataRaw[j] != '"' {
+			return nil, fmt.Errorf("%w: metadata value for key %q is a JSON %s, want a string",
+				ErrMalformedMessage, key, jsonKind(metadataRaw[j]))
+		}
+		msg.Metadata[key] = unquoteJSONString(metadataRaw[j:valueEnd])
+		j = skipJSONSpace(metadataRaw, valueEnd)
+		if j < len(metadataRaw) && metadataRaw[j] == ',' {
+			j = skipJSONSpace(metadataRaw, j+1)
+			continue
+		}
+		break // '}'
+	}
+	return msg, nil
+}
+
+// nullPayload returns a fresh payload holding the JSON null.
+func nullPayload() message.Payload {
+	return message.Payload("null")
+}
+
+// validateJSONBody returns an error wrapping ErrMalformedMessage unless body
+// is a single valid JSON value encoded as valid UTF-8.
+func validateJSONBody(body []byte) error {
+	if !utf8.Valid(body) {
+		return fmt.Errorf("%w: body is not valid UTF-8", ErrMalformedMessage)
+	}
+	if !json.Valid(body) {
+		// Slow path, for the error text only: the syntax error and its offset.
+		err := json.Unmarshal(body, new(json.RawMessage))
+		return fmt.Errorf("%w: body is not valid JSON: %v", ErrMalformedMessage, err)
+	}
+	return nil
+}
+
+// appendJSONPayload appends payload to b as a compact JSON value, or null when
+// payload is empty. It fails when payload is not valid UTF-8 JSON.
+func appendJSONPayload(b, payload []byte) ([]byte, error) {
+	if len(payload) == 0 {
+		return append(b, "null"...), nil
+	}
+	if !utf8.Valid(payload) {
+		return nil, fmt.Errorf("payload is not valid UTF-8")
+	}
+	buf := bytes.NewBuffer(b)
+	if err := json.Compact(buf, payload); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// appendSortedMetadataKeys appends the keys of md to keys and sorts them in
+// increasing order.
+func appendSortedMetadataKeys(keys []string, md message.Metadata) []string {
+	for k := range md {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+const lowerHex = "0123456789abcdef"
+
+// appendJSONString appends s to b as a JSON string escaped exactly as
+// JavaScript's JSON.stringify escapes a string: '"' and '\\' are
+// backslash-escaped, control characters below U+0020 are written as \b, \t,
+// \n, \f, \r or \u00xx (lowercase hex), everything else as itself (no HTML
+// escaping, no escaping of U+2028 or U+2029). Each byte of s that is not part
+// of a valid UTF-8 sequence is written as U+FFFD.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\t':
+				b = append(b, '\\', 't')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\r':
+				b = append(b, '\\', 'r')
+			default:
+				b = append(b, '\\', 'u', '0', '0', lowerHex[c>>4], lowerHex[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, "\uFFFD"...)
+			i++
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// The helpers below scan JSON that json.Valid accepted. They never report
+// syntax errors and stop at len(b) rather than index past it.
+
+// skipJSONSpace returns the index of the first non-whitespace byte of b at or
+// after i, or len(b).
+func skipJSONSpace(b []byte, i int) int {
+	for i < len(b) {
+		switch b[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// endOfJSONString returns the index just past the closing quote of the string
+// that starts at b[i] == '"'.
+func endOfJSONString(b []byte, i int) int {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return len(b)
+}
+
+// endOfJSONValue returns the index just past the value that starts at b[i].
+func endOfJSONValue(b []byte, i int) int {
+	if i >= len(b) {
+		return len(b)
+	}
+	switch b[i] {
+	case '"':
+		return endOfJSONString(b, i)
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				i = endOfJSONString(b, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return len(b)
+	default: // number, true, false, null
+		for i < len(b) {
+			switch b[i] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				return i
+			}
+			i++
+		}
+		return len(b)
+	}
+}
+
+// jsonStringEquals reports whether the JSON string literal raw (quotes
+// included) denotes s.
+func jsonStringEquals(raw []byte, s string) bool {
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return len(raw) == len(s)+2 && string(raw[1:len(raw)-1]) == s
+	}
+	return unquoteJSONString(raw) == s
+}
+
+// unquoteJSONString returns the string denoted by the valid JSON string
+// literal raw (quotes included). Lone surrogate escapes become U+FFFD.
+func unquoteJSONString(raw []byte) string {
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return string(raw[1 : len(raw)-1])
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		// Unreachable for a literal that json.Valid accepted.
+		return string(raw[1 : len(raw)-1])
+	}
+	return s
+}
+
+// jsonKind names the kind of the JSON value whose first byte is c.
+func jsonKind(c byte) string {
+	switch c {
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	case '"':
+		return "string"
+	case 't', 'f':
+		return "boolean"
+	case 'n':
+		return "null"
+	default:
+		return "number"
+	}
+}

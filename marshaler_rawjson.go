@@ -1,0 +1,60 @@
+package redispubsub
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// RawJSONMarshaler is a Marshaler whose body is the JSON payload alone: what
+// graphql-yoga's createPubSub publishes through its Redis event target
+// (JSON.stringify(payload)). Use it to exchange events with such peers.
+//
+// Marshal returns a copy of the payload unchanged (not compacted), or null for
+// an empty payload. A payload that is not valid UTF-8 JSON is refused with an
+// error wrapping ErrPayloadNotJSON. The message UUID and metadata are not
+// transmitted.
+//
+// Unmarshal returns a message whose payload is a copy of body (null for an
+// empty body), with a fresh watermill.NewUUID() and empty metadata. A body
+// that is not valid UTF-8 JSON is refused with an error wrapping
+// ErrMalformedMessage.
+//
+// Marshal and Unmarshal round-trip the payload byte for byte, except that an
+// empty payload comes back as null.
+//
+// The zero value is ready to use and safe for concurrent use.
+type RawJSONMarshaler struct{}
+
+// Marshal implements Marshaler.
+func (RawJSONMarshaler) Marshal(_ string, msg *message.Message) ([]byte, error) {
+	if msg == nil {
+		return nil, errNilMessage
+	}
+	if len(msg.Payload) == 0 {
+		return nullPayload(), nil
+	}
+	if !utf8.Valid(msg.Payload) {
+		return nil, fmt.Errorf("%w (message %q: payload is not valid UTF-8)", ErrPayloadNotJSON, msg.UUID)
+	}
+	if !json.Valid(msg.Payload) {
+		err := json.Unmarshal(msg.Payload, new(json.RawMessage))
+		return nil, fmt.Errorf("%w (message %q: %v)", ErrPayloadNotJSON, msg.UUID, err)
+	}
+	return bytes.Clone(msg.Payload), nil
+}
+
+// Unmarshal implements Marshaler.
+func (RawJSONMarshaler) Unmarshal(_ string, body []byte) (*message.Message, error) {
+	if len(body) == 0 {
+		return message.NewMessage(watermill.NewUUID(), nullPayload()), nil
+	}
+	if err := validateJSONBody(body); err != nil {
+		return nil, err
+	}
+	return message.NewMessage(watermill.NewUUID(), bytes.Clone(body)), nil
+}
