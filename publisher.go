@@ -287,6 +287,9 @@ func (call *publishCall) finish(p *Publisher, cmds []*redis.IntCmd, pipeErr erro
 // any of msgs is done.
 func messagesContext(msgs []*message.Message) (context.Context, context.CancelFunc) {
 	first := msgs[0].Context()
+	if len(msgs) == 1 {
+		return first, func() {}
+	}
 	ctx, cancel := context.WithCancelCause(first)
 	stops := make([]func() bool, 0, len(msgs)-1)
 	for _, msg := range msgs[1:] {

@@ -21,14 +21,14 @@ const (
 // stamped returns a copy of msg carrying the sequence stamp; msg itself is
 // not modified, so one message may be published on several topics at once.
 func stamped(msg *message.Message, publisher string, seq uint64) *message.Message {
-	out := message.NewMessage(msg.UUID, msg.Payload)
-	out.Metadata = make(message.Metadata, len(msg.Metadata)+2)
+	metadata := make(message.Metadata, len(msg.Metadata)+2)
 	for k, v := range msg.Metadata {
-		out.Metadata[k] = v
+		metadata[k] = v
 	}
-	out.Metadata[MetadataPublisher] = publisher
-	out.Metadata[MetadataSequence] = strconv.FormatUint(seq, 10)
-	return out
+	metadata[MetadataPublisher] = publisher
+	metadata[MetadataSequence] = strconv.FormatUint(seq, 10)
+	// Only for the Marshaler, which reads these three fields: no Ack state.
+	return &message.Message{UUID: msg.UUID, Metadata: metadata, Payload: msg.Payload}
 }
 
 // stampReader is implemented by the marshalers whose bodies carry metadata,

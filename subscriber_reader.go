@@ -238,7 +238,7 @@ func (s *Subscriber) route(m *redis.Message) {
 		return
 	}
 	gap, found := s.checkSequence(rs, m)
-	in := &incoming{channel: m.Channel, pattern: m.Pattern != "", body: m.Payload}
+	in := &incoming{channel: m.Channel, pattern: m.Pattern != "", body: m.Payload, shared: len(rs.subs) > 1}
 	for _, sn := range rs.subs {
 		sn.push(in)
 	}
@@ -282,6 +282,7 @@ type incoming struct {
 	channel string
 	pattern bool
 	body    string
+	shared  bool // queued for more than one subscription
 
 	once sync.Once
 	msg  *message.Message

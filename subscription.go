@@ -124,7 +124,7 @@ func (sn *subscription) run() {
 		if err != nil {
 			continue // counted and logged by decode
 		}
-		if !sn.deliver(msg) {
+		if !sn.deliver(msg, in.shared) {
 			return
 		}
 	}
@@ -133,12 +133,16 @@ func (sn *subscription) run() {
 // deliver sends msg to the consumer and waits for its Ack, redelivering a
 // fresh copy after each Nack. It reports false when the subscription ended
 // first.
-func (sn *subscription) deliver(msg *message.Message) bool {
+func (sn *subscription) deliver(msg *message.Message, shared bool) bool {
 	stats := &sn.sub.stats
-	for {
-		// A copy per attempt: a Nacked message cannot be Acked again, and
-		// the copy keeps consumers of one topic from sharing Ack state.
-		attempt := msg.Copy()
+	for first := true; ; first = false {
+		// A Nacked message cannot be Acked again, and consumers of one
+		// topic must not share Ack state: every attempt but the first of
+		// an unshared message gets a copy.
+		attempt := msg
+		if shared || !first {
+			attempt = msg.Copy()
+		}
 		ctx, cancel := context.WithCancel(sn.ctx)
 		attempt.SetContext(ctx)
 		select {
