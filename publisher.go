@@ -16,8 +16,11 @@ import (
 // Client is a valid default.
 type PublisherConfig struct {
 	// Client sends the PUBLISH commands. Required. Any redis.UniversalClient
-	// works: *redis.Client, *redis.ClusterClient (PUBLISH reaches subscribers
-	// on every node) or a failover client. The Publisher never closes it.
+	// works: *redis.Client, a failover client, or *redis.ClusterClient, on
+	// which PUBLISH reaches subscribers on every node and the messages of a
+	// channel all go through the node of the channel's hash slot, in order.
+	// (*redis.Ring is not supported: its shards do not share Pub/Sub.) The
+	// Publisher never closes it.
 	//
 	// go-redis honours a message context's cancellation while a command is
 	// on the wire only when the client's Options.ContextTimeoutEnabled is
@@ -240,7 +243,13 @@ func (p *Publisher) send(batch []*publishCall) {
 		for i, call := range live {
 			cmds[i] = make([]*redis.IntCmd, len(call.bodies))
 			for j, body := range call.bodies {
-				cmds[i][j] = pipe.Publish(call.ctx, call.channel, body)
+				cmd := pipe.Publish(call.ctx, call.channel, body)
+				// PUBLISH has no key, so a ClusterClient would send each one
+				// to a random node, and messages would overtake each other
+				// on their way through the cluster bus. Hashing the channel
+				// as a key sends a channel's messages through one node.
+				cmd.SetFirstKeyPos(1)
+				cmds[i][j] = cmd
 			}
 		}
 		return nil
