@@ -1,0 +1,339 @@
+package redispubsub_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	redispubsub "github.com/alkdev/watermill-redispubsub"
+	"github.com/alkdev/watermill-redispubsub/internal/eventtargettest"
+)
+
+const eventTargetTestTimeout = 10 * time.Second
+
+type testPayload struct {
+	Seq int `json:"seq"`
+}
+
+// newGoChannel returns an in-process Pub/Sub closed at the end of the test.
+// BlockPublishUntilSubscriberAck keeps gochannel's delivery in publish order
+// (without it, gochannel hands concurrent messages to a subscriber in any
+// order).
+func newGoChannel(t *testing.T, preserveContext bool) *gochannel.GoChannel {
+	t.Helper()
+	gc := gochannel.NewGoChannel(gochannel.Config{
+		BlockPublishUntilSubscriberAck: true,
+		PreserveContext:                preserveContext,
+	}, watermill.NopLogger{})
+	t.Cleanup(func() { _ = gc.Close() })
+	return gc
+}
+
+func TestEventTarget_GoChannel(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+
+	eventtargettest.Run(t, func(t *testing.T) (message.Publisher, message.Subscriber) {
+		gc := newGoChannel(t, false)
+		return gc, gc
+	}, eventtargettest.Capabilities{
+		LiveOnSubscribe: true,
+		Timeout:         eventTargetTestTimeout,
+	})
+}
+
+func TestEventTarget_NewRejectsNil(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	gc := newGoChannel(t, false)
+
+	_, err := redispubsub.NewEventTarget[testPayload](nil, gc)
+	assert.Error(t, err)
+	_, err = redispubsub.NewEventTarget[testPayload](gc, nil)
+	assert.Error(t, err)
+}
+
+// TestEventTarget_MessageContextAndMetadata checks what DispatchEvent puts in
+// the message, and that listeners get the message's context.
+func TestEventTarget_MessageContextAndMetadata(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	gc := newGoChannel(t, true)
+	target, err := redispubsub.NewEventTarget[testPayload](gc, gc)
+	require.NoError(t, err)
+	defer target.Close()
+
+	type ctxKey struct{}
+	got := make(chan struct {
+		ctx context.Context
+		ev  redispubsub.Event[testPayload]
+	}, 1)
+	_, err = target.AddEventListener(context.Background(), "call.responded:uuid-123", func(ctx context.Context, ev redispubsub.Event[testPayload]) {
+		got <- struct {
+			ctx context.Context
+			ev  redispubsub.Event[testPayload]
+		}{ctx, ev}
+	})
+	require.NoError(t, err)
+
+	ctx := context.WithValue(context.Background(), ctxKey{}, "v")
+	meta := message.NewMessage("ignored", nil)
+	meta.Metadata.Set("trace", "t-1")
+	require.NoError(t, target.DispatchEvent(ctx, redispubsub.Event[testPayload]{
+		Type: "call.responded", ID: "uuid-123", Payload: testPayload{Seq: 5}, Message: meta,
+	}))
+
+	select {
+	case g := <-got:
+		assert.Equal(t, "v", g.ctx.Value(ctxKey{}), "listener gets the message's context")
+		assert.Equal(t, "call.responded", g.ev.Type)
+		assert.Equal(t, "uuid-123", g.ev.ID)
+		assert.Equal(t, testPayload{Seq: 5}, g.ev.Payload)
+		assert.JSONEq(t, `{"seq":5}`, string(g.ev.Message.Payload))
+		assert.Equal(t, "t-1", g.ev.Message.Metadata.Get("trace"))
+		assert.NotEqual(t, "ignored", g.ev.Message.UUID, "a dispatched message gets a new UUID")
+		assert.NotEmpty(t, g.ev.Message.UUID)
+	case <-time.After(eventTargetTestTimeout):
+		t.Fatal("no event")
+	}
+}
+
+// TestEventTarget_EmptyPayloadIsZeroValue: an event sent without data (a
+// TypeScript CustomEvent without detail) has the zero payload.
+func TestEventTarget_EmptyPayloadIsZeroValue(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	gc := newGoChannel(t, false)
+	errs := make(chan error, 4)
+	target, err := redispubsub.NewEventTarget[testPayload](gc, gc,
+		redispubsub.WithErrorHandler(func(_ string, err error) { errs <- err }))
+	require.NoError(t, err)
+	defer target.Close()
+
+	got := make(chan redispubsub.Event[testPayload], 2)
+	_, err = target.AddEventListener(context.Background(), "ping", func(_ context.Context, ev redispubsub.Event[testPayload]) { got <- ev })
+	require.NoError(t, err)
+	require.NoError(t, gc.Publish("ping", message.NewMessage(watermill.NewUUID(), nil)))
+	require.NoError(t, gc.Publish("ping", message.NewMessage(watermill.NewUUID(), []byte("null"))))
+	for range 2 {
+		select {
+		case ev := <-got:
+			assert.Equal(t, testPayload{}, ev.Payload)
+		case <-time.After(eventTargetTestTimeout):
+			t.Fatal("no event")
+		}
+	}
+	assert.Empty(t, errs)
+}
+
+// stubSubscriber lets a test decide how Subscribe behaves.
+type stubSubscriber struct {
+	subscribe func(ctx context.Context, topic string) (<-chan *message.Message, error)
+}
+
+func (s stubSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	return s.subscribe(ctx, topic)
+}
+
+func (stubSubscriber) Close() error { return nil }
+
+func TestEventTarget_SubscribeErrorIsReturned(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	gc := newGoChannel(t, false)
+	failure := errors.New("no server")
+	var (
+		mu    sync.Mutex
+		calls int
+	)
+	sub := stubSubscriber{subscribe: func(ctx context.Context, topic string) (<-chan *message.Message, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if calls == 1 {
+			return nil, failure
+		}
+		return gc.Subscribe(ctx, topic)
+	}}
+	target, err := redispubsub.NewEventTarget[testPayload](gc, sub)
+	require.NoError(t, err)
+	defer target.Close()
+
+	noop := func(context.Context, redispubsub.Event[testPayload]) {}
+	h, err := target.AddEventListener(context.Background(), "t", noop)
+	assert.ErrorIs(t, err, failure)
+	assert.Nil(t, h)
+
+	h, err = target.AddEventListener(context.Background(), "t", noop)
+	require.NoError(t, err, "the next listener subscribes again")
+	h.Remove()
+	mu.Lock()
+	assert.Equal(t, 2, calls)
+	mu.Unlock()
+}
+
+// blockingSubscriber's Subscribe waits until released or until its context
+// is done.
+func blockingSubscriber(release <-chan struct{}, ctxDone chan<- struct{}) stubSubscriber {
+	return stubSubscriber{subscribe: func(ctx context.Context, _ string) (<-chan *message.Message, error) {
+		select {
+		case <-release:
+			ch := make(chan *message.Message)
+			context.AfterFunc(ctx, func() { close(ch) })
+			return ch, nil
+		case <-ctx.Done():
+			close(ctxDone)
+			return nil, ctx.Err()
+		}
+	}}
+}
+
+func TestEventTarget_AddWaitIsBoundedByContext(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	gc := newGoChannel(t, false)
+	entered := make(chan struct{})
+	ctxDone := make(chan struct{})
+	inner := blockingSubscriber(nil, ctxDone)
+	sub := stubSubscriber{subscribe: func(ctx context.Context, topic string) (<-chan *message.Message, error) {
+		close(entered)
+		return inner.Subscribe(ctx, topic)
+	}}
+	target, err := redispubsub.NewEventTarget[testPayload](gc, sub)
+	require.NoError(t, err)
+	defer target.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	result := make(chan error, 1)
+	go func() {
+		_, err := target.AddEventListener(ctx, "t", func(context.Context, redispubsub.Event[testPayload]) {})
+		result <- err
+	}()
+	select {
+	case <-entered:
+	case <-time.After(eventTargetTestTimeout):
+		t.Fatal("Subscribe not called")
+	}
+	cancel()
+	select {
+	case err := <-result:
+		assert.ErrorIs(t, err, context.Canceled)
+	case <-time.After(eventTargetTestTimeout):
+		t.Fatal("AddEventListener did not return when its context was cancelled")
+	}
+	select {
+	case <-ctxDone:
+	case <-time.After(eventTargetTestTimeout):
+		t.Fatal("the pending subscription was not cancelled")
+	}
+}
+
+func TestEventTarget_CloseDuringSubscribe(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	gc := newGoChannel(t, false)
+	entered := make(chan struct{})
+	ctxDone := make(chan struct{})
+	inner := blockingSubscriber(nil, ctxDone)
+	sub := stubSubscriber{subscribe: func(ctx context.Context, topic string) (<-chan *message.Message, error) {
+		close(entered)
+		return inner.Subscribe(ctx, topic)
+	}}
+	target, err := redispubsub.NewEventTarget[testPayload](gc, sub)
+	require.NoError(t, err)
+
+	result := make(chan error, 1)
+	go func() {
+		_, err := target.AddEventListener(context.Background(), "t", func(context.Context, redispubsub.Event[testPayload]) {})
+		result <- err
+	}()
+	select {
+	case <-entered:
+	case <-time.After(eventTargetTestTimeout):
+		t.Fatal("Subscribe not called")
+	}
+	require.NoError(t, target.Close())
+	select {
+	case err := <-result:
+		assert.ErrorIs(t, err, redispubsub.ErrEventTargetClosed)
+	case <-time.After(eventTargetTestTimeout):
+		t.Fatal("AddEventListener did not return after Close")
+	}
+	<-ctxDone // Close waited for the topic goroutine, which saw this
+}
+
+func TestEventTarget_SubscriptionClosedBySubscriber(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	gc := newGoChannel(t, false)
+	var (
+		mu    sync.Mutex
+		chans []chan *message.Message
+	)
+	sub := stubSubscriber{subscribe: func(ctx context.Context, _ string) (<-chan *message.Message, error) {
+		ch := make(chan *message.Message)
+		mu.Lock()
+		chans = append(chans, ch)
+		mu.Unlock()
+		return ch, nil
+	}}
+	type report struct {
+		topic string
+		err   error
+	}
+	reports := make(chan report, 4)
+	target, err := redispubsub.NewEventTarget[testPayload](gc, sub,
+		redispubsub.WithErrorHandler(func(topic string, err error) { reports <- report{topic, err} }))
+	require.NoError(t, err)
+	defer target.Close()
+
+	noop := func(context.Context, redispubsub.Event[testPayload]) {}
+	_, err = target.AddEventListener(context.Background(), "t", noop)
+	require.NoError(t, err)
+	mu.Lock()
+	close(chans[0])
+	mu.Unlock()
+
+	select {
+	case r := <-reports:
+		assert.Equal(t, "t", r.topic)
+		assert.ErrorIs(t, r.err, redispubsub.ErrSubscriptionClosed)
+	case <-time.After(eventTargetTestTimeout):
+		t.Fatal("closed subscription not reported")
+	}
+
+	h, err := target.AddEventListener(context.Background(), "t", noop)
+	require.NoError(t, err)
+	mu.Lock()
+	assert.Len(t, chans, 2, "the next listener subscribes again")
+	mu.Unlock()
+	h.Remove()
+}
+
+func TestEventTarget_ErrorHandlerPanicIsRecovered(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	gc := newGoChannel(t, false)
+	target, err := redispubsub.NewEventTarget[testPayload](gc, gc,
+		redispubsub.WithErrorHandler(func(string, error) { panic("hook") }))
+	require.NoError(t, err)
+	defer target.Close()
+
+	got := make(chan int, 2)
+	_, err = target.AddEventListener(context.Background(), "t", func(_ context.Context, ev redispubsub.Event[testPayload]) {
+		got <- ev.Payload.Seq
+		if ev.Payload.Seq == 0 {
+			panic("listener")
+		}
+	})
+	require.NoError(t, err)
+	for i := range 2 {
+		require.NoError(t, target.DispatchEvent(context.Background(), redispubsub.Event[testPayload]{Type: "t", Payload: testPayload{Seq: i}}))
+		select {
+		case seq := <-got:
+			assert.Equal(t, i, seq)
+		case <-time.After(eventTargetTestTimeout):
+			t.Fatal("no event")
+		}
+	}
+}

@@ -1,0 +1,63 @@
+package redispubsub
+
+import (
+	"context"
+
+	"github.com/ThreeDotsLabs/watermill"
+)
+
+// EventTargetOption configures an EventTarget; see NewEventTarget.
+type EventTargetOption func(*eventTargetOptions)
+
+type eventTargetOptions struct {
+	logger  watermill.LoggerAdapter
+	onError func(topic string, err error)
+}
+
+// WithErrorHandler sets a hook that the EventTarget calls with what goes wrong
+// while it delivers events, so that nothing fails silently:
+//
+//   - a payload that does not decode into the event type T (the error wraps
+//     ErrPayloadDecode; the message is Acked and no listener is called);
+//   - a listener that panicked (the error wraps ErrListenerPanic; the
+//     remaining listeners still get the event and the message is still Acked);
+//   - a subscription whose channel the Subscriber closed on its own, for
+//     example because it was closed (the error wraps ErrSubscriptionClosed).
+//
+// topic is the topic of the subscription the problem happened on. The hook is
+// called synchronously on that topic's delivery goroutine, so it delays that
+// topic, and only that topic, while it runs; a panic in it is recovered and
+// logged. Every such error is also logged at error level whether or not a
+// hook is set. Default: none.
+func WithErrorHandler(handler func(topic string, err error)) EventTargetOption {
+	return func(o *eventTargetOptions) { o.onError = handler }
+}
+
+// WithLogger sets the logger of the EventTarget. Default: watermill.NopLogger.
+func WithLogger(logger watermill.LoggerAdapter) EventTargetOption {
+	return func(o *eventTargetOptions) { o.logger = logger }
+}
+
+// ListenerOption configures one listener; see EventTarget.AddEventListener.
+type ListenerOption func(*listenerOptions)
+
+type listenerOptions struct {
+	once bool
+	ctx  context.Context
+}
+
+// Once makes the listener run for at most one event: it is removed just
+// before it is called for the first time, so it runs once even if it panics
+// or events arrive back to back.
+func Once() ListenerOption {
+	return func(o *listenerOptions) { o.once = true }
+}
+
+// WithContext ties the listener's lifetime to ctx: the listener is removed
+// when ctx is done, as if its Remove had been called. A listener that is
+// running when ctx is done finishes its current event. If ctx is done before
+// AddEventListener returns, AddEventListener returns ctx's error and adds
+// nothing.
+func WithContext(ctx context.Context) ListenerOption {
+	return func(o *listenerOptions) { o.ctx = ctx }
+}
