@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -238,8 +239,10 @@ func (p *Publisher) send(batch []*publishCall) {
 	if len(live) == 0 {
 		return
 	}
+	ctx, cancel := batchContext(live)
+	defer cancel()
 	cmds := make([][]*redis.IntCmd, len(live))
-	_, err := p.config.Client.Pipelined(context.Background(), func(pipe redis.Pipeliner) error {
+	_, err := p.config.Client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for i, call := range live {
 			cmds[i] = make([]*redis.IntCmd, len(call.bodies))
 			for j, body := range call.bodies {
@@ -289,6 +292,42 @@ func (call *publishCall) finish(p *Publisher, cmds []*redis.IntCmd, pipeErr erro
 		p.failed.Add(uint64(failed))
 		call.err = fmt.Errorf("redispubsub: publish to %q: %d of %d messages not sent: %w",
 			call.topic, failed, len(call.msgs), firstErr)
+	}
+}
+
+// batchContext returns the context of a pipeline: it ends when no caller
+// waits for it any more, and has the latest deadline of its calls, if they
+// all have one. (go-redis applies both to the socket only with
+// ContextTimeoutEnabled; a stuck pipeline would otherwise hold up every
+// later one for the client's ReadTimeout.)
+func batchContext(calls []*publishCall) (context.Context, context.CancelFunc) {
+	var latest time.Time
+	for _, call := range calls {
+		deadline, ok := call.ctx.Deadline()
+		if !ok || call.ctx.Done() == nil {
+			// This caller may wait for ever: so may the pipeline.
+			return context.Background(), func() {}
+		}
+		if deadline.After(latest) {
+			latest = deadline
+		}
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), latest)
+	var waiting atomic.Int64
+	waiting.Store(int64(len(calls)))
+	stops := make([]func() bool, len(calls))
+	for i, call := range calls {
+		stops[i] = context.AfterFunc(call.ctx, func() {
+			if waiting.Add(-1) == 0 {
+				cancel()
+			}
+		})
+	}
+	return ctx, func() {
+		for _, stop := range stops {
+			stop()
+		}
+		cancel()
 	}
 }
 

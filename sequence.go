@@ -133,15 +133,25 @@ func (g GapEvent) Missing() uint64 { return g.Last - g.First + 1 }
 // channel for one Redis subscription.
 type sequenceTracker map[string]uint64
 
-// observe records seq and returns the gap it reveals, if any. The first
-// message of a stream, and a sequence that starts again at 1, reveal none.
-func (t sequenceTracker) observe(publisher, channel string, seq uint64) (first, last uint64, gap bool) {
+// sequenceVerdict is what a sequence number says of the stream it is in.
+type sequenceVerdict int
+
+const (
+	inSequence sequenceVerdict = iota // next, first of its stream, or restarted at 1
+	gapFound                          // numbers were skipped
+	duplicate                         // seen already: a retried pipeline sent it again
+)
+
+// observe records seq. The first message of a stream, and a sequence that
+// starts again at 1, reveal no gap. A gap's first missing number is
+// returned; its last is seq-1.
+func (t sequenceTracker) observe(publisher, channel string, seq uint64) (verdict sequenceVerdict, firstMissing uint64) {
 	key := publisher + "\x00" + channel
 	prev, known := t[key]
-	if known && seq != 1 && seq <= prev {
-		return 0, 0, false // a duplicate: nothing missing, nothing new
-	}
-	if !known && len(t) >= maxTrackedStreams {
+	switch {
+	case known && seq != 1 && seq <= prev:
+		return duplicate, 0
+	case !known && len(t) >= maxTrackedStreams:
 		for forget := range t {
 			delete(t, forget)
 			break
@@ -149,7 +159,7 @@ func (t sequenceTracker) observe(publisher, channel string, seq uint64) (first, 
 	}
 	t[key] = seq
 	if known && seq > prev+1 {
-		return prev + 1, seq - 1, true
+		return gapFound, prev + 1
 	}
-	return 0, 0, false
+	return inSequence, 0
 }

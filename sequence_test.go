@@ -7,29 +7,27 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestSequenceTrackerFindsGaps(t *testing.T) {
+func TestSequenceTrackerFindsGapsAndDuplicates(t *testing.T) {
 	tr := sequenceTracker{}
-	type step struct {
-		seq         uint64
-		first, last uint64
-		gap         bool
-	}
-	for _, s := range []step{
-		{seq: 7},                                 // joined mid-stream
-		{seq: 8},                                 // in order
-		{seq: 12, first: 9, last: 11, gap: true}, // three missing
-		{seq: 12},                                // duplicate
-		{seq: 10},                                // late: already counted, ignored
-		{seq: 1},                                 // restarted sequence
-		{seq: 2},
+	for _, step := range []struct {
+		seq          uint64
+		verdict      sequenceVerdict
+		firstMissing uint64
+	}{
+		{seq: 7, verdict: inSequence},                 // joined mid-stream
+		{seq: 8, verdict: inSequence},                 // in order
+		{seq: 12, verdict: gapFound, firstMissing: 9}, // 9 to 11 missing
+		{seq: 12, verdict: duplicate},                 // a retried pipeline
+		{seq: 10, verdict: duplicate},                 // late: already counted
+		{seq: 1, verdict: inSequence},                 // restarted sequence
+		{seq: 2, verdict: inSequence},
 	} {
-		first, last, gap := tr.observe("pub", "ch", s.seq)
-		require.Equal(t, s.gap, gap, "seq %d", s.seq)
-		require.Equal(t, s.first, first, "seq %d", s.seq)
-		require.Equal(t, s.last, last, "seq %d", s.seq)
+		verdict, firstMissing := tr.observe("pub", "ch", step.seq)
+		require.Equal(t, step.verdict, verdict, "seq %d", step.seq)
+		require.Equal(t, step.firstMissing, firstMissing, "seq %d", step.seq)
 	}
-	_, _, gap := tr.observe("other", "ch", 5)
-	require.False(t, gap, "streams are per publisher")
+	verdict, _ := tr.observe("other", "ch", 5)
+	require.Equal(t, inSequence, verdict, "streams are per publisher")
 }
 
 func TestReadStampFromEveryStampingMarshaler(t *testing.T) {

@@ -38,4 +38,8 @@ type SubscriberStats struct {
 	// a Publisher stamped on a subscribed channel that never arrived (see
 	// GapEvent). Messages lost to a full queue count in Dropped instead.
 	Gaps uint64
+	// Duplicates counts stamped messages received a second time (go-redis
+	// retried a Publisher's pipeline after Redis had run it); they are
+	// dropped, not delivered.
+	Duplicates uint64
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,7 +59,19 @@ type Subscriber struct {
 	// initialized holds subscriptions made by SubscribeInitialize until the
 	// first Subscribe of their topic takes them over.
 	initialized map[string]*subscription
-	closed      bool
+	// joins holds subscriptions of live channels waiting for the PONG of
+	// their PING, keyed by its payload: what arrives before it was published
+	// before they subscribed, and is not theirs.
+	joins   map[string]*pendingJoin
+	joinSeq uint64
+	// awaiting counts the resubscriptions sent on the current connection
+	// that Redis has not confirmed; connected is set once there are none.
+	awaiting  int
+	connected bool
+	// reconnect is reported once awaiting drops to zero; nil when no
+	// reconnect is due.
+	reconnect *pendingReconnect
+	closed    bool
 
 	// stamps reads sequence stamps; nil when gap detection is off or the
 	// Marshaler carries no metadata.
@@ -78,19 +91,43 @@ type subscriptionKey struct {
 // redisSubscription is the state of one SUBSCRIBE (or PSUBSCRIBE) shared by
 // the local subscriptions of a channel (or pattern).
 type redisSubscription struct {
-	subs []*subscription
-	// confirmed is closed once Redis confirmed the latest SUBSCRIBE.
+	// subs receive the channel's messages; joining more wait for their PONG.
+	subs    []*subscription
+	joining int
+	// confirmed is closed once Redis confirmed the latest SUBSCRIBE on the
+	// current connection; waiters are closed with it.
 	confirmed chan struct{}
+	waiters   []chan struct{}
 	// replies lists the confirmations Redis owes for this channel on the
 	// current connection, in the order the commands were sent: true for a
 	// SUBSCRIBE, false for an UNSUBSCRIBE.
 	replies []bool
+	// resubscribing is set while the resubscription after a reconnect is
+	// not confirmed yet.
+	resubscribing bool
 	// sequences finds the gaps in what this subscription received.
 	sequences sequenceTracker
 }
 
+// pendingJoin is a subscription waiting to start at the PONG of its PING.
+type pendingJoin struct {
+	rs     *redisSubscription
+	sn     *subscription
+	joined chan struct{}
+}
+
+// isClosed reports whether ch is closed.
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
 type subscriberCounters struct {
-	received, decodeFailures, delivered, acked, nacked, dropped, discarded, reconnects, gaps atomic.Uint64
+	received, decodeFailures, delivered, acked, nacked, dropped, discarded, duplicates, reconnects, gaps atomic.Uint64
 }
 
 // NewSubscriber returns a Subscriber and starts its connection; logger may be
@@ -113,6 +150,7 @@ func NewSubscriber(config SubscriberConfig, logger watermill.LoggerAdapter) (*Su
 		topics:      make(map[string]*redisSubscription),
 		patterns:    make(map[string]*redisSubscription),
 		initialized: make(map[string]*subscription),
+		joins:       make(map[string]*pendingJoin),
 	}
 	if stamps, ok := config.Marshaler.(stampReader); ok && !config.DisableGapDetection {
 		s.stamps = stamps
@@ -231,8 +269,12 @@ func (s *Subscriber) state(key subscriptionKey) *redisSubscription {
 	return s.table(key)[s.redisName(key)]
 }
 
-// join adds sn to its Redis subscription, subscribing in Redis when it is the
-// first, and returns the channel closed on confirmation. Called with mu held.
+// join adds sn to its Redis subscription, and returns the channel closed
+// once sn receives what is published from then on. The first subscription of
+// a channel SUBSCRIBEs and waits for Redis's confirmation; one that joins a
+// live channel sends a PING and starts with its PONG, so that it does not get
+// messages published before it subscribed that were still on their way.
+// Called with mu held.
 func (s *Subscriber) join(sn *subscription) chan struct{} {
 	name := s.redisName(sn.key)
 	table := s.table(sn.key)
@@ -241,15 +283,46 @@ func (s *Subscriber) join(sn *subscription) chan struct{} {
 		rs = &redisSubscription{sequences: sequenceTracker{}}
 		table[name] = rs
 	}
-	rs.subs = append(rs.subs, sn)
-	if len(rs.subs) == 1 {
+	switch {
+	case len(rs.subs)+rs.joining == 0:
+		rs.subs = append(rs.subs, sn)
 		rs.confirmed = make(chan struct{})
+		rs.sequences = sequenceTracker{} // nothing was missed while nobody listened
 		if s.pubsub != nil {
 			rs.replies = append(rs.replies, true)
 			s.command(sn.key.pattern, true, name)
 		}
+		return rs.confirmed
+	case s.pubsub == nil || !isClosed(rs.confirmed):
+		// Nothing arrives for this channel before the pending SUBSCRIBE
+		// is confirmed.
+		rs.subs = append(rs.subs, sn)
+		return rs.confirmed
 	}
-	return rs.confirmed
+	s.joinSeq++
+	token := "join:" + strconv.FormatUint(s.joinSeq, 10)
+	pj := &pendingJoin{rs: rs, sn: sn, joined: make(chan struct{})}
+	s.joins[token] = pj
+	rs.joining++
+	sn.joinToken = token
+	if err := s.pubsub.Ping(s.ctx, token); err != nil {
+		s.dropConnection(err)
+	}
+	return pj.joined
+}
+
+// joined starts the subscription whose PING's PONG carried token. Called
+// with mu held.
+func (s *Subscriber) joined(token string) {
+	pj, ok := s.joins[token]
+	if !ok {
+		return // a health check's PONG, or a join that ended meanwhile
+	}
+	delete(s.joins, token)
+	pj.sn.joinToken = ""
+	pj.rs.joining--
+	pj.rs.subs = append(pj.rs.subs, pj.sn)
+	close(pj.joined)
 }
 
 // leave removes an ended subscription from its Redis subscription, and
@@ -263,13 +336,18 @@ func (s *Subscriber) leave(sn *subscription) {
 	if rs == nil {
 		return
 	}
-	for i, other := range rs.subs {
-		if other == sn {
-			rs.subs = append(rs.subs[:i], rs.subs[i+1:]...)
-			break
+	if pj, ok := s.joins[sn.joinToken]; ok && pj.sn == sn {
+		delete(s.joins, sn.joinToken)
+		rs.joining--
+	} else {
+		for i, other := range rs.subs {
+			if other == sn {
+				rs.subs = append(rs.subs[:i], rs.subs[i+1:]...)
+				break
+			}
 		}
 	}
-	if len(rs.subs) > 0 {
+	if len(rs.subs)+rs.joining > 0 {
 		return
 	}
 	if s.pubsub != nil && !s.closed {
@@ -298,11 +376,19 @@ func (s *Subscriber) command(pattern, subscribe bool, names ...string) {
 		err = s.pubsub.Unsubscribe(s.ctx, names...)
 	}
 	if err != nil {
-		s.logger.Error("Pub/Sub command failed, dropping the connection", err, watermill.LogFields{
+		s.logger.Error("Pub/Sub command failed", err, watermill.LogFields{
 			"subscribe": subscribe, "pattern": pattern, "names": strings.Join(names, " "),
 		})
-		_ = s.pubsub.Close()
+		s.dropConnection(err)
 	}
+}
+
+// dropConnection closes a connection that a write failed on; the reader
+// then reconnects and resubscribes whatever is wanted by then. Called with
+// mu held.
+func (s *Subscriber) dropConnection(err error) {
+	s.logger.Error("Dropping the Pub/Sub connection", err, nil)
+	_ = s.pubsub.Close()
 }
 
 // Close ends every subscription, closing their output channels, closes the
@@ -313,7 +399,9 @@ func (s *Subscriber) Close() error {
 		s.mu.Lock()
 		s.closed = true
 		for _, sn := range s.initialized {
+			sn.mu.Lock()
 			s.stats.discarded.Add(uint64(sn.queue.len()))
+			sn.mu.Unlock()
 		}
 		s.initialized = nil
 		s.cancel()
@@ -340,6 +428,7 @@ func (s *Subscriber) Stats() SubscriberStats {
 		Discarded:      c.discarded.Load(),
 		Reconnects:     c.reconnects.Load(),
 		Gaps:           c.gaps.Load(),
+		Duplicates:     c.duplicates.Load(),
 	}
 }
 

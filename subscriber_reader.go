@@ -31,21 +31,19 @@ func (s *Subscriber) read() {
 	)
 	for {
 		attempts++
-		pubsub, topics, patterns, err := s.connect()
+		pubsub, err := s.connect(lost, lostAt, attempts)
 		if err == nil {
-			if lost != nil {
-				s.reconnected(ReconnectEvent{
-					Cause: lost, Attempts: attempts, Downtime: time.Since(lostAt),
-					Topics: topics, Patterns: patterns,
-				})
-			}
-			attempts, backoff = 0, s.config.ReconnectBackoffMin
+			backoff = s.config.ReconnectBackoffMin
 			err = s.receive(pubsub)
-			s.disconnect(pubsub)
+			established := s.disconnect(pubsub)
 			if s.ctx.Err() != nil {
 				return
 			}
-			lost, lostAt = err, time.Now()
+			// A connection whose resubscription Redis never confirmed
+			// does not end the downtime.
+			if established {
+				lost, lostAt, attempts = err, time.Now(), 0
+			}
 			s.logger.Error("Redis Pub/Sub connection lost, reconnecting", err, nil)
 		} else if s.ctx.Err() != nil {
 			return
@@ -63,18 +61,19 @@ func (s *Subscriber) read() {
 
 // connect opens a connection and subscribes, in two commands, to every topic
 // and pattern that has subscriptions, registering the replies Redis owes.
-func (s *Subscriber) connect() (pubsub *redis.PubSub, topics, patterns int, err error) {
-	pubsub = s.config.Client.Subscribe(s.ctx)
+// When lost is set, the reconnect is reported once Redis confirmed them all.
+func (s *Subscriber) connect(lost error, lostAt time.Time, attempts int) (*redis.PubSub, error) {
+	pubsub := s.config.Client.Subscribe(s.ctx)
 	// PING dials outside mu; its PONG is read by receive like any reply.
 	if err := pubsub.Ping(s.ctx); err != nil {
 		_ = pubsub.Close()
-		return nil, 0, 0, err
+		return nil, err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		_ = pubsub.Close()
-		return nil, 0, 0, ErrSubscriberClosed
+		return nil, ErrSubscriberClosed
 	}
 	s.pubsub = pubsub
 	channels := resubscribeList(s.topics)
@@ -85,7 +84,35 @@ func (s *Subscriber) connect() (pubsub *redis.PubSub, topics, patterns int, err 
 	if len(globs) > 0 {
 		s.command(true, true, globs...)
 	}
-	return pubsub, len(channels), len(globs), nil
+	s.awaiting = len(channels) + len(globs)
+	if lost != nil {
+		s.reconnect = &pendingReconnect{
+			event:  ReconnectEvent{Cause: lost, Attempts: attempts, Topics: len(channels), Patterns: len(globs)},
+			lostAt: lostAt,
+		}
+	}
+	report := s.established()
+	s.mu.Unlock()
+	s.report(report)
+	return pubsub, nil
+}
+
+// pendingReconnect is a reconnect to report once resubscribed.
+type pendingReconnect struct {
+	event  ReconnectEvent
+	lostAt time.Time
+}
+
+// established marks the connection established once no resubscription is
+// awaited, and returns the reconnect to report, if any. Called with mu held.
+func (s *Subscriber) established() *pendingReconnect {
+	if s.awaiting > 0 {
+		return nil
+	}
+	s.connected = true
+	report := s.reconnect
+	s.reconnect = nil
+	return report
 }
 
 // resubscribeList forgets the replies owed on the previous connection,
@@ -94,25 +121,50 @@ func (s *Subscriber) connect() (pubsub *redis.PubSub, topics, patterns int, err 
 func resubscribeList(table map[string]*redisSubscription) []string {
 	names := make([]string, 0, len(table))
 	for name, rs := range table {
-		if len(rs.subs) == 0 {
+		if len(rs.subs)+rs.joining == 0 {
 			delete(table, name)
 			continue
 		}
 		rs.replies = append(rs.replies[:0], true)
+		rs.resubscribing = true
 		names = append(names, name)
 	}
 	slices.Sort(names)
 	return names
 }
 
-// disconnect closes a connection that receive gave up on.
-func (s *Subscriber) disconnect(pubsub *redis.PubSub) {
+// disconnect closes a connection that receive gave up on, and readies every
+// Redis subscription for the next one: Subscribe calls made meanwhile wait
+// for its confirmation, and subscriptions waiting for a PONG that will never
+// come wait for it too. It reports whether the connection had been
+// established (its resubscriptions confirmed).
+func (s *Subscriber) disconnect(pubsub *redis.PubSub) (wasEstablished bool) {
 	s.mu.Lock()
+	wasEstablished = s.connected
+	s.connected, s.awaiting, s.reconnect = false, 0, nil
 	if s.pubsub == pubsub {
 		s.pubsub = nil
 	}
+	for token, pj := range s.joins {
+		delete(s.joins, token)
+		pj.sn.joinToken = ""
+		pj.rs.joining--
+		pj.rs.subs = append(pj.rs.subs, pj.sn)
+		pj.rs.waiters = append(pj.rs.waiters, pj.joined)
+	}
+	for _, table := range []map[string]*redisSubscription{s.topics, s.patterns} {
+		for name, rs := range table {
+			rs.replies, rs.resubscribing = nil, false
+			if len(rs.subs) == 0 {
+				delete(table, name)
+			} else if isClosed(rs.confirmed) {
+				rs.confirmed = make(chan struct{})
+			}
+		}
+	}
 	s.mu.Unlock()
 	_ = pubsub.Close()
+	return wasEstablished
 }
 
 // receive reads the connection until it fails, never blocking on consumers.
@@ -149,8 +201,11 @@ func (s *Subscriber) receive(pubsub *redis.PubSub) error {
 		case *redis.Message:
 			s.route(reply)
 		case *redis.Subscription:
-			s.confirm(reply)
+			s.report(s.confirm(reply))
 		case *redis.Pong:
+			s.mu.Lock()
+			s.joined(reply.Payload)
+			s.mu.Unlock()
 		default:
 			s.logger.Info("Unexpected Pub/Sub reply ignored", watermill.LogFields{"reply": fmt.Sprintf("%T", reply)})
 		}
@@ -188,8 +243,9 @@ func (s *Subscriber) watch(pubsub *redis.PubSub, activity *atomic.Uint64, unheal
 
 // confirm matches a (un)subscribe confirmation with the oldest reply owed
 // for its channel, and releases the Subscribe calls waiting for it once no
-// later SUBSCRIBE is owed.
-func (s *Subscriber) confirm(reply *redis.Subscription) {
+// later SUBSCRIBE is owed. It returns the reconnect to report, if this was
+// the last resubscription awaited.
+func (s *Subscriber) confirm(reply *redis.Subscription) *pendingReconnect {
 	var table map[string]*redisSubscription
 	switch reply.Kind {
 	case "subscribe", "unsubscribe":
@@ -197,28 +253,41 @@ func (s *Subscriber) confirm(reply *redis.Subscription) {
 	case "psubscribe", "punsubscribe":
 		table = s.patterns
 	default:
-		return
+		return nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rs := table[reply.Channel]
 	if rs == nil || len(rs.replies) == 0 {
-		return
+		return nil
+	}
+	if !rs.replies[0] {
+		// The stream breaks here: what is published until the next
+		// SUBSCRIBE is confirmed is not missed, nobody listened.
+		rs.sequences = sequenceTracker{}
 	}
 	rs.replies = rs.replies[1:]
-	if len(rs.subs) == 0 {
+	var report *pendingReconnect
+	if rs.resubscribing {
+		rs.resubscribing = false
+		s.awaiting--
+		report = s.established()
+	}
+	switch {
+	case len(rs.subs)+rs.joining == 0:
 		if len(rs.replies) == 0 {
 			delete(table, reply.Channel)
 		}
-		return
-	}
-	if !slices.Contains(rs.replies, true) {
-		select {
-		case <-rs.confirmed:
-		default:
+	case !slices.Contains(rs.replies, true):
+		if !isClosed(rs.confirmed) {
 			close(rs.confirmed)
 		}
+		for _, w := range rs.waiters {
+			close(w)
+		}
+		rs.waiters = nil
 	}
+	return report
 }
 
 // route queues a message for every subscription of its channel or pattern.
@@ -233,36 +302,51 @@ func (s *Subscriber) route(m *redis.Message) {
 	} else {
 		rs = s.topics[m.Channel]
 	}
-	if rs == nil || len(rs.subs) == 0 {
+	if rs == nil {
 		s.mu.Unlock()
 		return
 	}
-	gap, found := s.checkSequence(rs, m)
-	in := &incoming{channel: m.Channel, pattern: m.Pattern != "", body: m.Payload, shared: len(rs.subs) > 1}
-	for _, sn := range rs.subs {
-		sn.push(in)
+	// The stream is checked whether or not a subscription takes the
+	// message: one may be joining, and it must not see a gap later.
+	ev, verdict := s.checkSequence(rs, m)
+	if verdict != duplicate && len(rs.subs) > 0 {
+		in := &incoming{channel: m.Channel, pattern: m.Pattern != "", body: m.Payload, shared: len(rs.subs) > 1}
+		for _, sn := range rs.subs {
+			sn.push(in)
+		}
 	}
 	s.mu.Unlock()
-	if found {
-		s.reportGap(gap)
+	switch verdict {
+	case gapFound:
+		s.reportGap(ev)
+	case duplicate:
+		s.stats.duplicates.Add(1)
+		s.logger.Info("Duplicate message dropped (its publisher's pipeline was retried)", watermill.LogFields{
+			"topic": ev.Topic, "publisher": ev.Publisher, "seq": ev.First,
+		})
 	}
 }
 
-// checkSequence returns the gap, if any, that m's sequence stamp reveals in
-// what rs received. Called with mu held.
-func (s *Subscriber) checkSequence(rs *redisSubscription, m *redis.Message) (GapEvent, bool) {
+// checkSequence reads m's sequence stamp and says whether it is new, a
+// duplicate (its GapEvent's First is the duplicate's number) or reveals a
+// gap in what rs received. Called with mu held.
+func (s *Subscriber) checkSequence(rs *redisSubscription, m *redis.Message) (GapEvent, sequenceVerdict) {
 	if s.stamps == nil {
-		return GapEvent{}, false
+		return GapEvent{}, inSequence
 	}
 	publisher, seq, ok := s.stamps.readStamp(m.Payload)
 	if !ok {
-		return GapEvent{}, false
+		return GapEvent{}, inSequence
 	}
-	first, last, gap := rs.sequences.observe(publisher, m.Channel, seq)
-	return GapEvent{
-		Topic:     strings.TrimPrefix(m.Channel, s.config.ChannelPrefix),
-		Publisher: publisher, First: first, Last: last,
-	}, gap
+	ev := GapEvent{Topic: strings.TrimPrefix(m.Channel, s.config.ChannelPrefix), Publisher: publisher}
+	verdict, firstMissing := rs.sequences.observe(publisher, m.Channel, seq)
+	switch verdict {
+	case duplicate:
+		ev.First = seq
+	case gapFound:
+		ev.First, ev.Last = firstMissing, seq-1
+	}
+	return ev, verdict
 }
 
 // reportGap counts, logs and reports messages never received.
@@ -311,8 +395,13 @@ func (in *incoming) decode(s *Subscriber) (*message.Message, error) {
 	return in.msg, in.err
 }
 
-// reconnected counts and reports a re-established connection.
-func (s *Subscriber) reconnected(ev ReconnectEvent) {
+// report counts, logs and reports a re-established connection, if any.
+func (s *Subscriber) report(r *pendingReconnect) {
+	if r == nil {
+		return
+	}
+	ev := r.event
+	ev.Downtime = time.Since(r.lostAt)
 	s.stats.reconnects.Add(1)
 	s.logger.Info("Redis Pub/Sub reconnected and resubscribed", watermill.LogFields{
 		"cause": ev.Cause.Error(), "attempts": ev.Attempts, "downtime": ev.Downtime.String(),

@@ -25,6 +25,10 @@ type subscription struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// joinToken names the PING this subscription waits for, if any.
+	// Guarded by the Subscriber's mu.
+	joinToken string
+
 	mu         sync.Mutex
 	queue      ring
 	ended      bool
@@ -197,8 +201,8 @@ func (sn *subscription) finish() {
 	sn.queue = ring{}
 	sn.mu.Unlock()
 	sn.sub.stats.discarded.Add(uint64(left))
-	close(sn.out)
 	sn.sub.leave(sn)
+	close(sn.out)
 	sn.logger.Debug("Subscription ended", watermill.LogFields{"discarded": left})
 }
 
