@@ -3,7 +3,15 @@ package redispubsub_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
 	"unicode/utf8"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/stretchr/testify/assert"
+
+	redispubsub "github.com/alkdev/watermill-redispubsub"
 )
 
 // isUTF8JSON reports whether b is one valid JSON value encoded as UTF-8.
@@ -87,4 +95,38 @@ func allJSONObjectValuesAreStrings(obj []byte) bool {
 		}
 	}
 	return true
+}
+
+// TestMarshalersAreSafeForConcurrentUse runs each marshaler from several
+// goroutines at once; run with -race.
+func TestMarshalersAreSafeForConcurrentUse(t *testing.T) {
+	for name, m := range map[string]redispubsub.Marshaler{
+		"envelope": redispubsub.JSONEnvelopeMarshaler{},
+		"rawjson":  redispubsub.RawJSONMarshaler{},
+		"msgpack":  redispubsub.MsgpackMarshaler{},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var wg sync.WaitGroup
+			for g := range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range 200 {
+						in := message.NewMessage(fmt.Sprintf("u-%d-%d", g, i), message.Payload(fmt.Sprintf(`{"g":%d,"i":%d}`, g, i)))
+						in.Metadata.Set("g", fmt.Sprint(g))
+						body, err := m.Marshal("t:id", in)
+						if !assert.NoError(t, err) {
+							return
+						}
+						out, err := m.Unmarshal("t:id", body)
+						if !assert.NoError(t, err) {
+							return
+						}
+						assert.Equal(t, string(in.Payload), string(out.Payload))
+					}
+				}()
+			}
+			wg.Wait()
+		})
+	}
 }

@@ -32,8 +32,10 @@ const msgpackVersion = 1
 // Unmarshal accepts str as well as bin for strings and the payload, and nil
 // for an empty string. It returns an error wrapping ErrMalformedMessage for
 // anything else: another version, another layout, trailing bytes, truncated
-// or garbage input. It never allocates more than the body's length for what
-// a length prefix claims, so a short body cannot make it allocate gigabytes.
+// or garbage input. It checks every length prefix against the bytes left in
+// the body before allocating for it, so a short body cannot make it allocate
+// gigabytes (msgpack/v5's own DecodeBytes allocates whatever a bin length
+// claims).
 //
 // The zero value is ready to use and safe for concurrent use.
 type MsgpackMarshaler struct{}

@@ -2,9 +2,7 @@ package redispubsub
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
-	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -38,11 +36,7 @@ func (RawJSONMarshaler) Marshal(_ string, msg *message.Message) ([]byte, error) 
 	if len(msg.Payload) == 0 {
 		return nullPayload(), nil
 	}
-	if !utf8.Valid(msg.Payload) {
-		return nil, fmt.Errorf("%w (message %q: payload is not valid UTF-8)", ErrPayloadNotJSON, msg.UUID)
-	}
-	if !json.Valid(msg.Payload) {
-		err := json.Unmarshal(msg.Payload, new(json.RawMessage))
+	if err := validateJSONPayload(msg.Payload); err != nil {
 		return nil, fmt.Errorf("%w (message %q: %v)", ErrPayloadNotJSON, msg.UUID, err)
 	}
 	return bytes.Clone(msg.Payload), nil

@@ -1,6 +1,9 @@
 package redispubsub_test
 
 import (
+	"bytes"
+	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -114,6 +117,45 @@ func TestRawJSONRoundTrip(t *testing.T) {
 		msg, err := m.Unmarshal("t", body)
 		require.NoError(t, err)
 		assert.Equal(t, payload, string(msg.Payload))
+	}
+}
+
+// TestJSONValidationAgreesWithEncodingJSON checks on edge cases that the
+// marshalers accept exactly the JSON texts that json.Valid accepts (the fuzz
+// targets check it on random input), including its nesting limit of 10000.
+func TestJSONValidationAgreesWithEncodingJSON(t *testing.T) {
+	cases := []string{
+		"0", "-0", "-", "01", "-01", "1.", ".5", "1.5", "1e", "1e+", "1E5", "-0.0e-0", "2.e3", "1e5.5", "+1", "0x10",
+		"1 ", " 1", "1 2", "Infinity", "NaN",
+		"true", "tru", "truex", "false", "null", "nul", "nulll", "True",
+		`""`, `"`, `"a`, `"\"`, `"\\"`, `"\/"`, `"\x"`, `"\u12"`, `"\u12G4"`, `"\uABCD"`, `"\uabcd"`, `"\u00e9"`,
+		"\"\t\"", "\"\x1f\"", "\"\x7f\"", "\"\x00\"",
+		"[]", "[", "]", "[1,]", "[,1]", "[1 2]", "[[]]", "[[]", "[1,[2,[3]]]",
+		"{}", "{", "{,}", `{"a" 1}`, `{"a":1,}`, `{1:2}`, `{"a":}`, `{"a":1 "b":2}`, `{"a":1,"b":{"c":[]}}`, `{"a"}`,
+		"", " ", "\t\n\r ", "\f1", "\v1", "1\u00a0",
+		" { \"a b\" : \" c \\\" d\\\\ \" ,\r\n\t\"e\":[ 1 ,2 , {} ] } \n", `[ "\\" ]`, `[ "\"" , " " ]`,
+		strings.Repeat("[", 10000) + strings.Repeat("]", 10000),
+		strings.Repeat("[", 10001) + strings.Repeat("]", 10001),
+		strings.Repeat(`{"a":`, 10000) + "1" + strings.Repeat("}", 10000),
+		strings.Repeat(`{"a":`, 10001) + "1" + strings.Repeat("}", 10001),
+		strings.Repeat("[", 10000) + strings.Repeat("]", 9999),
+	}
+	for _, c := range cases {
+		body := []byte(c)
+		_, err := redispubsub.RawJSONMarshaler{}.Unmarshal("t", body)
+		want := len(body) == 0 || json.Valid(body)
+		assert.Equal(t, want, err == nil, "body %.40q: %v", c, err)
+
+		_, err = redispubsub.RawJSONMarshaler{}.Marshal("t", message.NewMessage("u", body))
+		assert.Equal(t, want, err == nil, "payload %.40q: %v", c, err)
+
+		envelope, err := redispubsub.JSONEnvelopeMarshaler{}.Marshal("t", message.NewMessage("", body))
+		assert.Equal(t, want, err == nil, "envelope payload %.40q: %v", c, err)
+		if err == nil && len(body) > 0 {
+			var compact bytes.Buffer
+			require.NoError(t, json.Compact(&compact, body))
+			assert.Equal(t, `{"type":"t","payload":`+compact.String()+`}`, string(envelope))
+		}
 	}
 }
 
