@@ -1,6 +1,7 @@
 package redispubsub
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -306,7 +307,7 @@ func (t *EventTarget[T]) DispatchEvent(ctx context.Context, ev Event[T]) error {
 	if err != nil {
 		return fmt.Errorf("redispubsub: DispatchEvent: %w", err)
 	}
-	payload, err := json.Marshal(ev.Payload)
+	payload, err := marshalPayload(ev.Payload)
 	if err != nil {
 		return fmt.Errorf("redispubsub: DispatchEvent %q: encode payload: %w", topic, err)
 	}
@@ -503,4 +504,17 @@ func (t *EventTarget[T]) report(tt *targetTopic[T], err error, fields watermill.
 		}
 	}()
 	t.onError(tt.name, err)
+}
+
+// marshalPayload encodes a payload as JavaScript's JSON.stringify would as
+// far as encoding/json allows: '<', '>' and '&' are not escaped (U+2028 and
+// U+2029 still are; both decode to the same string).
+func marshalPayload(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
