@@ -70,6 +70,7 @@ type Publisher struct {
 	mu        sync.Mutex
 	wake      *sync.Cond // signalled when pending grows or the Publisher closes
 	pending   []*publishCall
+	sending   bool              // a batch is on the wire: the next waits, to keep the order
 	sequences map[string]uint64 // last sequence number per channel
 	closed    bool
 	done      sync.WaitGroup // the writer goroutine
@@ -133,8 +134,13 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		ctx: ctx, topic: topic, channel: p.config.ChannelPrefix + topic, msgs: msgs,
 		done: make(chan struct{}),
 	}
-	if err := p.enqueue(call); err != nil {
+	sendHere, err := p.enqueue(call)
+	if err != nil {
 		return err
+	}
+	if sendHere {
+		p.sendInline()
+		return call.err
 	}
 	select {
 	case <-call.done:
@@ -144,13 +150,17 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	}
 }
 
-// enqueue stamps and encodes the messages of call and hands it to the writer.
-// Both happen under mu, so that sequence numbers follow the wire order.
-func (p *Publisher) enqueue(call *publishCall) error {
+// enqueue stamps and encodes the messages of call and queues it. Both happen
+// under mu, so that sequence numbers follow the wire order. It reports
+// whether the caller is to send the queue itself: when nothing is being
+// sent and the call cannot be cancelled (a caller that can must be able to
+// return while its pipeline waits for Redis), sending from the calling
+// goroutine saves two goroutine switches.
+func (p *Publisher) enqueue(call *publishCall) (sendHere bool, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return ErrPublisherClosed
+		return false, ErrPublisherClosed
 	}
 	seq := p.sequences[call.channel]
 	call.bodies = make([][]byte, len(call.msgs))
@@ -162,7 +172,7 @@ func (p *Publisher) enqueue(call *publishCall) error {
 		}
 		body, err := p.config.Marshaler.Marshal(call.topic, toEncode)
 		if err != nil {
-			return fmt.Errorf("redispubsub: cannot marshal message %s for topic %q: %w", msg.UUID, call.topic, err)
+			return false, fmt.Errorf("redispubsub: cannot marshal message %s for topic %q: %w", msg.UUID, call.topic, err)
 		}
 		call.bodies[i] = body
 	}
@@ -170,8 +180,25 @@ func (p *Publisher) enqueue(call *publishCall) error {
 		p.rememberSequence(call.channel, seq)
 	}
 	p.pending = append(p.pending, call)
+	if !p.sending && len(p.pending) == 1 && call.ctx.Done() == nil {
+		p.sending = true
+		return true, nil
+	}
 	p.wake.Signal()
-	return nil
+	return false, nil
+}
+
+// sendInline sends the queue from the calling goroutine, which enqueue made
+// the sender, then leaves whatever was queued meanwhile to the writer.
+func (p *Publisher) sendInline() {
+	p.mu.Lock()
+	batch := p.takeBatch()
+	p.mu.Unlock()
+	p.send(batch)
+	p.mu.Lock()
+	p.sending = false
+	p.wake.Signal() // the writer: for what was queued meanwhile, or to see Close
+	p.mu.Unlock()
 }
 
 // maxTrackedChannels bounds the sequence numbers a Publisher remembers. A
@@ -201,6 +228,9 @@ func (p *Publisher) write() {
 			return
 		}
 		p.send(batch)
+		p.mu.Lock()
+		p.sending = false
+		p.mu.Unlock()
 	}
 }
 
@@ -209,12 +239,19 @@ func (p *Publisher) write() {
 func (p *Publisher) nextBatch() []*publishCall {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for len(p.pending) == 0 {
-		if p.closed {
+	for len(p.pending) == 0 || p.sending {
+		if p.closed && len(p.pending) == 0 && !p.sending {
 			return nil
 		}
 		p.wake.Wait()
 	}
+	p.sending = true
+	return p.takeBatch()
+}
+
+// takeBatch takes whole calls from the queue, up to maxBatchMessages (at
+// least one). Called with mu held.
+func (p *Publisher) takeBatch() []*publishCall {
 	n, count := 0, 0
 	for n < len(p.pending) && (n == 0 || count+len(p.pending[n].msgs) <= maxBatchMessages) {
 		count += len(p.pending[n].msgs)
