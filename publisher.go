@@ -162,7 +162,7 @@ func (p *Publisher) enqueue(call *publishCall) (sendHere bool, err error) {
 	if p.closed {
 		return false, ErrPublisherClosed
 	}
-	seq := p.sequences[call.channel]
+	seq := p.sequence(call.channel)
 	call.bodies = make([][]byte, len(call.msgs))
 	for i, msg := range call.msgs {
 		toEncode := msg
@@ -177,7 +177,7 @@ func (p *Publisher) enqueue(call *publishCall) (sendHere bool, err error) {
 		call.bodies[i] = body
 	}
 	if !p.config.DisableSequenceNumbers {
-		p.rememberSequence(call.channel, seq)
+		p.sequences[call.channel] = seq
 	}
 	p.pending = append(p.pending, call)
 	if !p.sending && len(p.pending) == 1 && call.ctx.Done() == nil {
@@ -201,19 +201,21 @@ func (p *Publisher) sendInline() {
 	p.mu.Unlock()
 }
 
-// maxTrackedChannels bounds the sequence numbers a Publisher remembers. A
-// forgotten channel starts again at 1, which Subscribers take as a new
-// stream, not as a gap.
+// maxTrackedChannels bounds the sequence numbers a Publisher remembers.
 const maxTrackedChannels = 4096
 
-func (p *Publisher) rememberSequence(channel string, seq uint64) {
-	if _, ok := p.sequences[channel]; !ok && len(p.sequences) >= maxTrackedChannels {
-		for forget := range p.sequences {
-			delete(p.sequences, forget)
-			break
-		}
+// sequence returns the last sequence number used on channel. When a new
+// channel would exceed maxTrackedChannels, the Publisher forgets every
+// channel and takes a new id: Subscribers see new streams, which start
+// without a gap, rather than numbers that start again. Called with mu held.
+func (p *Publisher) sequence(channel string) uint64 {
+	seq, ok := p.sequences[channel]
+	if !ok && len(p.sequences) >= maxTrackedChannels {
+		p.sequences = make(map[string]uint64)
+		p.id = watermill.NewShortUUID()
+		p.logger.Debug("Sequence numbers restarted under a new publisher id", watermill.LogFields{"new_publisher_id": p.id})
 	}
-	p.sequences[channel] = seq
+	return seq
 }
 
 // maxBatchMessages bounds the messages of one pipeline.

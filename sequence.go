@@ -113,7 +113,7 @@ func (MsgpackMarshaler) readStamp(body string) (string, uint64, bool) {
 
 // maxTrackedStreams bounds the streams (publisher and channel) one Redis
 // subscription tracks. A forgotten stream is picked up again from its next
-// message, without a gap.
+// message, without a gap (and a duplicate of it would be delivered).
 const maxTrackedStreams = 4096
 
 // GapEvent reports messages that a Subscriber never received: sequence
@@ -137,19 +137,20 @@ type sequenceTracker map[string]uint64
 type sequenceVerdict int
 
 const (
-	inSequence sequenceVerdict = iota // next, first of its stream, or restarted at 1
+	inSequence sequenceVerdict = iota // the next, or the first of its stream
 	gapFound                          // numbers were skipped
 	duplicate                         // seen already: a retried pipeline sent it again
 )
 
-// observe records seq. The first message of a stream, and a sequence that
-// starts again at 1, reveal no gap. A gap's first missing number is
+// observe records seq. The first message of a stream reveals no gap; a
+// number not above the last one seen is a duplicate (a Publisher never
+// reuses one: it takes a new id instead). A gap's first missing number is
 // returned; its last is seq-1.
 func (t sequenceTracker) observe(publisher, channel string, seq uint64) (verdict sequenceVerdict, firstMissing uint64) {
 	key := publisher + "\x00" + channel
 	prev, known := t[key]
 	switch {
-	case known && seq != 1 && seq <= prev:
+	case known && seq <= prev:
 		return duplicate, 0
 	case !known && len(t) >= maxTrackedStreams:
 		for forget := range t {

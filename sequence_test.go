@@ -19,8 +19,8 @@ func TestSequenceTrackerFindsGapsAndDuplicates(t *testing.T) {
 		{seq: 12, verdict: gapFound, firstMissing: 9}, // 9 to 11 missing
 		{seq: 12, verdict: duplicate},                 // a retried pipeline
 		{seq: 10, verdict: duplicate},                 // late: already counted
-		{seq: 1, verdict: inSequence},                 // restarted sequence
-		{seq: 2, verdict: inSequence},
+		{seq: 1, verdict: duplicate},                  // a retried first pipeline
+		{seq: 13, verdict: inSequence},
 	} {
 		verdict, firstMissing := tr.observe("pub", "ch", step.seq)
 		require.Equal(t, step.verdict, verdict, "seq %d", step.seq)

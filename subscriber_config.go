@@ -82,9 +82,11 @@ type SubscriberConfig struct {
 	SubscribeTimeout time.Duration
 
 	// HealthCheckInterval bounds how long a connection that stopped answering
-	// without closing goes unnoticed: after half of it in silence the
-	// Subscriber sends a PING, and if nothing arrives in the other half it
-	// reconnects. Default: 3s.
+	// without closing goes unnoticed: after a quarter of it in silence the
+	// Subscriber sends a PING, and when the silence lasts the whole interval
+	// (at least 3/4 of it) it drops the connection and reconnects. A new
+	// connection attempt to a silent server is bounded by the client's
+	// DialTimeout and ReadTimeout, not by this interval. Default: 3s.
 	HealthCheckInterval time.Duration
 
 	// ReconnectBackoffMin and ReconnectBackoffMax bound the wait between

@@ -212,13 +212,16 @@ func (s *Subscriber) receive(pubsub *redis.PubSub) error {
 	}
 }
 
-// watch sends a PING when the connection was silent for half the
-// health-check interval, and closes it when it stayed silent for the other
-// half too, which ends receive.
+// watch checks the connection's health every quarter of the health-check
+// interval. After a silent quarter it sends a PING; after three silent
+// quarters in a row it closes the connection, which ends receive. So a
+// connection that stopped answering is dropped after between 3/4 and 1
+// HealthCheckInterval of silence, and a PONG has at least half of it to
+// come back.
 func (s *Subscriber) watch(pubsub *redis.PubSub, activity *atomic.Uint64, unhealthy *atomic.Bool, stop <-chan struct{}) {
-	ticker := time.NewTicker(s.config.HealthCheckInterval / 2)
+	ticker := time.NewTicker(s.config.HealthCheckInterval / 4)
 	defer ticker.Stop()
-	seen, pinged := activity.Load(), false
+	seen, silent := activity.Load(), 0
 	for {
 		select {
 		case <-stop:
@@ -226,18 +229,18 @@ func (s *Subscriber) watch(pubsub *redis.PubSub, activity *atomic.Uint64, unheal
 		case <-ticker.C:
 		}
 		if now := activity.Load(); now != seen {
-			seen, pinged = now, false
+			seen, silent = now, 0
 			continue
 		}
-		if !pinged {
-			pinged = true
-			if err := pubsub.Ping(s.ctx); err == nil {
-				continue
-			}
+		silent++
+		if silent == 1 && pubsub.Ping(s.ctx) != nil {
+			silent = 3 // a connection that cannot be written to is dead
 		}
-		unhealthy.Store(true)
-		_ = pubsub.Close()
-		return
+		if silent >= 3 {
+			unhealthy.Store(true)
+			_ = pubsub.Close()
+			return
+		}
 	}
 }
 
