@@ -8,14 +8,12 @@ package tests
 //
 // The full 1 GB of TestFaultStalledConsumerHeapBounded runs only without
 // -race and without -short (about 5s; under -race 1 GB takes minutes, so
-// 128 MB flow there); CI runs it with
+// 128 MB flow there); scripts/test.sh, which CI runs, runs it once more with
 //
-//	go test -count=1 -run TestFaultStalledConsumerHeapBounded ./tests/
+//	go test -count=1 -run '^TestFaultStalledConsumerHeapBounded$' ./tests/
 //
-// The last tests pin down bugs this suite found in the adapter; those fixed
-// in 2e2635f are regression tests, the TestKnownBug_Fault* ones are not
-// fixed yet: they are skipped unless REDISPUBSUB_KNOWN_BUGS is set, and
-// fail until they are.
+// The last tests pin down bugs this suite found in the adapter, all fixed
+// since: they are regression tests.
 
 import (
 	"bytes"
@@ -940,9 +938,10 @@ func TestFaultPublisherNotStuckOnSilentConnection(t *testing.T) {
 // A new connection goes silent right after the Subscriber sent its
 // SUBSCRIBE: since Redis never confirmed the resubscription, nothing is
 // reported (OnReconnect) or counted (Stats().Reconnects) as a reconnect, and
-// the health check drops the connection. (The bug, also shown by
-// TestKnownBug_OnReconnectBeforeResubscriptionConfirmed with an ACL: both
-// fired as soon as the SUBSCRIBE was written.)
+// the health check drops the connection. (A regression test: an earlier
+// version reported and counted the reconnect as soon as the SUBSCRIBE was
+// written; TestOnReconnectAfterResubscriptionConfirmed shows the same
+// guarantee with an ACL.)
 func TestFaultNoReconnectReportedOnSilentConnection(t *testing.T) {
 	const topic = "fault.mute"
 	srv := redistest.Start(t)
@@ -1023,16 +1022,15 @@ func TestFaultRetriedPipelineDuplicatesDropped(t *testing.T) {
 	faultRetriedPipeline(t, 1)
 }
 
-// Known bug: when the retried pipeline carries the first message of its
-// stream (sequence number 1: the first Publish of a Publisher on a channel),
-// the Subscriber takes the second copy of message 1 for a Publisher that
-// restarted its numbering (sequenceTracker.observe's seq != 1 exception,
-// meant for a Publisher that forgot the channel) and delivers the whole
-// batch twice, with Stats().Duplicates 0.
-func TestKnownBug_FaultRetriedFirstPipelineDelivered(t *testing.T) {
-	if os.Getenv("REDISPUBSUB_KNOWN_BUGS") == "" {
-		t.Skip("known adapter bug; run with REDISPUBSUB_KNOWN_BUGS=1")
-	}
+// The same when the retried pipeline carries the first message of its
+// stream (sequence number 1: the first Publish of a Publisher on a channel):
+// the second copies are dropped and counted too, since a number not above
+// the last one seen from a publisher is a duplicate, 1 included. A Publisher
+// never numbers a channel from 1 again under the same id: one that forgets
+// its channels takes a new publisher id. (A regression test: an earlier
+// Subscriber took a second message 1 for a Publisher that restarted its
+// numbering and delivered the whole batch twice, with Stats().Duplicates 0.)
+func TestFaultRetriedFirstPipelineDuplicatesDropped(t *testing.T) {
 	faultRetriedPipeline(t, 0)
 }
 

@@ -545,9 +545,13 @@ func TestSubscribeFirst_SubscribeCtx(t *testing.T) {
 	first.Nack()
 	cancel()
 	wmRequireClosed(t, toCancel)
-	// Messages of the first batch still unread on the connection would be
-	// handed to the next Subscribe of the same Subscriber (see
-	// TestKnownBug_SubscribeGetsMessagesPublishedBeforeIt).
+	// The cancelled subscription was the topic's last, so the next
+	// Subscribe subscribes in Redis again. Until Redis confirmed the
+	// UNSUBSCRIBE, messages of the first batch still unread on the
+	// connection would be handed to that Subscribe (unlike a Subscribe that
+	// joins a live subscription, see
+	// TestSubscribeDoesNotGetMessagesPublishedBeforeIt): wait until the
+	// reader has read them all.
 	wmEventually(t, func() bool { return sub.Stats().Received == messagesCount })
 
 	ch, _ := wmSubscribe(t, sub, topic)
@@ -718,10 +722,12 @@ func TestSubscribeFirst_Reconnect(t *testing.T) {
 			srv.Kill()
 			srv.Restart()
 			wmWait(t, reconnects, "the Subscriber to reconnect")
-			// OnReconnect may come before Redis confirmed the resubscription
-			// (see TestKnownBug_OnReconnectBeforeResubscriptionConfirmed):
-			// wait until Redis has the subscriber.
-			wmEventually(t, func() bool { return wmNumsub(t, srv, wmUniversalPrefix+topic) == 1 })
+			// OnReconnect comes once Redis confirmed the resubscription
+			// (TestOnReconnectAfterResubscriptionConfirmed), so Redis has
+			// the subscriber already and what is published from now on
+			// must arrive.
+			require.EqualValues(t, 1, wmNumsub(t, srv, wmUniversalPrefix+topic),
+				"OnReconnect came after Redis confirmed the resubscription")
 			setSubscribed(true)
 		}
 		work <- struct{}{}
@@ -752,18 +758,16 @@ func TestSubscribeFirst_Reconnect(t *testing.T) {
 		len(published), mustArrive, lost, len(failed), pub.Stats())
 }
 
-// TestKnownBug_OnReconnectBeforeResubscriptionConfirmed shows an adapter
-// bug: SubscriberConfig.OnReconnect is documented to run "once all topics and
-// patterns were resubscribed", and ReconnectEvent.Downtime to end at "the
-// confirmed resubscription", but the reader calls it as soon as the
-// SUBSCRIBE is written, before Redis answered. Here Redis refuses the
-// resubscription (an ACL takes the channels away from the default user
-// while the Subscriber waits to reconnect), and OnReconnect still reports
-// one topic resubscribed. Run with REDISPUBSUB_KNOWN_BUGS=1.
-func TestKnownBug_OnReconnectBeforeResubscriptionConfirmed(t *testing.T) {
-	if os.Getenv("REDISPUBSUB_KNOWN_BUGS") == "" {
-		t.Skip("known adapter bug, see tests/README.md; run with REDISPUBSUB_KNOWN_BUGS=1")
-	}
+// SubscriberConfig.OnReconnect runs once Redis confirmed the resubscription
+// of every topic and pattern, not when the SUBSCRIBE is written. Here an ACL
+// takes the channels away from the default user while the Subscriber waits
+// to reconnect: Redis refuses the resubscription (ACL LOG records it) and no
+// reconnect is reported; once the ACL allows the channels again, OnReconnect
+// runs with Redis already counting the subscriber (PUBSUB NUMSUB 1) and one
+// topic resubscribed. (A regression test: an earlier version called
+// OnReconnect as soon as the SUBSCRIBE was written, also when Redis refused
+// it.)
+func TestOnReconnectAfterResubscriptionConfirmed(t *testing.T) {
 	srv := redistest.Start(t)
 	admin := wmNewClient(srv)
 	defer admin.Close()
@@ -810,18 +814,14 @@ func TestKnownBug_OnReconnectBeforeResubscriptionConfirmed(t *testing.T) {
 	require.Equal(t, 1, r.ev.Topics)
 }
 
-// TestKnownBug_SubscribeWhileDisconnectedReturnsUnconfirmed shows an adapter
-// bug: Subscribe is documented to return "once Redis confirmed the
-// subscription", and does so for a new topic while the connection is down
-// (it waits, here until SubscribeTimeout). But a second Subscribe of a topic
-// that already has a subscription returns at once, with nothing confirmed on
-// any connection: the topic's confirmation channel is the one closed on the
-// lost connection, and is not renewed when it is lost. Run with
-// REDISPUBSUB_KNOWN_BUGS=1.
-func TestKnownBug_SubscribeWhileDisconnectedReturnsUnconfirmed(t *testing.T) {
-	if os.Getenv("REDISPUBSUB_KNOWN_BUGS") == "" {
-		t.Skip("known adapter bug, see tests/README.md; run with REDISPUBSUB_KNOWN_BUGS=1")
-	}
+// While the connection is down, Subscribe waits for Redis's confirmation
+// whether or not its topic already has a subscription: with the server
+// killed and not restarted, Subscribe of a new topic and a second Subscribe
+// of a subscribed topic both end with ErrSubscribeTimeout, since nothing
+// published then could be delivered. (A regression test: an earlier version
+// kept the confirmation of the lost connection, and the second Subscribe
+// returned at once.)
+func TestSubscribeWhileDisconnectedWaitsForConfirmation(t *testing.T) {
 	srv := redistest.Start(t)
 	sub := wmSubscriber(t, srv, func(c *redispubsub.SubscriberConfig) {
 		c.SubscribeTimeout = 500 * time.Millisecond
@@ -837,21 +837,17 @@ func TestKnownBug_SubscribeWhileDisconnectedReturnsUnconfirmed(t *testing.T) {
 		"Subscribe returned with the server down: nothing published now can be delivered")
 }
 
-// TestKnownBug_SubscribeGetsMessagesPublishedBeforeIt shows an adapter bug:
-// Subscribe is documented to return "a channel of the messages published on
-// topic from now on", but a Subscribe of a topic that the Subscriber already
-// has a Redis subscription for (another live subscription, or one that just
-// ended and whose UNSUBSCRIBE is not confirmed yet) gets every message that
-// the reader routes after it joined, also those Redis sent, and the
-// Publisher saw accepted, before Subscribe was even called. Here 2,000
-// messages are accepted by Redis before the second Subscribe is called; the
-// second subscription must get only the marker published after it. The bug
-// shows whenever the reader has not read all 2,000 by then (nearly always;
-// the assertion holds either way). Run with REDISPUBSUB_KNOWN_BUGS=1.
-func TestKnownBug_SubscribeGetsMessagesPublishedBeforeIt(t *testing.T) {
-	if os.Getenv("REDISPUBSUB_KNOWN_BUGS") == "" {
-		t.Skip("known adapter bug, see tests/README.md; run with REDISPUBSUB_KNOWN_BUGS=1")
-	}
+// A Subscribe of a topic that already has a live subscription on the
+// Subscriber gets the messages published on topic from then on, not those
+// Redis sent before it was called that the reader has not routed yet: the
+// joining subscription starts at the answer to a PING sent when it joins.
+// Here Redis accepts 2,000 messages for a subscription that is never read
+// before the second Subscribe is called; the second subscription's first
+// message is the marker published after it returned. (A regression test:
+// an earlier version handed the new subscription whatever the reader routed
+// after it joined, which showed whenever the reader had not read all 2,000
+// by then, nearly always; the assertion holds either way.)
+func TestSubscribeDoesNotGetMessagesPublishedBeforeIt(t *testing.T) {
 	const n = 2000
 	srv := redistest.Start(t)
 	pub, sub := wmUniversalPubSub(t, srv, nil)
