@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -91,9 +92,12 @@ type subscriptionKey struct {
 // redisSubscription is the state of one SUBSCRIBE (or PSUBSCRIBE) shared by
 // the local subscriptions of a channel (or pattern).
 type redisSubscription struct {
-	// subs receive the channel's messages; joining more wait for their PONG.
-	subs    []*subscription
-	joining int
+	// subs receive the channel's messages. starting ones wait for Redis to
+	// confirm the latest SUBSCRIBE, joining ones for the PONG of their PING:
+	// what arrives before that was published before they subscribed.
+	subs     []*subscription
+	starting []*subscription
+	joining  int
 	// confirmed is closed once Redis confirmed the latest SUBSCRIBE on the
 	// current connection; waiters are closed with it.
 	confirmed chan struct{}
@@ -107,6 +111,23 @@ type redisSubscription struct {
 	resubscribing bool
 	// sequences finds the gaps in what this subscription received.
 	sequences sequenceTracker
+}
+
+// members counts the local subscriptions of rs, started or not.
+func (rs *redisSubscription) members() int { return len(rs.subs) + len(rs.starting) + rs.joining }
+
+// start starts the subscriptions waiting for the latest SUBSCRIBE, which
+// Redis just confirmed, and releases the Subscribe calls waiting for it.
+func (rs *redisSubscription) start() {
+	rs.subs = append(rs.subs, rs.starting...)
+	rs.starting = nil
+	if !isClosed(rs.confirmed) {
+		close(rs.confirmed)
+	}
+	for _, w := range rs.waiters {
+		close(w)
+	}
+	rs.waiters = nil
 }
 
 // pendingJoin is a subscription waiting to start at the PONG of its PING.
@@ -284,8 +305,11 @@ func (s *Subscriber) join(sn *subscription) chan struct{} {
 		table[name] = rs
 	}
 	switch {
-	case len(rs.subs)+rs.joining == 0:
-		rs.subs = append(rs.subs, sn)
+	case rs.members() == 0:
+		// Messages may still arrive from a previous SUBSCRIBE whose
+		// UNSUBSCRIBE Redis has not confirmed: sn starts at the
+		// confirmation of its own SUBSCRIBE.
+		rs.starting = append(rs.starting, sn)
 		rs.confirmed = make(chan struct{})
 		rs.sequences = sequenceTracker{} // nothing was missed while nobody listened
 		if s.pubsub != nil {
@@ -294,9 +318,8 @@ func (s *Subscriber) join(sn *subscription) chan struct{} {
 		}
 		return rs.confirmed
 	case s.pubsub == nil || !isClosed(rs.confirmed):
-		// Nothing arrives for this channel before the pending SUBSCRIBE
-		// is confirmed.
-		rs.subs = append(rs.subs, sn)
+		// A SUBSCRIBE (or the resubscription) is on its way: start with it.
+		rs.starting = append(rs.starting, sn)
 		return rs.confirmed
 	}
 	s.joinSeq++
@@ -340,14 +363,10 @@ func (s *Subscriber) leave(sn *subscription) {
 		delete(s.joins, sn.joinToken)
 		rs.joining--
 	} else {
-		for i, other := range rs.subs {
-			if other == sn {
-				rs.subs = append(rs.subs[:i], rs.subs[i+1:]...)
-				break
-			}
-		}
+		rs.subs = slices.DeleteFunc(rs.subs, func(other *subscription) bool { return other == sn })
+		rs.starting = slices.DeleteFunc(rs.starting, func(other *subscription) bool { return other == sn })
 	}
-	if len(rs.subs)+rs.joining > 0 {
+	if rs.members() > 0 {
 		return
 	}
 	if s.pubsub != nil && !s.closed {

@@ -121,7 +121,7 @@ func (s *Subscriber) established() *pendingReconnect {
 func resubscribeList(table map[string]*redisSubscription) []string {
 	names := make([]string, 0, len(table))
 	for name, rs := range table {
-		if len(rs.subs)+rs.joining == 0 {
+		if rs.members() == 0 {
 			delete(table, name)
 			continue
 		}
@@ -149,13 +149,13 @@ func (s *Subscriber) disconnect(pubsub *redis.PubSub) (wasEstablished bool) {
 		delete(s.joins, token)
 		pj.sn.joinToken = ""
 		pj.rs.joining--
-		pj.rs.subs = append(pj.rs.subs, pj.sn)
+		pj.rs.starting = append(pj.rs.starting, pj.sn)
 		pj.rs.waiters = append(pj.rs.waiters, pj.joined)
 	}
 	for _, table := range []map[string]*redisSubscription{s.topics, s.patterns} {
 		for name, rs := range table {
 			rs.replies, rs.resubscribing = nil, false
-			if len(rs.subs) == 0 {
+			if rs.members() == 0 {
 				delete(table, name)
 			} else if isClosed(rs.confirmed) {
 				rs.confirmed = make(chan struct{})
@@ -277,18 +277,12 @@ func (s *Subscriber) confirm(reply *redis.Subscription) *pendingReconnect {
 		report = s.established()
 	}
 	switch {
-	case len(rs.subs)+rs.joining == 0:
+	case rs.members() == 0:
 		if len(rs.replies) == 0 {
 			delete(table, reply.Channel)
 		}
 	case !slices.Contains(rs.replies, true):
-		if !isClosed(rs.confirmed) {
-			close(rs.confirmed)
-		}
-		for _, w := range rs.waiters {
-			close(w)
-		}
-		rs.waiters = nil
+		rs.start()
 	}
 	return report
 }

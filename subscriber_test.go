@@ -330,3 +330,25 @@ func TestStampsAreRemovedFromDeliveredMessages(t *testing.T) {
 	require.Equal(t, message.Metadata{"k": "v"}, msg.Metadata)
 	require.Equal(t, message.Metadata{"k": "v"}, sent.Metadata, "Publish does not modify the message")
 }
+
+// A Subscribe made right after the topic's last subscription ended, before
+// Redis confirmed its UNSUBSCRIBE, starts with its own SUBSCRIBE: it does not
+// get what the ended subscription left unread on the connection.
+func TestResubscribeDoesNotGetMessagesOfTheEndedSubscription(t *testing.T) {
+	f := newFixture(t, func(c *redispubsub.SubscriberConfig) { c.QueueSize = 4096 })
+	ch, cancel := subscribe(t, f.sub, "again")
+	msgs := make([]*message.Message, 2000)
+	for i := range msgs {
+		msgs[i] = message.NewMessage(watermill.NewUUID(), []byte(`"`+strings.Repeat("x", 1024)+`"`))
+	}
+	require.NoError(t, f.pub.Publish("again", msgs...))
+	cancel()
+	requireClosed(t, ch)
+
+	again, _ := subscribe(t, f.sub, "again")
+	marker := jsonMsg(1)
+	require.NoError(t, f.pub.Publish("again", marker))
+	msg := receive(t, again)
+	msg.Ack()
+	require.Equal(t, marker.UUID, msg.UUID, "the first message is one published before Subscribe was called")
+}
