@@ -60,8 +60,10 @@ func (c PublisherConfig) Validate() error {
 
 // Publisher publishes Watermill messages on Redis Pub/Sub channels. It is
 // safe for concurrent use: concurrent Publish calls are coalesced into shared
-// pipelines, sent one after the other on one connection, so that messages
-// reach Redis in the order their Publish calls were made.
+// pipelines, sent one after the other (the next once Redis answered the
+// previous), so that messages reach Redis in the order their Publish calls
+// were made. (A pipeline abandoned because its callers' contexts ended may
+// still run after the next; its callers got an error.)
 type Publisher struct {
 	config PublisherConfig
 	logger watermill.LoggerAdapter

@@ -39,26 +39,54 @@ type stampReader interface {
 }
 
 // readStamp finds the stamp in the envelope's "metadata" member, which is
-// always the last one the Publisher writes: it looks only after the last
-// `"metadata":{`, so a payload cannot hide the real stamp. A body without
-// metadata but with a payload that contains a stamp-shaped object would be
-// tracked as a stream of its own; that costs at most a spurious gap count.
+// always the last one the Publisher writes: it looks at the last
+// `"metadata":{` only, and only when that object closes the envelope, so a
+// stamp-shaped object inside a payload is never taken for the real stamp.
 func (JSONEnvelopeMarshaler) readStamp(body string) (string, uint64, bool) {
 	i := strings.LastIndex(body, `"metadata":{`)
 	if i < 0 {
 		return "", 0, false
 	}
-	tail := body[i:]
-	publisher, ok := stringMember(tail, `"`+MetadataPublisher+`":"`)
+	object := body[i+len(`"metadata":`):]
+	end := endOfObject(object)
+	if end < 0 || object[end:] != "}" {
+		return "", 0, false
+	}
+	object = object[:end]
+	publisher, ok := stringMember(object, `"`+MetadataPublisher+`":"`)
 	if !ok {
 		return "", 0, false
 	}
-	seqText, ok := stringMember(tail, `"`+MetadataSequence+`":"`)
+	seqText, ok := stringMember(object, `"`+MetadataSequence+`":"`)
 	if !ok {
 		return "", 0, false
 	}
 	seq, err := strconv.ParseUint(seqText, 10, 64)
 	return publisher, seq, err == nil && seq > 0
+}
+
+// endOfObject returns the index just after the JSON object that s starts
+// with, or -1. It only tracks strings and nesting; validity is the
+// Marshaler's business.
+func endOfObject(s string) int {
+	depth, inString := 0, false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case inString && c == '\\':
+			i++
+		case c == '"':
+			inString = !inString
+		case inString:
+		case c == '{' || c == '[':
+			depth++
+		case c == '}' || c == ']':
+			depth--
+			if depth == 0 {
+				return i + 1
+			}
+		}
+	}
+	return -1
 }
 
 // stringMember returns the value of a JSON string member whose name and

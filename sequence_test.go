@@ -52,6 +52,29 @@ func TestReadStampFromEveryStampingMarshaler(t *testing.T) {
 	require.False(t, isStampReader, "raw JSON carries no metadata")
 }
 
+// A payload may carry a stamp-shaped object (an audit log of bodies, say):
+// only the envelope's own metadata counts, or the message could be dropped
+// as a duplicate.
+func TestReadStampIgnoresStampsInsidePayload(t *testing.T) {
+	payload := `{"metadata":{"rps_pub":"P","rps_seq":"5"},"s":"\"metadata\":{\"}"}`
+	for name, msg := range map[string]*message.Message{
+		"no metadata":   message.NewMessage("u", []byte(payload)),
+		"own metadata":  stamped(message.NewMessage("u", []byte(payload)), "real", 7),
+		"other members": message.NewMessage("u", []byte(`[{"metadata":{"rps_pub":"P","rps_seq":"5"}}]`)),
+	} {
+		body, err := JSONEnvelopeMarshaler{}.Marshal("t", msg)
+		require.NoError(t, err)
+		publisher, seq, ok := JSONEnvelopeMarshaler{}.readStamp(string(body))
+		if name == "own metadata" {
+			require.True(t, ok, name)
+			require.Equal(t, "real", publisher)
+			require.EqualValues(t, 7, seq)
+			continue
+		}
+		require.False(t, ok, "%s: %s", name, body)
+	}
+}
+
 func TestStampedDoesNotModifyTheMessage(t *testing.T) {
 	msg := message.NewMessage("u", []byte(`1`))
 	msg.Metadata.Set("k", "v")

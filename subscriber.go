@@ -208,15 +208,26 @@ func (s *Subscriber) SubscribeInitialize(topic string) error {
 		s.mu.Unlock()
 		return ErrSubscriberClosed
 	}
-	if _, ok := s.initialized[topic]; ok {
-		s.mu.Unlock()
-		return nil
+	var confirmed chan struct{}
+	if sn, ok := s.initialized[topic]; ok {
+		confirmed = s.readiness(sn) // an earlier call may have timed out
+	} else {
+		sn = newSubscription(s, key)
+		s.initialized[topic] = sn
+		confirmed = s.join(sn)
 	}
-	sn := newSubscription(s, key)
-	s.initialized[topic] = sn
-	confirmed := s.join(sn)
 	s.mu.Unlock()
 	return s.awaitConfirmation(context.Background(), key, confirmed)
+}
+
+// readiness returns the channel closed once sn, which joined earlier,
+// receives what is published: when it started already, once its Redis
+// subscription is confirmed on the current connection. Called with mu held.
+func (s *Subscriber) readiness(sn *subscription) chan struct{} {
+	if !isClosed(sn.ready) {
+		return sn.ready
+	}
+	return s.state(sn.key).confirmed
 }
 
 func (s *Subscriber) subscribe(ctx context.Context, key subscriptionKey) (<-chan *message.Message, error) {
@@ -234,7 +245,7 @@ func (s *Subscriber) subscribe(ctx context.Context, key subscriptionKey) (<-chan
 	sn.ctx, sn.cancel = context.WithCancel(ctx)
 	var confirmed chan struct{}
 	if initialized && !key.pattern {
-		confirmed = s.state(key).confirmed
+		confirmed = s.readiness(sn)
 	} else {
 		confirmed = s.join(sn)
 	}
@@ -297,6 +308,12 @@ func (s *Subscriber) state(key subscriptionKey) *redisSubscription {
 // messages published before it subscribed that were still on their way.
 // Called with mu held.
 func (s *Subscriber) join(sn *subscription) chan struct{} {
+	sn.ready = s.enter(sn)
+	return sn.ready
+}
+
+// enter does the work of join.
+func (s *Subscriber) enter(sn *subscription) chan struct{} {
 	name := s.redisName(sn.key)
 	table := s.table(sn.key)
 	rs := table[name]

@@ -95,8 +95,10 @@ type SubscriberConfig struct {
 	ReconnectBackoffMin, ReconnectBackoffMax time.Duration
 
 	// OnReconnect, when set, is called after every re-established
-	// connection, once all topics and patterns were resubscribed. It runs on
-	// the Subscriber's reading goroutine: keep it short.
+	// connection, once Redis confirmed that all topics and patterns were
+	// resubscribed. It runs on the Subscriber's reading goroutine: keep it
+	// short, and do not call the Subscriber's Subscribe or Close from it
+	// (they wait for that goroutine); start a goroutine for that.
 	OnReconnect func(ReconnectEvent)
 
 	// DisableGapDetection stops the Subscriber from reading the sequence
@@ -108,9 +110,13 @@ type SubscriberConfig struct {
 	DisableGapDetection bool
 
 	// OnGap, when set, is called for every gap found, on the Subscriber's
-	// reading goroutine: keep it short.
+	// reading goroutine, like OnReconnect and with the same rules.
 	OnGap func(GapEvent)
 }
+
+// minHealthCheckInterval keeps the health check from flooding Redis with
+// PINGs (and its ticker from a zero period).
+const minHealthCheckInterval = 10 * time.Millisecond
 
 func (c *SubscriberConfig) setDefaults() {
 	if c.Marshaler == nil {
@@ -145,8 +151,11 @@ func (c SubscriberConfig) Validate() error {
 		return fmt.Errorf("%w: SubscriberConfig.QueueSize must be positive, got %d", ErrInvalidConfig, c.QueueSize)
 	case c.Overflow != DropNewest && c.Overflow != DropOldest:
 		return fmt.Errorf("%w: unknown SubscriberConfig.Overflow %v", ErrInvalidConfig, c.Overflow)
-	case c.SubscribeTimeout < 0, c.HealthCheckInterval < 0:
-		return fmt.Errorf("%w: SubscriberConfig timeouts must not be negative", ErrInvalidConfig)
+	case c.SubscribeTimeout < 0:
+		return fmt.Errorf("%w: SubscriberConfig.SubscribeTimeout must not be negative", ErrInvalidConfig)
+	case c.HealthCheckInterval < minHealthCheckInterval:
+		return fmt.Errorf("%w: SubscriberConfig.HealthCheckInterval must be at least %v, got %v",
+			ErrInvalidConfig, minHealthCheckInterval, c.HealthCheckInterval)
 	case c.ReconnectBackoffMin < 0 || c.ReconnectBackoffMax < c.ReconnectBackoffMin:
 		return fmt.Errorf("%w: SubscriberConfig.ReconnectBackoffMax (%v) must be at least ReconnectBackoffMin (%v)",
 			ErrInvalidConfig, c.ReconnectBackoffMax, c.ReconnectBackoffMin)

@@ -17,6 +17,8 @@ import (
 
 var errGap = errors.New("gap in the message sequence")
 
+var errUnexpectedReply = errors.New("redispubsub: confirmation of a command this connection did not send")
+
 var errHealthCheck = errors.New("redispubsub: no answer to PING within the health-check interval")
 
 // read owns the Subscriber's connection: it connects, resubscribes, reads
@@ -261,7 +263,15 @@ func (s *Subscriber) confirm(reply *redis.Subscription) *pendingReconnect {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rs := table[reply.Channel]
-	if rs == nil || len(rs.replies) == 0 {
+	subscribe := reply.Kind == "subscribe" || reply.Kind == "psubscribe"
+	if rs == nil || len(rs.replies) == 0 || rs.replies[0] != subscribe {
+		// Not a reply this connection owes: go-redis reconnected and
+		// resubscribed behind our back (it does so on a server's MOVING
+		// notification). Start over, so that every count is right again.
+		s.logger.Error("Unexpected Pub/Sub confirmation", errUnexpectedReply, watermill.LogFields{
+			"kind": reply.Kind, "channel": reply.Channel,
+		})
+		s.dropConnection(errUnexpectedReply)
 		return nil
 	}
 	if !rs.replies[0] {

@@ -352,3 +352,16 @@ func TestResubscribeDoesNotGetMessagesOfTheEndedSubscription(t *testing.T) {
 	msg.Ack()
 	require.Equal(t, marker.UUID, msg.UUID, "the first message is one published before Subscribe was called")
 }
+
+// A SubscribeInitialize that timed out, called again, waits again: it
+// returns nil only once Redis confirmed the subscription.
+func TestSubscribeInitializeRetryWaitsForConfirmation(t *testing.T) {
+	f := newFixture(t, func(c *redispubsub.SubscriberConfig) { c.SubscribeTimeout = 300 * time.Millisecond })
+	f.srv.Kill()
+	require.ErrorIs(t, f.sub.SubscribeInitialize("later"), redispubsub.ErrSubscribeTimeout)
+	require.ErrorIs(t, f.sub.SubscribeInitialize("later"), redispubsub.ErrSubscribeTimeout,
+		"nothing is confirmed while the server is down")
+	f.srv.Restart()
+	require.Eventually(t, func() bool { return f.sub.SubscribeInitialize("later") == nil }, waitTimeout, time.Millisecond)
+	require.EqualValues(t, 1, f.numsub(t, "later"))
+}

@@ -25,9 +25,11 @@ type subscription struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	// joinToken names the PING this subscription waits for, if any.
-	// Guarded by the Subscriber's mu.
+	// joinToken names the PING this subscription waits for, if any, and
+	// ready is closed once it receives what is published. Guarded by the
+	// Subscriber's mu.
 	joinToken string
+	ready     chan struct{}
 
 	mu         sync.Mutex
 	queue      ring
