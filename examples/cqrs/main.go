@@ -21,12 +21,9 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/components/cqrs"
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -64,13 +61,9 @@ func run(ctx context.Context, out io.Writer) error {
 	}
 	defer closeRedis()
 
-	logger := watermill.NewSlogLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	var mu sync.Mutex
-	say := func(format string, args ...any) {
-		mu.Lock()
-		defer mu.Unlock()
-		fmt.Fprintf(out, format+"\n", args...)
-	}
+	// The libraries only speak up about problems; the story is told by say.
+	logger := exampleredis.Logger()
+	say := exampleredis.Printer(out)
 
 	const prefix = "example:cqrs:" // every Redis channel is prefix + topic
 	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: client, ChannelPrefix: prefix}, logger)

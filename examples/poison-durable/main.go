@@ -24,9 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -64,13 +62,9 @@ func run(ctx context.Context, out io.Writer) error {
 	}
 	defer closeRedis()
 
-	logger := watermill.NewSlogLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	var mu sync.Mutex
-	say := func(format string, args ...any) {
-		mu.Lock()
-		defer mu.Unlock()
-		fmt.Fprintf(out, format+"\n", args...)
-	}
+	// The libraries only speak up about problems; the story is told by say.
+	logger := exampleredis.Logger()
+	say := exampleredis.Printer(out)
 
 	// A fresh stream, in case REDIS_URL names a Redis used before.
 	if err := client.Del(ctx, poisonStream).Err(); err != nil {

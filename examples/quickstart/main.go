@@ -12,9 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -49,9 +47,8 @@ func run(ctx context.Context, out io.Writer) error {
 	defer closeRedis()
 
 	// The libraries only speak up about problems; the story is told by say.
-	logger := watermill.NewSlogLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	var mu sync.Mutex
-	say := func(format string, args ...any) { mu.Lock(); fmt.Fprintf(out, format+"\n", args...); mu.Unlock() }
+	logger := exampleredis.Logger()
+	say := exampleredis.Printer(out)
 
 	// Every Redis channel of this program is "quickstart:<topic>".
 	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: client, ChannelPrefix: "quickstart:"}, logger)

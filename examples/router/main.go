@@ -28,7 +28,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -65,13 +64,8 @@ func run(ctx context.Context, out io.Writer) error {
 	defer closeRedis()
 
 	// The libraries only speak up about problems; the story is told by say.
-	logger := watermill.NewSlogLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	var mu sync.Mutex
-	say := func(format string, args ...any) {
-		mu.Lock()
-		defer mu.Unlock()
-		fmt.Fprintf(out, format+"\n", args...)
-	}
+	logger := exampleredis.Logger()
+	say := exampleredis.Printer(out)
 
 	const prefix = "example:router:" // every Redis channel is prefix + topic
 	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: client, ChannelPrefix: prefix}, logger)

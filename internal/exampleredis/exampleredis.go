@@ -1,7 +1,8 @@
 // Package exampleredis gives the examples a Redis client: the server named by
 // the REDIS_URL environment variable when it is set, else an embedded
 // in-process Redis (miniredis), so that `go run ./examples/...` works on a
-// machine without Redis.
+// machine without Redis. It also gives them their quiet Watermill Logger and
+// the Printer that tells their story on stdout.
 //
 // It is for the examples only. The embedded server is not Redis: its Pub/Sub
 // has no sharded commands and PUBLISH waits for slow readers, so the
