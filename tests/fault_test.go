@@ -56,8 +56,8 @@ const faultSlack = 250 * time.Millisecond
 //
 // Clients: faultClient (DialTimeout 1s, DialerRetries 1, MaxRetries -1,
 // PoolSize 64; see there why). With the Subscriber's default backoff (50ms
-// doubling to ReconnectBackoffMax 1s, ±20%), its next attempt comes at most
-// ~1.2s after the server is back, and succeeds at once.
+// doubling to ReconnectBackoffMax 500ms, ±20%), its next attempt comes at
+// most ~0.6s after the server is back, and succeeds at once.
 func TestFaultServerKillRestart(t *testing.T) {
 	const resumeBound = 2 * time.Second
 	topics := []string{"fault.restart.a", "fault.restart.b", "fault.restart.c"}
@@ -130,8 +130,8 @@ func TestFaultServerKillRestart(t *testing.T) {
 	t.Logf("Subscriber noticed the kill after %v; last Publish error: %v", lost.at.Sub(killedAt), flow.lastErr)
 	flow.mu.Unlock()
 	// Stay down until the Subscriber's backoff reached its maximum (50ms
-	// doubling to 1s: the 6th failed attempt waits ~1s), the worst case for
-	// how fast it comes back.
+	// doubling to 500ms: the 5th failed attempt waits ~500ms, and so does
+	// the 6th), the worst case for how fast it comes back.
 	from := 0
 	for range 6 {
 		_, i := log.waitError(t, from, faultWaitTimeout, "of a failed attempt", func(e faultLogEntry) bool {
