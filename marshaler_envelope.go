@@ -591,9 +591,13 @@ func skipJSONSpace(b []byte, i int) int {
 	return i
 }
 
+// jsonText is what the scanning helpers below read: a body as bytes, or as
+// the string go-redis hands the Subscriber's reader.
+type jsonText interface{ ~string | ~[]byte }
+
 // endOfJSONString returns the index just past the closing quote of the string
 // that starts at b[i] == '"'.
-func endOfJSONString(b []byte, i int) int {
+func endOfJSONString[T jsonText](b T, i int) int {
 	for i++; i < len(b); i++ {
 		switch b[i] {
 		case '\\':
@@ -606,7 +610,7 @@ func endOfJSONString(b []byte, i int) int {
 }
 
 // endOfJSONValue returns the index just past the value that starts at b[i].
-func endOfJSONValue(b []byte, i int) int {
+func endOfJSONValue[T jsonText](b T, i int) int {
 	if i >= len(b) {
 		return len(b)
 	}

@@ -48,8 +48,8 @@ func (JSONEnvelopeMarshaler) readStamp(body string) (string, uint64, bool) {
 		return "", 0, false
 	}
 	object := body[i+len(`"metadata":`):]
-	end := endOfObject(object)
-	if end < 0 || object[end:] != "}" {
+	end := endOfJSONValue(object, 0)
+	if object[end:] != "}" {
 		return "", 0, false
 	}
 	object = object[:end]
@@ -63,30 +63,6 @@ func (JSONEnvelopeMarshaler) readStamp(body string) (string, uint64, bool) {
 	}
 	seq, err := strconv.ParseUint(seqText, 10, 64)
 	return publisher, seq, err == nil && seq > 0
-}
-
-// endOfObject returns the index just after the JSON object that s starts
-// with, or -1. It only tracks strings and nesting; validity is the
-// Marshaler's business.
-func endOfObject(s string) int {
-	depth, inString := 0, false
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case inString && c == '\\':
-			i++
-		case c == '"':
-			inString = !inString
-		case inString:
-		case c == '{' || c == '[':
-			depth++
-		case c == '}' || c == ']':
-			depth--
-			if depth == 0 {
-				return i + 1
-			}
-		}
-	}
-	return -1
 }
 
 // stringMember returns the value of a JSON string member whose name and
