@@ -236,19 +236,16 @@ func (s *Subscriber) subscribe(ctx context.Context, key subscriptionKey) (<-chan
 		s.mu.Unlock()
 		return nil, ErrSubscriberClosed
 	}
+	var confirmed chan struct{}
 	sn, initialized := s.initialized[key.name]
 	if initialized && !key.pattern {
 		delete(s.initialized, key.name)
-	} else {
-		sn = newSubscription(s, key)
-	}
-	sn.ctx, sn.cancel = context.WithCancel(ctx)
-	var confirmed chan struct{}
-	if initialized && !key.pattern {
 		confirmed = s.readiness(sn)
 	} else {
+		sn = newSubscription(s, key)
 		confirmed = s.join(sn)
 	}
+	sn.ctx, sn.cancel = context.WithCancel(ctx)
 	// Started under mu, so that Close, which takes mu, waits for it.
 	s.wg.Add(1)
 	stop := context.AfterFunc(s.ctx, sn.cancel)
@@ -301,19 +298,13 @@ func (s *Subscriber) state(key subscriptionKey) *redisSubscription {
 	return s.table(key)[s.redisName(key)]
 }
 
-// join adds sn to its Redis subscription, and returns the channel closed
-// once sn receives what is published from then on. The first subscription of
-// a channel SUBSCRIBEs and waits for Redis's confirmation; one that joins a
-// live channel sends a PING and starts with its PONG, so that it does not get
-// messages published before it subscribed that were still on their way.
-// Called with mu held.
+// join adds sn to its Redis subscription, and sets and returns sn.ready,
+// closed once sn receives what is published from then on. The first
+// subscription of a channel SUBSCRIBEs and starts at Redis's confirmation;
+// one that joins a live channel starts at the PONG of a PING (joinLive), so
+// that it does not get messages published before it subscribed that were
+// still on their way. Called with mu held.
 func (s *Subscriber) join(sn *subscription) chan struct{} {
-	sn.ready = s.enter(sn)
-	return sn.ready
-}
-
-// enter does the work of join.
-func (s *Subscriber) enter(sn *subscription) chan struct{} {
 	name := s.redisName(sn.key)
 	table := s.table(sn.key)
 	rs := table[name]
@@ -333,12 +324,19 @@ func (s *Subscriber) enter(sn *subscription) chan struct{} {
 			rs.replies = append(rs.replies, true)
 			s.command(sn.key.pattern, true, name)
 		}
-		return rs.confirmed
+		sn.ready = rs.confirmed
 	case s.pubsub == nil || !isClosed(rs.confirmed):
 		// A SUBSCRIBE (or the resubscription) is on its way: start with it.
 		rs.starting = append(rs.starting, sn)
-		return rs.confirmed
+		sn.ready = rs.confirmed
+	default:
+		sn.ready = s.joinLive(rs, sn)
 	}
+	return sn.ready
+}
+
+// joinLive sends a PING whose PONG will start sn. Called with mu held.
+func (s *Subscriber) joinLive(rs *redisSubscription, sn *subscription) chan struct{} {
 	s.joinSeq++
 	token := "join:" + strconv.FormatUint(s.joinSeq, 10)
 	pj := &pendingJoin{rs: rs, sn: sn, joined: make(chan struct{})}
@@ -346,7 +344,7 @@ func (s *Subscriber) enter(sn *subscription) chan struct{} {
 	rs.joining++
 	sn.joinToken = token
 	if err := s.pubsub.Ping(s.ctx, token); err != nil {
-		s.dropConnection(err)
+		s.dropConnection(fmt.Errorf("PING: %w", err))
 	}
 	return pj.joined
 }
@@ -401,27 +399,25 @@ func (s *Subscriber) leave(sn *subscription) {
 // Called with mu held, so that commands go out in the order of replies.
 func (s *Subscriber) command(pattern, subscribe bool, names ...string) {
 	var err error
+	var name string
 	switch {
 	case pattern && subscribe:
-		err = s.pubsub.PSubscribe(s.ctx, names...)
+		name, err = "PSUBSCRIBE", s.pubsub.PSubscribe(s.ctx, names...)
 	case pattern:
-		err = s.pubsub.PUnsubscribe(s.ctx, names...)
+		name, err = "PUNSUBSCRIBE", s.pubsub.PUnsubscribe(s.ctx, names...)
 	case subscribe:
-		err = s.pubsub.Subscribe(s.ctx, names...)
+		name, err = "SUBSCRIBE", s.pubsub.Subscribe(s.ctx, names...)
 	default:
-		err = s.pubsub.Unsubscribe(s.ctx, names...)
+		name, err = "UNSUBSCRIBE", s.pubsub.Unsubscribe(s.ctx, names...)
 	}
 	if err != nil {
-		s.logger.Error("Pub/Sub command failed", err, watermill.LogFields{
-			"subscribe": subscribe, "pattern": pattern, "names": strings.Join(names, " "),
-		})
-		s.dropConnection(err)
+		s.dropConnection(fmt.Errorf("%s %s: %w", name, strings.Join(names, " "), err))
 	}
 }
 
-// dropConnection closes a connection that a write failed on; the reader
-// then reconnects and resubscribes whatever is wanted by then. Called with
-// mu held.
+// dropConnection logs why and closes the live connection; the reader then
+// reconnects and resubscribes whatever is wanted by then. Called with mu
+// held.
 func (s *Subscriber) dropConnection(err error) {
 	s.logger.Error("Dropping the Pub/Sub connection", err, nil)
 	_ = s.pubsub.Close()

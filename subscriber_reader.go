@@ -268,10 +268,7 @@ func (s *Subscriber) confirm(reply *redis.Subscription) *pendingReconnect {
 		// Not a reply this connection owes: go-redis reconnected and
 		// resubscribed behind our back (it does so on a server's MOVING
 		// notification). Start over, so that every count is right again.
-		s.logger.Error("Unexpected Pub/Sub confirmation", errUnexpectedReply, watermill.LogFields{
-			"kind": reply.Kind, "channel": reply.Channel,
-		})
-		s.dropConnection(errUnexpectedReply)
+		s.dropConnection(fmt.Errorf("%w: %s %s", errUnexpectedReply, reply.Kind, reply.Channel))
 		return nil
 	}
 	if !rs.replies[0] {
