@@ -237,6 +237,17 @@ type faultWaiter struct {
 
 // newFaultConsumer starts reading ch. topic is the subscription's topic, or
 // "" for a pattern subscription.
+// faultPatternConsumer subscribes to pattern until the end of the test and
+// consumes what arrives.
+func faultPatternConsumer(t *testing.T, sub *redispubsub.Subscriber, pattern string) *faultConsumer {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ch, err := sub.SubscribePattern(ctx, pattern)
+	require.NoError(t, err)
+	return newFaultConsumer(pattern, "", ch)
+}
+
 func newFaultConsumer(name, topic string, ch <-chan *message.Message) *faultConsumer {
 	c := &faultConsumer{
 		name: name, fixedTopic: topic,

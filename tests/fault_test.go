@@ -84,11 +84,7 @@ func TestFaultServerKillRestart(t *testing.T) {
 		consumers[c] = []string{topic}
 		all = append(all, c)
 	}
-	pctx, pcancel := context.WithCancel(context.Background())
-	t.Cleanup(pcancel)
-	pch, err := sub.SubscribePattern(pctx, pattern)
-	require.NoError(t, err)
-	pc := newFaultConsumer(pattern, "", pch)
+	pc := faultPatternConsumer(t, sub, pattern)
 	consumers[pc] = topics
 	all = append(all, pc)
 
@@ -328,11 +324,7 @@ func TestFaultClientKillGapsExact(t *testing.T) {
 		ch, _ := wmSubscribe(t, sub, topic)
 		consumers[newFaultConsumer(topic, topic, ch)] = []string{topic}
 	}
-	pctx, pcancel := context.WithCancel(context.Background())
-	t.Cleanup(pcancel)
-	pch, err := sub.SubscribePattern(pctx, pattern)
-	require.NoError(t, err)
-	consumers[newFaultConsumer(pattern, "", pch)] = topics
+	consumers[faultPatternConsumer(t, sub, pattern)] = topics
 
 	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: faultClient(t, srv.Addr(), nil)}, log)
 	require.NoError(t, err)
@@ -434,11 +426,7 @@ func TestFaultBlackholeHealthCheck(t *testing.T) {
 	t.Cleanup(func() { require.NoError(t, sub.Close()) })
 	ch, _ := wmSubscribe(t, sub, topic)
 	tc := newFaultConsumer(topic, topic, ch)
-	pctx, pcancel := context.WithCancel(context.Background())
-	t.Cleanup(pcancel)
-	pch, err := sub.SubscribePattern(pctx, pattern)
-	require.NoError(t, err)
-	pc := newFaultConsumer(pattern, "", pch)
+	pc := faultPatternConsumer(t, sub, pattern)
 
 	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: faultClient(t, srv.Addr(), nil)}, log)
 	require.NoError(t, err)
@@ -771,11 +759,7 @@ func TestFaultMalformedAndUnstampedBodies(t *testing.T) {
 	t.Cleanup(func() { require.NoError(t, sub.Close()) })
 	ch, _ := wmSubscribe(t, sub, topic)
 	tc := newFaultConsumer(topic, topic, ch)
-	pctx, pcancel := context.WithCancel(context.Background())
-	t.Cleanup(pcancel)
-	pch, err := sub.SubscribePattern(pctx, pattern)
-	require.NoError(t, err)
-	pc := newFaultConsumer(pattern, "", pch)
+	pc := faultPatternConsumer(t, sub, pattern)
 	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: faultClient(t, srv.Addr(), nil)}, log)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = pub.Close() })
