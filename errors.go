@@ -16,3 +16,19 @@ var (
 	// ErrInvalidConfig is wrapped by every error that Validate returns.
 	ErrInvalidConfig = errors.New("redispubsub: invalid config")
 )
+
+// Errors of subscriptions that Redis refuses.
+var (
+	// ErrSubscriptionRefused is wrapped by the error of a Subscribe whose
+	// channel or pattern Redis refused (an ACL without it: NOPERM), with
+	// Redis's words. The other subscriptions of the Subscriber go on.
+	ErrSubscriptionRefused = errors.New("redispubsub: Redis refused the subscription")
+	// ErrConnectionRefused is wrapped by the error of a Subscribe that
+	// cannot succeed by retrying: Redis refused the credentials
+	// (WRONGPASS) or TLS refused a certificate. The Subscriber keeps
+	// retrying with backoff in case the cause is fixed.
+	ErrConnectionRefused = errors.New("redispubsub: connection refused for good")
+	// ErrShardedPattern is returned by SubscribePattern in sharded mode:
+	// Redis has no sharded patterns.
+	ErrShardedPattern = errors.New("redispubsub: SubscribePattern is not available in sharded mode")
+)

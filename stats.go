@@ -26,9 +26,17 @@ type SubscriberStats struct {
 	Delivered uint64
 	// Acked and Nacked count the consumers' answers.
 	Acked, Nacked uint64
-	// Dropped counts messages lost to a full subscription queue (see
-	// OverflowPolicy).
-	Dropped uint64
+	// Dropped counts messages lost because the Subscriber's buffer
+	// (BufferBytes) was spent or a subscription's QueueSize cap reached (see
+	// OverflowPolicy); DroppedByTopic splits it by topic (or pattern).
+	Dropped        uint64
+	DroppedByTopic map[string]uint64
+	// BufferedBytes is what the subscriptions hold now, counted against
+	// BufferBytes (a gauge, not a counter).
+	BufferedBytes int64
+	// Oversized counts bodies larger than MaxMessageBytes, skipped without
+	// decoding.
+	Oversized uint64
 	// Discarded counts messages still queued, or waiting for their Ack, when
 	// their subscription ended or the Subscriber closed.
 	Discarded uint64

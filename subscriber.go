@@ -2,10 +2,7 @@ package redispubsub
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,65 +18,62 @@ import (
 // ChannelPrefix).
 const MetadataTopic = "redispubsub_topic"
 
-var errQueueFull = errors.New("subscription queue full")
-
-// Subscriber receives Watermill messages from Redis Pub/Sub channels over one
-// connection, shared by all its subscriptions. It is safe for concurrent use.
+// Subscriber receives Watermill messages from Redis Pub/Sub channels. In
+// classic mode one connection carries all its subscriptions; in sharded mode
+// one connection per cluster node. It is safe for concurrent use.
 //
 // What a caller may rely on:
 //   - Subscribe returns once Redis confirmed the subscription: a message
 //     published after it returns is delivered (unless the connection is lost
-//     meanwhile, see Stats().Reconnects).
+//     meanwhile, see Stats().Reconnects), and none published before it was
+//     called.
 //   - Every subscription of a topic gets every message; Redis sees one
 //     subscriber per topic, whatever the number of local subscriptions.
 //   - One message at a time per subscription: the next is sent after Ack;
 //     Nack redelivers the same message after NackResendSleep. Messages from
 //     one publisher connection on one channel keep their order.
-//   - The connection is read continuously; a consumer that falls behind
-//     loses messages to its bounded queue (see OverflowPolicy), counted and
-//     logged.
+//   - The connection is read continuously. What consumers have not taken
+//     yet is held within BufferBytes; only when that is spent does the
+//     subscription holding the most lose messages (see OverflowPolicy),
+//     counted and logged.
 //   - A lost connection is re-established and every topic and pattern
-//     resubscribed; what was published meanwhile is lost.
+//     resubscribed; what was published meanwhile is lost, and counted where
+//     the sequence stamps allow (Stats().Gaps).
+//   - A subscription Redis refuses (an ACL) fails its Subscribe at once with
+//     an error wrapping ErrSubscriptionRefused; the other topics go on.
 //   - Ending a subscription's context, or Close, closes its output channel
 //     even when nobody reads it or a message waits for its Ack.
 type Subscriber struct {
 	config SubscriberConfig
 	logger watermill.LoggerAdapter
+	id     string
 
-	// ctx is cancelled by Close; it ends every subscription and the reader.
+	// ctx is cancelled by Close; it ends every subscription and connection.
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // the reader and every subscription goroutine
+	wg     sync.WaitGroup // connections and subscription goroutines
 
-	mu sync.Mutex
-	// pubsub is the live connection, nil while (re)connecting.
-	pubsub *redis.PubSub
-	// topics and patterns hold the state of every Redis subscription, keyed
-	// by Redis channel or pattern (prefix included).
-	topics, patterns map[string]*redisSubscription
+	mu     sync.Mutex
+	closed bool
+	// conns holds the connections by cluster node address ("" in classic
+	// mode, and in sharded mode on a single server).
+	conns map[string]*connection
+	// slots maps hash slots to node addresses in sharded mode on a cluster.
+	slots *slotMap
 	// initialized holds subscriptions made by SubscribeInitialize until the
 	// first Subscribe of their topic takes them over.
 	initialized map[string]*subscription
-	// joins holds subscriptions of live channels waiting for the PONG of
-	// their PING, keyed by its payload: what arrives before it was published
-	// before they subscribed, and is not theirs.
-	joins   map[string]*pendingJoin
-	joinSeq uint64
-	// awaiting counts the resubscriptions sent on the current connection
-	// that Redis has not confirmed; connected is set once there are none.
-	awaiting  int
-	connected bool
-	// reconnect is reported once awaiting drops to zero; nil when no
-	// reconnect is due.
-	reconnect *pendingReconnect
-	closed    bool
 
+	budget *budget
+	hooks  *hookRunner
 	// stamps reads sequence stamps; nil when gap detection is off or the
 	// Marshaler carries no metadata.
 	stamps stampReader
 
 	closeOnce sync.Once
 	stats     subscriberCounters
+	dropMu    sync.Mutex
+	drops     map[string]uint64 // by topic or pattern
 }
 
 // subscriptionKey names what a subscription listens to: a topic, or a
@@ -89,71 +83,14 @@ type subscriptionKey struct {
 	pattern bool
 }
 
-// redisSubscription is the state of one SUBSCRIBE (or PSUBSCRIBE) shared by
-// the local subscriptions of a channel (or pattern).
-type redisSubscription struct {
-	// subs receive the channel's messages. starting ones wait for Redis to
-	// confirm the latest SUBSCRIBE, joining ones for the PONG of their PING:
-	// what arrives before that was published before they subscribed.
-	subs     []*subscription
-	starting []*subscription
-	joining  int
-	// confirmed is closed once Redis confirmed the latest SUBSCRIBE on the
-	// current connection; waiters are closed with it.
-	confirmed chan struct{}
-	waiters   []chan struct{}
-	// replies lists the confirmations Redis owes for this channel on the
-	// current connection, in the order the commands were sent: true for a
-	// SUBSCRIBE, false for an UNSUBSCRIBE.
-	replies []bool
-	// resubscribing is set while the resubscription after a reconnect is
-	// not confirmed yet.
-	resubscribing bool
-	// sequences finds the gaps in what this subscription received.
-	sequences sequenceTracker
-}
-
-// members counts the local subscriptions of rs, started or not.
-func (rs *redisSubscription) members() int { return len(rs.subs) + len(rs.starting) + rs.joining }
-
-// start starts the subscriptions waiting for the latest SUBSCRIBE, which
-// Redis just confirmed, and releases the Subscribe calls waiting for it.
-func (rs *redisSubscription) start() {
-	rs.subs = append(rs.subs, rs.starting...)
-	rs.starting = nil
-	if !isClosed(rs.confirmed) {
-		close(rs.confirmed)
-	}
-	for _, w := range rs.waiters {
-		close(w)
-	}
-	rs.waiters = nil
-}
-
-// pendingJoin is a subscription waiting to start at the PONG of its PING.
-type pendingJoin struct {
-	rs     *redisSubscription
-	sn     *subscription
-	joined chan struct{}
-}
-
-// isClosed reports whether ch is closed.
-func isClosed(ch chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
-}
-
 type subscriberCounters struct {
-	received, decodeFailures, delivered, acked, nacked, dropped, discarded, duplicates, reconnects, gaps atomic.Uint64
+	received, decodeFailures, delivered, acked, nacked, dropped, discarded, duplicates,
+	reconnects, gaps, oversized, refused atomic.Uint64
 }
 
-// NewSubscriber returns a Subscriber and starts its connection; logger may be
-// nil. A Redis that cannot be reached is not an error here: the Subscriber
-// keeps trying, and Subscribe reports what it could not confirm.
+// NewSubscriber returns a Subscriber; logger may be nil. A Redis that cannot
+// be reached is not an error here: the Subscriber keeps trying, and
+// Subscribe reports what it could not confirm.
 func NewSubscriber(config SubscriberConfig, logger watermill.LoggerAdapter) (*Subscriber, error) {
 	config.setDefaults()
 	if err := config.Validate(); err != nil {
@@ -165,26 +102,34 @@ func NewSubscriber(config SubscriberConfig, logger watermill.LoggerAdapter) (*Su
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Subscriber{
 		config:      config,
-		logger:      logger.With(watermill.LogFields{"component": "redispubsub.Subscriber"}),
+		id:          watermill.NewShortUUID(),
 		ctx:         ctx,
 		cancel:      cancel,
-		topics:      make(map[string]*redisSubscription),
-		patterns:    make(map[string]*redisSubscription),
+		conns:       make(map[string]*connection),
 		initialized: make(map[string]*subscription),
-		joins:       make(map[string]*pendingJoin),
+		budget:      newBudget(config.BufferBytes),
+		drops:       make(map[string]uint64),
 	}
+	s.logger = logger.With(watermill.LogFields{"component": "redispubsub.Subscriber", "subscriber_id": s.id})
+	s.hooks = newHookRunner()
 	if stamps, ok := config.Marshaler.(stampReader); ok && !config.DisableGapDetection {
 		s.stamps = stamps
 	}
-	s.wg.Add(1)
-	go s.read()
+	if _, cluster := config.Client.(*redis.ClusterClient); config.Sharded && cluster {
+		s.slots = newSlotMap(config.Client.(*redis.ClusterClient))
+	} else {
+		s.mu.Lock()
+		s.conns[""] = newConnection(s, "", newPubsubClient(config.Client))
+		s.mu.Unlock()
+	}
 	return s, nil
 }
 
 // Subscribe returns a channel of the messages published on topic from now
 // on. It returns once Redis confirmed the subscription, or with an error when
-// ctx ends, SubscribeTimeout passes or the Subscriber is closed first. The
-// channel is closed when ctx ends or the Subscriber closes.
+// ctx ends, SubscribeTimeout passes, Redis refuses the subscription or the
+// Subscriber is closed first. The channel is closed when ctx ends, the
+// Subscriber closes, or Redis refuses the channel later (after a reconnect).
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	return s.subscribe(ctx, subscriptionKey{name: topic})
 }
@@ -192,15 +137,19 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 // SubscribePattern is Subscribe for every topic that matches the Redis glob
 // pattern (PSUBSCRIBE; ChannelPrefix is prepended, its glob characters
 // escaped). Each message carries its topic in metadata under MetadataTopic.
+// It returns ErrShardedPattern in sharded mode.
 func (s *Subscriber) SubscribePattern(ctx context.Context, pattern string) (<-chan *message.Message, error) {
+	if s.config.Sharded {
+		return nil, fmt.Errorf("%w: %q", ErrShardedPattern, pattern)
+	}
 	return s.subscribe(ctx, subscriptionKey{name: pattern, pattern: true})
 }
 
 // SubscribeInitialize subscribes to topic ahead of time, so that messages
-// published before the first Subscribe of topic are kept (up to QueueSize,
-// with the OverflowPolicy) and handed to that Subscribe. It returns once
-// Redis confirmed the subscription. Calling it again before that Subscribe
-// does nothing. It implements message.SubscribeInitializer.
+// published before the first Subscribe of topic are kept (within
+// BufferBytes) and handed to that Subscribe. It returns once Redis confirmed
+// the subscription. Calling it again before that Subscribe only waits for
+// the confirmation. It implements message.SubscribeInitializer.
 func (s *Subscriber) SubscribeInitialize(topic string) error {
 	key := subscriptionKey{name: topic}
 	s.mu.Lock()
@@ -208,74 +157,137 @@ func (s *Subscriber) SubscribeInitialize(topic string) error {
 		s.mu.Unlock()
 		return ErrSubscriberClosed
 	}
-	var confirmed chan struct{}
-	if sn, ok := s.initialized[topic]; ok {
-		confirmed = s.readiness(sn) // an earlier call may have timed out
-	} else {
+	sn, ok := s.initialized[topic]
+	var conn *connection
+	if !ok {
 		sn = newSubscription(s, key)
 		s.initialized[topic] = sn
-		confirmed = s.join(sn)
+		var err error
+		if conn, err = s.connectionFor(key); err != nil {
+			delete(s.initialized, topic)
+			s.mu.Unlock()
+			s.budget.forget(sn)
+			return err
+		}
 	}
 	s.mu.Unlock()
-	return s.awaitConfirmation(context.Background(), key, confirmed)
-}
-
-// readiness returns the channel closed once sn, which joined earlier,
-// receives what is published: when it started already, once its Redis
-// subscription is confirmed on the current connection. Called with mu held.
-func (s *Subscriber) readiness(sn *subscription) chan struct{} {
-	if !isClosed(sn.ready) {
-		return sn.ready
+	if conn != nil {
+		conn.add(sn, s.redisName(key))
 	}
-	return s.state(sn.key).confirmed
+	err := s.await(context.Background(), sn)
+	if err != nil && sn.err != nil {
+		// Refused: the next call starts over.
+		s.mu.Lock()
+		if s.initialized[topic] == sn {
+			delete(s.initialized, topic)
+		}
+		s.mu.Unlock()
+		s.budget.forget(sn)
+	}
+	return err
 }
 
 func (s *Subscriber) subscribe(ctx context.Context, key subscriptionKey) (<-chan *message.Message, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("redispubsub: subscribe to %q: %w", key.name, context.Cause(ctx))
+	}
+	if s.slots != nil {
+		if err := s.slots.ensure(ctx); err != nil {
+			return nil, fmt.Errorf("redispubsub: subscribe to %q: %w", key.name, err)
+		}
+	}
+	if !key.pattern {
+		if out, ok, err := s.takeInitialized(ctx, key.name); ok {
+			return out, err
+		}
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return nil, ErrSubscriberClosed
 	}
-	var confirmed chan struct{}
-	sn, initialized := s.initialized[key.name]
-	if initialized && !key.pattern {
-		delete(s.initialized, key.name)
-		confirmed = s.readiness(sn)
-	} else {
-		sn = newSubscription(s, key)
-		confirmed = s.join(sn)
+	conn, err := s.connectionFor(key)
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
 	}
-	sn.ctx, sn.cancel = context.WithCancel(ctx)
-	// Started under mu, so that Close, which takes mu, waits for it.
-	s.wg.Add(1)
-	stop := context.AfterFunc(s.ctx, sn.cancel)
-	go func() {
-		sn.run()
-		stop()
-	}()
+	sn := newSubscription(s, key)
+	sn.attach(ctx)
 	s.mu.Unlock()
+	conn.add(sn, s.redisName(key))
 
-	if err := s.awaitConfirmation(sn.ctx, key, confirmed); err != nil {
-		sn.cancel()
+	if err := s.await(ctx, sn); err != nil {
+		sn.cancel(err)
 		return nil, err
 	}
 	s.logger.Debug("Subscribed", watermill.LogFields{"topic": key.name, "pattern": key.pattern})
 	return sn.out, nil
 }
 
-func (s *Subscriber) awaitConfirmation(ctx context.Context, key subscriptionKey, confirmed <-chan struct{}) error {
+// takeInitialized hands the subscription SubscribeInitialize made for topic
+// to this Subscribe, once it is confirmed. When ctx ends first, the
+// subscription and what it holds stay for the next Subscribe. ok is false
+// when there is none.
+func (s *Subscriber) takeInitialized(ctx context.Context, topic string) (out <-chan *message.Message, ok bool, err error) {
+	for {
+		s.mu.Lock()
+		sn, held := s.initialized[topic]
+		s.mu.Unlock()
+		if !held {
+			return nil, false, nil
+		}
+		if err := s.await(ctx, sn); err != nil && sn.err == nil {
+			return nil, true, err
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return nil, true, ErrSubscriberClosed
+		}
+		if s.initialized[topic] != sn {
+			s.mu.Unlock()
+			continue // another Subscribe took it, or it was refused
+		}
+		delete(s.initialized, topic)
+		if sn.err != nil {
+			s.mu.Unlock()
+			return nil, false, nil // refused: start over
+		}
+		sn.attach(ctx)
+		s.mu.Unlock()
+		return sn.out, true, nil
+	}
+}
+
+// await waits until sn receives what is published, or fails.
+func (s *Subscriber) await(ctx context.Context, sn *subscription) error {
 	timer := time.NewTimer(s.config.SubscribeTimeout)
 	defer timer.Stop()
 	select {
-	case <-confirmed:
-		return nil
+	case <-sn.ready:
+		return sn.err
 	case <-s.ctx.Done():
 		return ErrSubscriberClosed
 	case <-ctx.Done():
-		return fmt.Errorf("redispubsub: subscribe to %q: %w", key.name, context.Cause(ctx))
+		return fmt.Errorf("redispubsub: subscribe to %q: %w%s", sn.key.name, context.Cause(ctx), s.lastDialError(sn))
 	case <-timer.C:
-		return fmt.Errorf("%w: %q after %v", ErrSubscribeTimeout, key.name, s.config.SubscribeTimeout)
+		return fmt.Errorf("%w: %q after %v%s", ErrSubscribeTimeout, sn.key.name, s.config.SubscribeTimeout, s.lastDialError(sn))
 	}
+}
+
+// lastDialError describes why sn's connection is down, if it is.
+func (s *Subscriber) lastDialError(sn *subscription) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.conns {
+		c.mu.Lock()
+		err := c.dialErr
+		c.mu.Unlock()
+		if err != nil {
+			return fmt.Sprintf(" (last connection attempt: %v)", err)
+		}
+	}
+	return ""
 }
 
 // redisName is the channel or pattern that Redis knows key by.
@@ -286,162 +298,69 @@ func (s *Subscriber) redisName(key subscriptionKey) string {
 	return s.config.ChannelPrefix + key.name
 }
 
-// table returns the map holding the Redis subscriptions of key's kind.
-func (s *Subscriber) table(key subscriptionKey) map[string]*redisSubscription {
-	if key.pattern {
-		return s.patterns
+// connectionFor returns the connection that carries key's Redis
+// subscription. Called with mu held.
+func (s *Subscriber) connectionFor(key subscriptionKey) (*connection, error) {
+	if s.slots == nil {
+		return s.conns[""], nil
 	}
-	return s.topics
+	node, err := s.slots.owner(s.redisName(key))
+	if err != nil {
+		return nil, fmt.Errorf("redispubsub: subscribe to %q: %w", key.name, err)
+	}
+	c := s.conns[node]
+	if c == nil {
+		c = newConnection(s, node, nodeClient(s.slots.cluster.Options(), node))
+		s.conns[node] = c
+	}
+	return c, nil
 }
 
-func (s *Subscriber) state(key subscriptionKey) *redisSubscription {
-	return s.table(key)[s.redisName(key)]
-}
-
-// join adds sn to its Redis subscription, and sets and returns sn.ready,
-// closed once sn receives what is published from then on. The first
-// subscription of a channel SUBSCRIBEs and starts at Redis's confirmation;
-// one that joins a live channel starts at the PONG of a PING (joinLive), so
-// that it does not get messages published before it subscribed that were
-// still on their way. Called with mu held.
-func (s *Subscriber) join(sn *subscription) chan struct{} {
-	name := s.redisName(sn.key)
-	table := s.table(sn.key)
-	rs := table[name]
-	if rs == nil {
-		rs = &redisSubscription{sequences: sequenceTracker{}}
-		table[name] = rs
-	}
-	switch {
-	case rs.members() == 0:
-		// Messages may still arrive from a previous SUBSCRIBE whose
-		// UNSUBSCRIBE Redis has not confirmed: sn starts at the
-		// confirmation of its own SUBSCRIBE.
-		rs.starting = append(rs.starting, sn)
-		rs.confirmed = make(chan struct{})
-		rs.sequences = sequenceTracker{} // nothing was missed while nobody listened
-		if s.pubsub != nil {
-			rs.replies = append(rs.replies, true)
-			s.command(sn.key.pattern, true, name)
-		}
-		sn.ready = rs.confirmed
-	case s.pubsub == nil || !isClosed(rs.confirmed):
-		// A SUBSCRIBE (or the resubscription) is on its way: start with it.
-		rs.starting = append(rs.starting, sn)
-		sn.ready = rs.confirmed
-	default:
-		sn.ready = s.joinLive(rs, sn)
-	}
-	return sn.ready
-}
-
-// joinLive sends a PING whose PONG will start sn. Called with mu held.
-func (s *Subscriber) joinLive(rs *redisSubscription, sn *subscription) chan struct{} {
-	s.joinSeq++
-	token := "join:" + strconv.FormatUint(s.joinSeq, 10)
-	pj := &pendingJoin{rs: rs, sn: sn, joined: make(chan struct{})}
-	s.joins[token] = pj
-	rs.joining++
-	sn.joinToken = token
-	if err := s.pubsub.Ping(s.ctx, token); err != nil {
-		s.dropConnection(fmt.Errorf("PING: %w", err))
-	}
-	return pj.joined
-}
-
-// joined starts the subscription whose PING's PONG carried token. Called
-// with mu held.
-func (s *Subscriber) joined(token string) {
-	pj, ok := s.joins[token]
-	if !ok {
-		return // a health check's PONG, or a join that ended meanwhile
-	}
-	delete(s.joins, token)
-	pj.sn.joinToken = ""
-	pj.rs.joining--
-	pj.rs.subs = append(pj.rs.subs, pj.sn)
-	close(pj.joined)
-}
-
-// leave removes an ended subscription from its Redis subscription, and
-// unsubscribes in Redis when it was the last.
+// leave removes an ended subscription from its connection.
 func (s *Subscriber) leave(sn *subscription) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	name := s.redisName(sn.key)
-	table := s.table(sn.key)
-	rs := table[name]
-	if rs == nil {
-		return
+	if s.initialized[sn.key.name] == sn && !sn.key.pattern {
+		delete(s.initialized, sn.key.name)
 	}
-	if pj, ok := s.joins[sn.joinToken]; ok && pj.sn == sn {
-		delete(s.joins, sn.joinToken)
-		rs.joining--
-	} else {
-		rs.subs = slices.DeleteFunc(rs.subs, func(other *subscription) bool { return other == sn })
-		rs.starting = slices.DeleteFunc(rs.starting, func(other *subscription) bool { return other == sn })
-	}
-	if rs.members() > 0 {
-		return
-	}
-	if s.pubsub != nil && !s.closed {
-		rs.replies = append(rs.replies, false)
-		s.command(sn.key.pattern, false, name)
-	}
-	if len(rs.replies) == 0 {
-		delete(table, name)
+	s.mu.Unlock()
+	// conn is written once, by add, before the subscription can end.
+	if c := sn.connection(); c != nil {
+		c.remove(sn)
 	}
 }
 
-// command sends SUBSCRIBE, UNSUBSCRIBE, PSUBSCRIBE or PUNSUBSCRIBE on the
-// live connection. A failed write means the connection is broken: it is
-// closed, and the reader reconnects and resubscribes whatever is wanted then.
-// Called with mu held, so that commands go out in the order of replies.
-func (s *Subscriber) command(pattern, subscribe bool, names ...string) {
-	var err error
-	var name string
-	switch {
-	case pattern && subscribe:
-		name, err = "PSUBSCRIBE", s.pubsub.PSubscribe(s.ctx, names...)
-	case pattern:
-		name, err = "PUNSUBSCRIBE", s.pubsub.PUnsubscribe(s.ctx, names...)
-	case subscribe:
-		name, err = "SUBSCRIBE", s.pubsub.Subscribe(s.ctx, names...)
-	default:
-		name, err = "UNSUBSCRIBE", s.pubsub.Unsubscribe(s.ctx, names...)
+// connectionIdle is told by a connection that it carries nothing any more.
+// In sharded mode on a cluster it is closed. Called with c.mu held.
+func (s *Subscriber) connectionIdle(c *connection) {
+	if c.node == "" || !c.empty() {
+		return
 	}
-	if err != nil {
-		s.dropConnection(fmt.Errorf("%s %s: %w", name, strings.Join(names, " "), err))
-	}
-}
-
-// dropConnection logs why and closes the live connection; the reader then
-// reconnects and resubscribes whatever is wanted by then. Called with mu
-// held.
-func (s *Subscriber) dropConnection(err error) {
-	s.logger.Error("Dropping the Pub/Sub connection", err, nil)
-	_ = s.pubsub.Close()
+	go s.closeIfIdle(c)
 }
 
 // Close ends every subscription, closing their output channels, closes the
-// Subscriber's connection and waits until all its goroutines have returned.
-// It is idempotent and never closes SubscriberConfig.Client.
+// Subscriber's connections and waits until all its goroutines have
+// returned. It is idempotent and never closes SubscriberConfig.Client. Close
+// called from a hook returns before that hook does.
 func (s *Subscriber) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed = true
 		for _, sn := range s.initialized {
-			sn.mu.Lock()
-			s.stats.discarded.Add(uint64(sn.queue.len()))
-			sn.mu.Unlock()
+			sn.discard()
 		}
 		s.initialized = nil
-		s.cancel()
-		if s.pubsub != nil {
-			_ = s.pubsub.Close()
+		conns := make([]*connection, 0, len(s.conns))
+		for _, c := range s.conns {
+			conns = append(conns, c)
 		}
+		s.cancel()
 		s.mu.Unlock()
+		for _, c := range conns {
+			c.close()
+		}
 		s.wg.Wait()
+		s.hooks.close()
 		s.logger.Debug("Subscriber closed", nil)
 	})
 	return nil
@@ -450,7 +369,7 @@ func (s *Subscriber) Close() error {
 // Stats returns the Subscriber's counters since it was made.
 func (s *Subscriber) Stats() SubscriberStats {
 	c := &s.stats
-	return SubscriberStats{
+	stats := SubscriberStats{
 		Received:       c.received.Load(),
 		DecodeFailures: c.decodeFailures.Load(),
 		Delivered:      c.delivered.Load(),
@@ -461,20 +380,44 @@ func (s *Subscriber) Stats() SubscriberStats {
 		Reconnects:     c.reconnects.Load(),
 		Gaps:           c.gaps.Load(),
 		Duplicates:     c.duplicates.Load(),
+		Oversized:      c.oversized.Load(),
+		BufferedBytes:  s.budget.used.Load(),
 	}
+	s.dropMu.Lock()
+	if len(s.drops) > 0 {
+		stats.DroppedByTopic = make(map[string]uint64, len(s.drops))
+		for topic, n := range s.drops {
+			stats.DroppedByTopic[topic] = n
+		}
+	}
+	s.dropMu.Unlock()
+	return stats
 }
 
-// escapeGlob escapes the characters that Redis glob patterns interpret.
+// countDrop counts a message lost to the buffer or QueueSize.
+func (s *Subscriber) countDrop(topic string) {
+	s.stats.dropped.Add(1)
+	s.dropMu.Lock()
+	s.drops[topic]++
+	s.dropMu.Unlock()
+}
+
+// escapeGlob escapes the bytes that Redis glob patterns interpret. It works
+// on bytes, not runes: a channel prefix need not be UTF-8.
 func escapeGlob(s string) string {
-	if !strings.ContainsAny(s, `*?[]\`) {
+	const special = `*?[]\`
+	if !strings.ContainsAny(s, special) {
 		return s
 	}
 	var b strings.Builder
-	for _, r := range s {
-		if strings.ContainsRune(`*?[]\`, r) {
+	for i := 0; i < len(s); i++ {
+		if strings.IndexByte(special, s[i]) >= 0 {
 			b.WriteByte('\\')
 		}
-		b.WriteRune(r)
+		b.WriteByte(s[i])
 	}
 	return b.String()
 }
+
+var _ message.Subscriber = (*Subscriber)(nil)
+var _ message.SubscribeInitializer = (*Subscriber)(nil)

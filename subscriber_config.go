@@ -7,18 +7,46 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// OverflowPolicy says what a subscription does with a message that arrives
-// while its queue is full. Either way the Subscriber keeps reading the socket,
-// so Redis never disconnects it for its output buffer, and every lost message
-// is counted in SubscriberStats.Dropped and logged.
+// The defaults of SubscriberConfig and PublisherConfig.
+const (
+	// DefaultBufferBytes is SubscriberConfig.BufferBytes: 64 MiB, twice
+	// Redis's default hard limit for a Pub/Sub client's output buffer
+	// (client-output-buffer-limit pubsub 32mb 8mb 60), so that a Subscriber
+	// holds every backlog that Redis would have held for a raw client.
+	DefaultBufferBytes = 64 << 20
+	// DefaultMaxMessageBytes is the default of PublisherConfig and
+	// SubscriberConfig.MaxMessageBytes: 8 MiB, a quarter of Redis's default
+	// Pub/Sub output-buffer hard limit, which a single larger message would
+	// break for every subscriber of its channel.
+	DefaultMaxMessageBytes = 8 << 20
+	// DefaultNackResendSleep is SubscriberConfig.NackResendSleep.
+	DefaultNackResendSleep = 100 * time.Millisecond
+	// DefaultSubscribeTimeout is SubscriberConfig.SubscribeTimeout.
+	DefaultSubscribeTimeout = 30 * time.Second
+	// DefaultHealthCheckInterval is SubscriberConfig.HealthCheckInterval.
+	DefaultHealthCheckInterval = 3 * time.Second
+	// DefaultReconnectBackoffMin and DefaultReconnectBackoffMax bound the
+	// wait between connection attempts: a Subscriber is back at most about
+	// 0.6 s after Redis is.
+	DefaultReconnectBackoffMin = 50 * time.Millisecond
+	DefaultReconnectBackoffMax = 500 * time.Millisecond
+)
+
+// OverflowPolicy says which message a subscription loses when the
+// Subscriber's buffer (BufferBytes) is spent and it holds the most, or when
+// its own QueueSize cap is reached. Either way the Subscriber keeps reading
+// the socket, so Redis never disconnects it for its output buffer, and every
+// lost message is counted in SubscriberStats.Dropped (and per topic) and
+// logged.
 type OverflowPolicy int
 
 const (
-	// DropNewest refuses the arriving message: what was queued is delivered,
-	// and the consumer sees an in-order stream with a hole. The default.
+	// DropNewest loses the most recent message (the arriving one, or the
+	// last one queued): what was queued before is delivered, and the
+	// consumer sees an in-order stream with a hole. The default.
 	DropNewest OverflowPolicy = iota
-	// DropOldest discards the oldest queued message to make room: the
-	// consumer catches up with the most recent messages.
+	// DropOldest loses the oldest queued message: the consumer catches up
+	// with the most recent messages.
 	DropOldest
 )
 
@@ -46,13 +74,17 @@ type ReconnectEvent struct {
 	Downtime time.Duration
 	// Topics and Patterns count what was resubscribed.
 	Topics, Patterns int
+	// Node is the address of the cluster node of the connection in sharded
+	// mode; empty otherwise.
+	Node string
 }
 
 // SubscriberConfig configures a Subscriber. The zero value of every field but
 // Client is a valid default.
 type SubscriberConfig struct {
-	// Client opens the Subscriber's one Pub/Sub connection. Required; any
-	// redis.UniversalClient. The Subscriber never closes it.
+	// Client opens the Subscriber's Pub/Sub connections. Required; a
+	// *redis.Client (plain or failover) or a *redis.ClusterClient. The
+	// Subscriber never closes it.
 	Client redis.UniversalClient
 
 	// ChannelPrefix is prepended to every topic and pattern to form the Redis
@@ -62,44 +94,65 @@ type SubscriberConfig struct {
 	// Marshaler decodes message bodies. Default: JSONEnvelopeMarshaler{}.
 	Marshaler Marshaler
 
-	// QueueSize bounds, in messages, what each subscription holds while its
-	// consumer is busy, and what SubscribeInitialize holds for the first
-	// Subscribe. Default: 1024.
+	// Sharded subscribes with SSUBSCRIBE (Redis 7 sharded Pub/Sub): on a
+	// cluster, one connection per node that owns a subscribed channel's
+	// slot, following slot migrations and failovers. It receives what a
+	// Publisher with Sharded set publishes (SPUBLISH), not PUBLISH.
+	// SubscribePattern is refused in this mode (Redis has no sharded
+	// patterns). Default: false.
+	Sharded bool
+
+	// BufferBytes bounds the bytes of received messages that all the
+	// Subscriber's subscriptions hold while their consumers are busy, and
+	// what SubscribeInitialize holds. While it is not spent nothing is lost;
+	// when it is, the subscription holding the most bytes loses messages by
+	// Overflow. Plan for this much memory, plus about 200 bytes per
+	// buffered message. Default: DefaultBufferBytes (64 MiB).
+	BufferBytes int64
+
+	// QueueSize, when positive, also caps the messages each subscription
+	// holds; past it the subscription loses messages by Overflow. Default:
+	// 0, no cap (only BufferBytes bounds what is held).
 	QueueSize int
 
-	// Overflow says what happens to a message that finds its queue full.
-	// Default: DropNewest.
+	// Overflow says which message a subscription loses when it must lose
+	// one. Default: DropNewest.
 	Overflow OverflowPolicy
 
+	// MaxMessageBytes skips (counts in SubscriberStats.Oversized and logs)
+	// every body larger than this, without decoding it. Default:
+	// DefaultMaxMessageBytes (8 MiB); a negative value removes the limit.
+	MaxMessageBytes int
+
 	// NackResendSleep is how long a subscription waits after a Nack before it
-	// redelivers the same message. Default: 100ms; a negative value
-	// redelivers at once.
+	// redelivers the same message. Default: DefaultNackResendSleep (100ms); a
+	// negative value redelivers at once.
 	NackResendSleep time.Duration
 
 	// SubscribeTimeout bounds how long Subscribe waits for Redis to confirm a
 	// subscription (the context passed to Subscribe can end it sooner).
-	// Default: 30s.
+	// Default: DefaultSubscribeTimeout (30s).
 	SubscribeTimeout time.Duration
 
-	// HealthCheckInterval bounds how long a connection that stopped answering
-	// without closing goes unnoticed: after a quarter of it in silence the
-	// Subscriber sends a PING, and when the silence lasts the whole interval
-	// (at least 3/4 of it) it drops the connection and reconnects. A new
-	// connection attempt to a silent server is bounded by the client's
-	// DialTimeout and ReadTimeout, not by this interval. Default: 3s.
+	// HealthCheckInterval bounds how long a connection that stopped sending
+	// bytes without closing goes unnoticed: after a quarter of it in silence
+	// the Subscriber sends a PING, and when the silence lasts the whole
+	// interval (at least 3/4 of it) it drops the connection and reconnects.
+	// Bytes arriving count, so a large message on a slow link is not
+	// silence. Default: DefaultHealthCheckInterval (3s).
 	HealthCheckInterval time.Duration
 
 	// ReconnectBackoffMin and ReconnectBackoffMax bound the wait between
 	// connection attempts, which doubles from Min up to Max, with jitter.
-	// Defaults: 50ms and 500ms, so that a Subscriber is back at most about
-	// 0.6s after Redis is.
+	// Defaults: DefaultReconnectBackoffMin and DefaultReconnectBackoffMax
+	// (50ms and 500ms).
 	ReconnectBackoffMin, ReconnectBackoffMax time.Duration
 
 	// OnReconnect, when set, is called after every re-established
-	// connection, once Redis confirmed that all topics and patterns were
-	// resubscribed. It runs on the Subscriber's reading goroutine: keep it
-	// short, and do not call the Subscriber's Subscribe or Close from it
-	// (they wait for that goroutine); start a goroutine for that.
+	// connection, once Redis confirmed that all its topics and patterns were
+	// resubscribed. Hooks run one at a time, in order, on a goroutine of
+	// their own: a slow hook delays other hooks, never the reading, and a
+	// hook may call Subscribe or Close.
 	OnReconnect func(ReconnectEvent)
 
 	// DisableGapDetection stops the Subscriber from reading the sequence
@@ -110,8 +163,8 @@ type SubscriberConfig struct {
 	// Default: false (detection on).
 	DisableGapDetection bool
 
-	// OnGap, when set, is called for every gap found, on the Subscriber's
-	// reading goroutine, like OnReconnect and with the same rules.
+	// OnGap, when set, is called for every gap found, with the rules of
+	// OnReconnect.
 	OnGap func(GapEvent)
 }
 
@@ -123,23 +176,26 @@ func (c *SubscriberConfig) setDefaults() {
 	if c.Marshaler == nil {
 		c.Marshaler = JSONEnvelopeMarshaler{}
 	}
-	if c.QueueSize == 0 {
-		c.QueueSize = 1024
+	if c.BufferBytes == 0 {
+		c.BufferBytes = DefaultBufferBytes
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
 	}
 	if c.NackResendSleep == 0 {
-		c.NackResendSleep = 100 * time.Millisecond
+		c.NackResendSleep = DefaultNackResendSleep
 	}
 	if c.SubscribeTimeout == 0 {
-		c.SubscribeTimeout = 30 * time.Second
+		c.SubscribeTimeout = DefaultSubscribeTimeout
 	}
 	if c.HealthCheckInterval == 0 {
-		c.HealthCheckInterval = 3 * time.Second
+		c.HealthCheckInterval = DefaultHealthCheckInterval
 	}
 	if c.ReconnectBackoffMin == 0 {
-		c.ReconnectBackoffMin = 50 * time.Millisecond
+		c.ReconnectBackoffMin = DefaultReconnectBackoffMin
 	}
 	if c.ReconnectBackoffMax == 0 {
-		c.ReconnectBackoffMax = max(500*time.Millisecond, c.ReconnectBackoffMin)
+		c.ReconnectBackoffMax = max(DefaultReconnectBackoffMax, c.ReconnectBackoffMin)
 	}
 }
 
@@ -148,8 +204,10 @@ func (c SubscriberConfig) Validate() error {
 	switch {
 	case c.Client == nil:
 		return fmt.Errorf("%w: SubscriberConfig.Client is required", ErrInvalidConfig)
+	case c.BufferBytes < 0:
+		return fmt.Errorf("%w: SubscriberConfig.BufferBytes must be positive, got %d", ErrInvalidConfig, c.BufferBytes)
 	case c.QueueSize < 0:
-		return fmt.Errorf("%w: SubscriberConfig.QueueSize must be positive, got %d", ErrInvalidConfig, c.QueueSize)
+		return fmt.Errorf("%w: SubscriberConfig.QueueSize must not be negative, got %d", ErrInvalidConfig, c.QueueSize)
 	case c.Overflow != DropNewest && c.Overflow != DropOldest:
 		return fmt.Errorf("%w: unknown SubscriberConfig.Overflow %v", ErrInvalidConfig, c.Overflow)
 	case c.SubscribeTimeout < 0:

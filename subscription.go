@@ -3,78 +3,186 @@ package redispubsub
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 )
 
-// subscription is one consumer of one topic or pattern: a bounded queue that
-// the Subscriber's reader fills without ever blocking, and a goroutine that
-// hands the queued messages to the consumer one at a time, waiting for each
-// Ack.
+// subscriptionPhase is where a subscription stands in its Redis
+// subscription. Guarded by its connection's mu.
+type subscriptionPhase uint8
+
+const (
+	phaseNew      subscriptionPhase = iota
+	phaseStarting                   // waits for a SUBSCRIBE not written yet, or the resubscription
+	phaseWaiting                    // waits for the reply to a written command
+	phaseActive                     // receives the channel's messages
+	phaseEnded
+)
+
+// subscription is one consumer of one topic or pattern: a queue that the
+// connection's reader fills without ever blocking, within the Subscriber's
+// buffer budget, and a goroutine that hands the queued messages to the
+// consumer one at a time, waiting for each Ack.
 type subscription struct {
-	key    subscriptionKey
-	sub    *Subscriber
-	logger watermill.LoggerAdapter
+	key subscriptionKey
+	sub *Subscriber
 
 	out chan *message.Message
-
-	// ctx ends the subscription; it is set when the consumer attaches (a
-	// subscription made by SubscribeInitialize has none until then).
+	// ctx ends the subscription: when the Subscriber closes, when the
+	// consumer's context ends (once attached), or when Redis refuses it.
 	ctx    context.Context
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 
-	// joinToken names the PING this subscription waits for, if any, and
-	// ready is closed once it receives what is published. Guarded by the
-	// Subscriber's mu.
-	joinToken string
-	ready     chan struct{}
+	// conn carries the subscription's Redis subscription; it changes only
+	// when a sharded channel moves to another node.
+	conn atomic.Pointer[connection]
+	// Guarded by conn's mu.
+	state *channelState
+	phase subscriptionPhase
+
+	// ready is closed once the subscription receives what is published, or
+	// failed; err says why it failed. Both are written once, under conn.mu.
+	ready chan struct{}
+	err   error
+
+	// held is the bytes queued, counted in the Subscriber's budget; it is
+	// read without mu to find the heaviest subscription.
+	held atomic.Int64
 
 	mu         sync.Mutex
-	queue      ring
+	queue      deque
 	ended      bool
+	heavy      bool          // in the budget's set of heavy subscriptions
 	wake       chan struct{} // capacity 1: the queue got a message
 	dropsToLog uint64
 	lastDropAt time.Time
 }
 
 func newSubscription(s *Subscriber, key subscriptionKey) *subscription {
-	return &subscription{
-		key:    key,
-		sub:    s,
-		logger: s.logger.With(watermill.LogFields{"topic": key.name, "pattern": key.pattern}),
-		out:    make(chan *message.Message),
-		queue:  newRing(s.config.QueueSize),
-		wake:   make(chan struct{}, 1),
+	sn := &subscription{
+		key:   key,
+		sub:   s,
+		out:   make(chan *message.Message),
+		ready: make(chan struct{}),
+		wake:  make(chan struct{}, 1),
+	}
+	sn.ctx, sn.cancel = context.WithCancelCause(s.ctx)
+	s.budget.register(sn)
+	return sn
+}
+
+// connection returns the connection that carries sn.
+func (sn *subscription) connection() *connection { return sn.conn.Load() }
+
+// started releases the Subscribe call waiting for sn. Called with conn.mu
+// held.
+func (sn *subscription) started() { close(sn.ready) }
+
+// fail ends sn with err, and releases the Subscribe call waiting for it, if
+// any. Called with conn.mu held.
+func (sn *subscription) fail(err error) {
+	if !isClosed(sn.ready) {
+		sn.err = err
+		close(sn.ready)
+	}
+	sn.cancel(err)
+}
+
+// attach ties sn to the consumer's context and starts its delivery
+// goroutine. Called with the Subscriber's mu held, so that Close waits for
+// the goroutine.
+func (sn *subscription) attach(ctx context.Context) {
+	s := sn.sub
+	s.wg.Add(1)
+	stop := context.AfterFunc(ctx, func() { sn.cancel(context.Cause(ctx)) })
+	go func() {
+		sn.run()
+		stop()
+	}()
+}
+
+// isClosed reports whether ch is closed.
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 
-// push queues in without blocking, applying the overflow policy.
+// push queues in without blocking. When the Subscriber's buffer is spent,
+// the heaviest subscription loses a message first; past QueueSize, sn does.
 func (sn *subscription) push(in *incoming) {
+	s := sn.sub
+	if s.budget.over(in.size) && !s.makeRoom(sn, in.size) {
+		sn.mu.Lock()
+		if !sn.ended {
+			sn.noteDrop(in)
+		}
+		sn.mu.Unlock()
+		return
+	}
 	sn.mu.Lock()
 	if sn.ended {
 		sn.mu.Unlock()
 		return
 	}
-	dropped := false
-	if sn.queue.full() {
-		dropped = true
-		if sn.sub.config.Overflow == DropNewest {
+	if limit := s.config.QueueSize; limit > 0 && sn.queue.len() >= limit {
+		if s.config.Overflow == DropNewest {
 			sn.noteDrop(in)
 			sn.mu.Unlock()
 			return
 		}
-		sn.noteDrop(sn.queue.pop())
+		sn.noteDrop(sn.take(sn.queue.popFront()))
 	}
-	sn.queue.push(in)
+	sn.queue.pushBack(in)
+	sn.hold(in.size)
 	sn.mu.Unlock()
-	if !dropped {
-		select {
-		case sn.wake <- struct{}{}:
-		default:
-		}
+	select {
+	case sn.wake <- struct{}{}:
+	default:
 	}
+}
+
+// hold counts size bytes more in sn's queue. Called with mu held.
+func (sn *subscription) hold(size int64) {
+	held := sn.held.Add(size)
+	sn.sub.budget.used.Add(size)
+	if !sn.heavy && held >= heavyBytes {
+		sn.heavy = true
+		sn.sub.budget.markHeavy(sn, true)
+	}
+}
+
+// take counts in out of sn's queue and returns it. Called with mu held.
+func (sn *subscription) take(in *incoming) *incoming {
+	held := sn.held.Add(-in.size)
+	sn.sub.budget.used.Add(-in.size)
+	if sn.heavy && held < heavyBytes/2 {
+		sn.heavy = false
+		sn.sub.budget.markHeavy(sn, false)
+	}
+	return in
+}
+
+// dropOne drops sn's oldest or newest queued message, by policy, to make
+// room in the Subscriber's buffer. It reports false when sn holds nothing.
+func (sn *subscription) dropOne(policy OverflowPolicy) bool {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	if sn.queue.len() == 0 {
+		return false
+	}
+	if policy == DropOldest {
+		sn.noteDrop(sn.take(sn.queue.popFront()))
+	} else {
+		sn.noteDrop(sn.take(sn.queue.popBack()))
+	}
+	return true
 }
 
 // dropLogInterval bounds how often a subscription logs its drops: a stalled
@@ -84,14 +192,20 @@ const dropLogInterval = time.Second
 // noteDrop counts a dropped message and logs drops at most once per
 // dropLogInterval, with the count since the last log. Called with mu held.
 func (sn *subscription) noteDrop(in *incoming) {
-	sn.sub.stats.dropped.Add(1)
+	s := sn.sub
+	s.countDrop(sn.key.name)
 	sn.dropsToLog++
 	if now := time.Now(); now.Sub(sn.lastDropAt) >= dropLogInterval {
-		sn.logger.Error("Subscription queue full, messages dropped", errQueueFull, watermill.LogFields{
-			"dropped":    sn.dropsToLog,
-			"queue_size": sn.queue.capacity(),
-			"policy":     sn.sub.config.Overflow.String(),
-			"channel":    in.channel,
+		s.logger.Error("Subscriber buffer full, messages dropped", errBufferFull, watermill.LogFields{
+			"topic":          sn.key.name,
+			"pattern":        sn.key.pattern,
+			"dropped":        sn.dropsToLog,
+			"held_bytes":     sn.held.Load(),
+			"held_messages":  sn.queue.len(),
+			"buffer_bytes":   s.config.BufferBytes,
+			"queue_size_cap": s.config.QueueSize,
+			"policy":         s.config.Overflow.String(),
+			"channel":        in.channel,
 		})
 		sn.dropsToLog = 0
 		sn.lastDropAt = now
@@ -103,7 +217,7 @@ func (sn *subscription) next() (in *incoming, ok bool) {
 	for {
 		sn.mu.Lock()
 		if sn.queue.len() > 0 {
-			in = sn.queue.pop()
+			in = sn.take(sn.queue.popFront())
 			sn.mu.Unlock()
 			return in, true
 		}
@@ -141,6 +255,7 @@ func (sn *subscription) run() {
 // first.
 func (sn *subscription) deliver(msg *message.Message, shared bool) bool {
 	stats := &sn.sub.stats
+	done := sn.ctx.Done()
 	for first := true; ; first = false {
 		// A Nacked message cannot be Acked again, and consumers of one
 		// topic must not share Ack state: every attempt but the first of
@@ -149,30 +264,25 @@ func (sn *subscription) deliver(msg *message.Message, shared bool) bool {
 		if shared || !first {
 			attempt = msg.Copy()
 		}
-		ctx, cancel := context.WithCancel(sn.ctx)
-		attempt.SetContext(ctx)
+		attempt.SetContext(sn.ctx)
 		select {
 		case sn.out <- attempt:
 			stats.delivered.Add(1)
-		case <-sn.ctx.Done():
-			cancel()
+		case <-done:
 			stats.discarded.Add(1)
 			return false
 		}
 		select {
 		case <-attempt.Acked():
-			cancel()
 			stats.acked.Add(1)
 			return true
 		case <-attempt.Nacked():
-			cancel()
 			stats.nacked.Add(1)
 			if !sn.sleep(sn.sub.config.NackResendSleep) {
 				stats.discarded.Add(1)
 				return false
 			}
-		case <-sn.ctx.Done():
-			cancel()
+		case <-done:
 			stats.discarded.Add(1)
 			return false
 		}
@@ -197,38 +307,72 @@ func (sn *subscription) sleep(d time.Duration) bool {
 // finish closes the output channel, counts what was left in the queue and
 // removes the subscription from its topic.
 func (sn *subscription) finish() {
+	left := sn.discard()
+	sn.sub.leave(sn)
+	close(sn.out)
+	sn.sub.logger.Debug("Subscription ended", watermill.LogFields{
+		"topic": sn.key.name, "pattern": sn.key.pattern, "discarded": left,
+	})
+}
+
+// discard ends the queue, releasing what it held, and returns how many
+// messages it held.
+func (sn *subscription) discard() int {
 	sn.mu.Lock()
 	sn.ended = true
 	left := sn.queue.len()
-	sn.queue = ring{}
+	for sn.queue.len() > 0 {
+		sn.take(sn.queue.popFront())
+	}
+	sn.queue = deque{}
 	sn.mu.Unlock()
 	sn.sub.stats.discarded.Add(uint64(left))
-	sn.sub.leave(sn)
-	close(sn.out)
-	sn.logger.Debug("Subscription ended", watermill.LogFields{"discarded": left})
+	sn.sub.budget.forget(sn)
+	return left
 }
 
-// ring is a fixed-capacity FIFO of received messages.
-type ring struct {
+// deque is a FIFO of received messages that grows as needed and gives its
+// memory back when emptied, so that an idle subscription holds nothing.
+type deque struct {
 	buf        []*incoming
 	head, size int
 }
 
-func newRing(capacity int) ring { return ring{buf: make([]*incoming, capacity)} }
+func (d *deque) len() int { return d.size }
 
-func (r *ring) len() int      { return r.size }
-func (r *ring) capacity() int { return len(r.buf) }
-func (r *ring) full() bool    { return r.size == len(r.buf) }
-
-func (r *ring) push(m *incoming) {
-	r.buf[(r.head+r.size)%len(r.buf)] = m
-	r.size++
+func (d *deque) pushBack(m *incoming) {
+	if d.size == len(d.buf) {
+		grown := make([]*incoming, max(4, 2*len(d.buf)))
+		for i := range d.size {
+			grown[i] = d.buf[(d.head+i)%len(d.buf)]
+		}
+		d.buf, d.head = grown, 0
+	}
+	d.buf[(d.head+d.size)%len(d.buf)] = m
+	d.size++
 }
 
-func (r *ring) pop() *incoming {
-	m := r.buf[r.head]
-	r.buf[r.head] = nil
-	r.head = (r.head + 1) % len(r.buf)
-	r.size--
+func (d *deque) popFront() *incoming {
+	m := d.buf[d.head]
+	d.buf[d.head] = nil
+	d.head = (d.head + 1) % len(d.buf)
+	d.size--
+	d.shrink()
 	return m
+}
+
+func (d *deque) popBack() *incoming {
+	i := (d.head + d.size - 1) % len(d.buf)
+	m := d.buf[i]
+	d.buf[i] = nil
+	d.size--
+	d.shrink()
+	return m
+}
+
+// shrink gives a large buffer back once it is empty.
+func (d *deque) shrink() {
+	if d.size == 0 && len(d.buf) > 64 {
+		*d = deque{}
+	}
 }

@@ -1,0 +1,149 @@
+package redispubsub
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// pubsubClient opens the Pub/Sub connections of one connection. For the
+// clients it knows (*redis.Client, plain or failover, and
+// *redis.ClusterClient) it is a private copy of the user's client whose
+// dialer counts the bytes read, so that the health check sees a large
+// message arriving as activity, not silence. Its pool holds only the Pub/Sub
+// connection; the user's hooks are not applied to it.
+type pubsubClient struct {
+	open  func(ctx context.Context) *redis.PubSub
+	close func()
+	// activity grows with every byte read (when counted) and every reply.
+	activity atomic.Uint64
+}
+
+func newPubsubClient(client redis.UniversalClient) *pubsubClient {
+	pc := &pubsubClient{}
+	switch client := client.(type) {
+	case *redis.Client:
+		opts := *client.Options()
+		opts.Dialer = pc.counting(opts.Dialer, opts.TLSConfig, opts.DialTimeout)
+		private := redis.NewClient(&opts)
+		pc.open = func(ctx context.Context) *redis.PubSub { return private.Subscribe(ctx) }
+		pc.close = func() { _ = private.Close() }
+	case *redis.ClusterClient:
+		opts := *client.Options()
+		opts.Dialer = pc.counting(opts.Dialer, opts.TLSConfig, opts.DialTimeout)
+		private := redis.NewClusterClient(&opts)
+		pc.open = func(ctx context.Context) *redis.PubSub { return private.Subscribe(ctx) }
+		pc.close = func() { _ = private.Close() }
+	default:
+		pc.open = func(ctx context.Context) *redis.PubSub { return client.Subscribe(ctx) }
+		pc.close = func() {}
+	}
+	return pc
+}
+
+// nodeClient returns a pubsubClient for one node of a cluster, with the
+// cluster's options.
+func nodeClient(cluster *redis.ClusterOptions, addr string) *pubsubClient {
+	pc := &pubsubClient{}
+	opts := &redis.Options{
+		Addr:                  addr,
+		Protocol:              cluster.Protocol,
+		Username:              cluster.Username,
+		Password:              cluster.Password,
+		CredentialsProvider:   cluster.CredentialsProvider,
+		ClientName:            cluster.ClientName,
+		TLSConfig:             cluster.TLSConfig,
+		DialTimeout:           cluster.DialTimeout,
+		ReadTimeout:           cluster.ReadTimeout,
+		WriteTimeout:          cluster.WriteTimeout,
+		ContextTimeoutEnabled: cluster.ContextTimeoutEnabled,
+		PoolSize:              1,
+		OnConnect:             cluster.OnConnect,
+	}
+	opts.Dialer = pc.counting(cluster.Dialer, cluster.TLSConfig, cluster.DialTimeout)
+	private := redis.NewClient(opts)
+	pc.open = func(ctx context.Context) *redis.PubSub { return private.Subscribe(ctx) }
+	pc.close = func() { _ = private.Close() }
+	return pc
+}
+
+type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// counting wraps dial (go-redis's default dialer when nil) so that every
+// byte read counts as activity.
+func (pc *pubsubClient) counting(dial dialFunc, tlsConfig *tls.Config, timeout time.Duration) dialFunc {
+	if dial == nil {
+		dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			d := &net.Dialer{Timeout: cmpOr(timeout, 5*time.Second), KeepAlive: 5 * time.Minute}
+			if tlsConfig == nil {
+				return d.DialContext(ctx, network, addr)
+			}
+			td := &tls.Dialer{NetDialer: d, Config: tlsConfig}
+			return td.DialContext(ctx, network, addr)
+		}
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &countingConn{Conn: conn, activity: &pc.activity}, nil
+	}
+}
+
+func cmpOr(d, fallback time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return fallback
+}
+
+// countingConn counts the bytes read from a connection.
+type countingConn struct {
+	net.Conn
+	activity *atomic.Uint64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.activity.Add(uint64(n))
+	}
+	return n, err
+}
+
+// isPermanent reports whether retrying cannot heal err: Redis refused the
+// credentials or a permission, or TLS refused a certificate.
+func isPermanent(err error) bool {
+	var redisErr redis.Error
+	if errors.As(err, &redisErr) {
+		msg := redisErr.Error()
+		for _, prefix := range []string{"WRONGPASS", "NOAUTH", "NOPERM", "ERR AUTH", "ERR invalid password", "ERR Client sent AUTH"} {
+			if strings.HasPrefix(msg, prefix) {
+				return true
+			}
+		}
+		return false
+	}
+	var (
+		unknownAuthority x509.UnknownAuthorityError
+		invalid          x509.CertificateInvalidError
+		hostname         x509.HostnameError
+		verification     *tls.CertificateVerificationError
+		alert            tls.AlertError
+	)
+	return errors.As(err, &unknownAuthority) || errors.As(err, &invalid) || errors.As(err, &hostname) ||
+		errors.As(err, &verification) || errors.As(err, &alert)
+}
+
+// isMoved reports whether err is Redis's MOVED redirection.
+func isMoved(err error) bool {
+	return strings.HasPrefix(err.Error(), "MOVED ")
+}

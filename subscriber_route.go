@@ -1,0 +1,165 @@
+package redispubsub
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	errGap       = errors.New("gap in the message sequence")
+	errOversized = errors.New("redispubsub: message larger than SubscriberConfig.MaxMessageBytes")
+)
+
+// incomingOverhead approximates what a queued message costs beside its body
+// and channel: the go-redis Message and the incoming that wrap them.
+const incomingOverhead = 200
+
+// route queues a message for every subscription of its channel or pattern.
+// It does not decode: the reader's only work per message is reading it, so
+// that it keeps up with Redis whatever the consumers and the Marshaler cost.
+func (s *Subscriber) route(c *connection, m *redis.Message) {
+	s.stats.received.Add(1)
+	if limit := s.config.MaxMessageBytes; limit > 0 && len(m.Payload) > limit {
+		s.stats.oversized.Add(1)
+		s.logger.Error("Message larger than MaxMessageBytes skipped", errOversized, watermill.LogFields{
+			"channel": m.Channel, "body_bytes": len(m.Payload), "max_message_bytes": limit,
+		})
+		return
+	}
+	c.mu.Lock()
+	var st *channelState
+	if m.Pattern != "" {
+		st = c.patterns[m.Pattern]
+	} else {
+		st = c.channels[m.Channel]
+	}
+	if st == nil {
+		c.mu.Unlock()
+		return
+	}
+	// The stream is checked whether or not a subscription takes the
+	// message: one may be joining, and it must not see a gap later.
+	ev, verdict := s.checkSequence(st, m)
+	var subs []*subscription
+	if verdict != duplicate && len(st.subs) > 0 {
+		subs = st.subs
+		if len(subs) > 1 {
+			subs = append([]*subscription(nil), subs...)
+		}
+	}
+	c.mu.Unlock()
+	if len(subs) > 0 {
+		in := &incoming{
+			channel: m.Channel, pattern: m.Pattern != "", body: m.Payload, shared: len(subs) > 1,
+			size: int64(len(m.Payload) + len(m.Channel) + incomingOverhead),
+		}
+		for _, sn := range subs {
+			sn.push(in)
+		}
+	}
+	switch verdict {
+	case gapFound:
+		s.reportGap(ev)
+	case duplicate:
+		s.stats.duplicates.Add(1)
+		s.logger.Info("Duplicate message dropped (its publisher's pipeline was retried)", watermill.LogFields{
+			"topic": ev.Topic, "publisher": ev.Publisher, "seq": ev.First,
+		})
+	}
+}
+
+// checkSequence reads m's sequence stamp and says whether it is new, a
+// duplicate (its GapEvent's First is the duplicate's number) or reveals a
+// gap in what st received. Called with the connection's mu held.
+func (s *Subscriber) checkSequence(st *channelState, m *redis.Message) (GapEvent, sequenceVerdict) {
+	if s.stamps == nil {
+		return GapEvent{}, inSequence
+	}
+	publisher, seq, ok := s.stamps.readStamp(m.Payload)
+	if !ok {
+		return GapEvent{}, inSequence
+	}
+	if st.sequences == nil {
+		st.sequences = sequenceTracker{}
+	}
+	ev := GapEvent{Topic: strings.TrimPrefix(m.Channel, s.config.ChannelPrefix), Publisher: publisher}
+	verdict, firstMissing := st.sequences.observe(publisher, m.Channel, seq)
+	switch verdict {
+	case duplicate:
+		ev.First = seq
+	case gapFound:
+		ev.First, ev.Last = firstMissing, seq-1
+	}
+	return ev, verdict
+}
+
+// reportGap counts, logs and reports messages never received.
+func (s *Subscriber) reportGap(ev GapEvent) {
+	s.stats.gaps.Add(ev.Missing())
+	s.logger.Error("Messages never received (Redis Pub/Sub does not keep them)", errGap, watermill.LogFields{
+		"topic": ev.Topic, "publisher": ev.Publisher, "first": ev.First, "last": ev.Last, "missing": ev.Missing(),
+	})
+	if hook := s.config.OnGap; hook != nil {
+		s.hooks.call(func() { hook(ev) })
+	}
+}
+
+// reportReconnect counts, logs and reports a re-established connection.
+func (s *Subscriber) reportReconnect(r *pendingReconnect) {
+	ev := r.event
+	ev.Downtime = time.Since(r.lostAt)
+	s.stats.reconnects.Add(1)
+	fields := watermill.LogFields{
+		"cause": ev.Cause.Error(), "attempts": ev.Attempts, "downtime": ev.Downtime.String(),
+		"topics": ev.Topics, "patterns": ev.Patterns,
+	}
+	if ev.Node != "" {
+		fields["node"] = ev.Node
+	}
+	s.logger.Info("Redis Pub/Sub reconnected and resubscribed", fields)
+	if hook := s.config.OnReconnect; hook != nil {
+		s.hooks.call(func() { hook(ev) })
+	}
+}
+
+// incoming is a message body read from Redis. It is decoded at most once, by
+// the first subscription that takes it from its queue, and shared by all.
+type incoming struct {
+	channel string
+	pattern bool
+	body    string
+	shared  bool  // queued for more than one subscription
+	size    int64 // counted in the Subscriber's buffer, per queue
+
+	once sync.Once
+	msg  *message.Message
+	err  error
+}
+
+// decode returns the decoded message, counting and logging a failure once.
+func (in *incoming) decode(s *Subscriber) (*message.Message, error) {
+	in.once.Do(func() {
+		topic := strings.TrimPrefix(in.channel, s.config.ChannelPrefix)
+		in.msg, in.err = s.config.Marshaler.Unmarshal(topic, []byte(in.body))
+		if in.err != nil {
+			s.stats.decodeFailures.Add(1)
+			s.logger.Error("Cannot decode message, skipped", in.err, watermill.LogFields{
+				"channel": in.channel, "body_bytes": len(in.body),
+			})
+			return
+		}
+		delete(in.msg.Metadata, MetadataPublisher)
+		delete(in.msg.Metadata, MetadataSequence)
+		if in.pattern {
+			in.msg.Metadata.Set(MetadataTopic, topic)
+		}
+		in.body = ""
+	})
+	return in.msg, in.err
+}
