@@ -142,10 +142,17 @@ type pendingCommands struct {
 	order []redisKey
 	ops   map[redisKey]bool // true: SUBSCRIBE, false: UNSUBSCRIBE
 	resub map[redisKey]bool // SUBSCRIBEs that resubscribe after a reconnect
+	// alone holds the channels to subscribe in a command of their own:
+	// Redis refused a command that had them with others.
+	alone map[redisKey]bool
 	// joiners start at the PONG of the next PING; ping asks for a PING of
 	// the health check.
 	joiners []*subscription
 	ping    bool
+}
+
+func newPendingCommands() pendingCommands {
+	return pendingCommands{ops: make(map[redisKey]bool), resub: make(map[redisKey]bool), alone: make(map[redisKey]bool)}
 }
 
 func (p *pendingCommands) empty() bool { return len(p.ops) == 0 && len(p.joiners) == 0 && !p.ping }
@@ -164,8 +171,7 @@ func newConnection(s *Subscriber, node string, client *pubsubClient) *connection
 		wake:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 	}
-	c.pending.ops = make(map[redisKey]bool)
-	c.pending.resub = make(map[redisKey]bool)
+	c.pending = newPendingCommands()
 	if node != "" {
 		c.logger = s.logger.With(watermill.LogFields{"node": node})
 	}
@@ -406,7 +412,7 @@ func (c *connection) dial(lost error, lostAt time.Time, attempts int) (*redis.Pu
 	}
 	c.pubsub, c.broken, c.dialErr, c.permanent = ps, nil, nil, false
 	c.sent = append(c.sent[:0], &command{kind: cmdPing})
-	c.pending = pendingCommands{ops: make(map[redisKey]bool), resub: make(map[redisKey]bool)}
+	c.pending = newPendingCommands()
 	topics, patterns := 0, 0
 	for _, pattern := range []bool{false, true} {
 		table := c.table(pattern)
@@ -523,7 +529,7 @@ func (c *connection) disconnect(ps *redis.PubSub, cause error) (wasLive bool) {
 	}
 	c.restart(c.pending.joiners)
 	c.sent = nil
-	c.pending = pendingCommands{ops: make(map[redisKey]bool), resub: make(map[redisKey]bool)}
+	c.pending = newPendingCommands()
 	c.mu.Unlock()
 	_ = ps.Close()
 	return wasLive

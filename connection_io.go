@@ -126,13 +126,18 @@ func (c *connection) take(ps *redis.PubSub) []*command {
 			i += 2
 		}
 		cmd := batch[i]
-		if cmd == nil || len(cmd.names) == maxNamesPerCommand {
+		alone := c.pending.alone[key]
+		if cmd == nil || len(cmd.names) == maxNamesPerCommand || alone {
 			cmd = &command{kind: cmdUnsubscribe, pattern: key.pattern}
 			if subscribe {
 				cmd.kind = cmdSubscribe
 			}
-			batch[i] = cmd
 			cmds = append(cmds, cmd)
+			if alone {
+				delete(c.pending.alone, key)
+			} else {
+				batch[i] = cmd
+			}
 		}
 		cmd.names = append(cmd.names, key.name)
 		if !subscribe {
@@ -208,10 +213,16 @@ func (c *connection) confirm(ps *redis.PubSub, reply *redis.Subscription) {
 	if cmd.replied == len(cmd.names) {
 		c.sent = c.sent[1:]
 	}
+	st := c.table(cmd.pattern)[reply.Channel]
 	if cmd.kind != cmdSubscribe {
+		if st != nil {
+			// The stream breaks here: what is published until the next
+			// SUBSCRIBE is confirmed is not missed, nobody listened.
+			st.sequences = nil
+		}
 		return
 	}
-	if st := c.table(cmd.pattern)[reply.Channel]; st != nil {
+	if st != nil {
 		c.start(st, cmd.starters[i])
 	}
 	cmd.starters[i] = nil
@@ -295,6 +306,7 @@ func (c *connection) refused(ps *redis.PubSub, err error) {
 			c.restart(cmd.starters[i])
 			if st != nil && st.members() > 0 {
 				c.pending.ops[key] = true
+				c.pending.alone[key] = true
 				c.pending.order = append(c.pending.order, key)
 				if cmd.resub[i] {
 					c.pending.resub[key] = true
@@ -314,6 +326,14 @@ func (c *connection) refused(ps *redis.PubSub, err error) {
 			c.failAll(st, cmd.starters[i], failed)
 		}
 		if cmd.resub[i] {
+			if r := c.reconnect; r != nil {
+				r.event.Refused++
+				if cmd.pattern {
+					r.event.Patterns--
+				} else {
+					r.event.Topics--
+				}
+			}
 			c.resubscribed()
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 // pubsubClient opens the Pub/Sub connections of one connection. For the
@@ -32,12 +33,14 @@ func newPubsubClient(client redis.UniversalClient) *pubsubClient {
 	case *redis.Client:
 		opts := *client.Options()
 		opts.Dialer = pc.counting(opts.Dialer, opts.TLSConfig, opts.DialTimeout)
+		opts.PushNotificationProcessor, opts.MaintNotificationsConfig = nil, noMaintNotifications()
 		private := redis.NewClient(&opts)
 		pc.open = func(ctx context.Context) *redis.PubSub { return private.Subscribe(ctx) }
 		pc.close = func() { _ = private.Close() }
 	case *redis.ClusterClient:
 		opts := *client.Options()
 		opts.Dialer = pc.counting(opts.Dialer, opts.TLSConfig, opts.DialTimeout)
+		opts.PushNotificationProcessor, opts.MaintNotificationsConfig = nil, noMaintNotifications()
 		private := redis.NewClusterClient(&opts)
 		pc.open = func(ctx context.Context) *redis.PubSub { return private.Subscribe(ctx) }
 		pc.close = func() { _ = private.Close() }
@@ -53,25 +56,33 @@ func newPubsubClient(client redis.UniversalClient) *pubsubClient {
 func nodeClient(cluster *redis.ClusterOptions, addr string) *pubsubClient {
 	pc := &pubsubClient{}
 	opts := &redis.Options{
-		Addr:                  addr,
-		Protocol:              cluster.Protocol,
-		Username:              cluster.Username,
-		Password:              cluster.Password,
-		CredentialsProvider:   cluster.CredentialsProvider,
-		ClientName:            cluster.ClientName,
-		TLSConfig:             cluster.TLSConfig,
-		DialTimeout:           cluster.DialTimeout,
-		ReadTimeout:           cluster.ReadTimeout,
-		WriteTimeout:          cluster.WriteTimeout,
-		ContextTimeoutEnabled: cluster.ContextTimeoutEnabled,
-		PoolSize:              1,
-		OnConnect:             cluster.OnConnect,
+		Addr:                     addr,
+		Protocol:                 cluster.Protocol,
+		Username:                 cluster.Username,
+		Password:                 cluster.Password,
+		CredentialsProvider:      cluster.CredentialsProvider,
+		ClientName:               cluster.ClientName,
+		TLSConfig:                cluster.TLSConfig,
+		DialTimeout:              cluster.DialTimeout,
+		ReadTimeout:              cluster.ReadTimeout,
+		WriteTimeout:             cluster.WriteTimeout,
+		ContextTimeoutEnabled:    cluster.ContextTimeoutEnabled,
+		PoolSize:                 1,
+		OnConnect:                cluster.OnConnect,
+		MaintNotificationsConfig: noMaintNotifications(),
 	}
 	opts.Dialer = pc.counting(cluster.Dialer, cluster.TLSConfig, cluster.DialTimeout)
 	private := redis.NewClient(opts)
 	pc.open = func(ctx context.Context) *redis.PubSub { return private.Subscribe(ctx) }
 	pc.close = func() { _ = private.Close() }
 	return pc
+}
+
+// noMaintNotifications turns off go-redis's handling of a server's
+// maintenance notifications (MOVING) on the Pub/Sub connection: it would
+// reconnect and resubscribe behind the connection's back.
+func noMaintNotifications() *maintnotifications.Config {
+	return &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 }
 
 type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)

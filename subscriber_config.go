@@ -72,8 +72,10 @@ type ReconnectEvent struct {
 	Attempts int
 	// Downtime is the time from the loss to the confirmed resubscription.
 	Downtime time.Duration
-	// Topics and Patterns count what was resubscribed.
-	Topics, Patterns int
+	// Topics and Patterns count what Redis confirmed resubscribed; Refused
+	// counts what it refused (an ACL changed meanwhile): those
+	// subscriptions ended with an error wrapping ErrSubscriptionRefused.
+	Topics, Patterns, Refused int
 	// Node is the address of the cluster node of the connection in sharded
 	// mode; empty otherwise.
 	Node string

@@ -35,6 +35,9 @@ type subscription struct {
 	// consumer's context ends (once attached), or when Redis refuses it.
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+	// consumerCtx is the context passed to Subscribe, parent of every
+	// delivered message's context. Set by attach.
+	consumerCtx context.Context
 
 	// conn carries the subscription's Redis subscription; it changes only
 	// when a sharded channel moves to another node.
@@ -96,6 +99,7 @@ func (sn *subscription) fail(err error) {
 // the goroutine.
 func (sn *subscription) attach(ctx context.Context) {
 	s := sn.sub
+	sn.consumerCtx = ctx
 	s.wg.Add(1)
 	stop := context.AfterFunc(ctx, func() { sn.cancel(context.Cause(ctx)) })
 	go func() {
@@ -264,25 +268,33 @@ func (sn *subscription) deliver(msg *message.Message, shared bool) bool {
 		if shared || !first {
 			attempt = msg.Copy()
 		}
-		attempt.SetContext(sn.ctx)
+		// Its context carries the Subscribe context's values and ends
+		// with the Ack, the Nack or the subscription, as Watermill's
+		// contract says.
+		ctx, cancel := context.WithCancel(sn.consumerCtx)
+		attempt.SetContext(ctx)
 		select {
 		case sn.out <- attempt:
 			stats.delivered.Add(1)
 		case <-done:
+			cancel()
 			stats.discarded.Add(1)
 			return false
 		}
 		select {
 		case <-attempt.Acked():
+			cancel()
 			stats.acked.Add(1)
 			return true
 		case <-attempt.Nacked():
+			cancel()
 			stats.nacked.Add(1)
 			if !sn.sleep(sn.sub.config.NackResendSleep) {
 				stats.discarded.Add(1)
 				return false
 			}
 		case <-done:
+			cancel()
 			stats.discarded.Add(1)
 			return false
 		}
