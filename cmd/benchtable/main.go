@@ -80,11 +80,13 @@ func run(ctx context.Context, cfg bench.Config, addr string) int {
 	cfg.NewClient = func() redis.UniversalClient { return redis.NewClient(&redis.Options{Addr: addr}) }
 	cfg.Progress = os.Stderr
 	rep, err := bench.Run(ctx, cfg)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "benchtable:", err)
-		return 2
+	if rep != nil { // also when interrupted: what was measured
+		if err := rep.WriteTable(os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "benchtable:", err)
+			return 2
+		}
 	}
-	if err := rep.WriteTable(os.Stdout); err != nil {
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "benchtable:", err)
 		return 2
 	}

@@ -160,10 +160,11 @@ func known(what string, ids, all []string) error {
 
 // Run runs the selected cases against every selected system and returns
 // the report. A measurement that fails (a message lost for good, a
-// subscription refused) is recorded in its cell and the run goes on; Run
-// returns an error only when the config is invalid, the server does not
-// answer, or ctx ends. Run leaves no goroutine, connection or key of its
-// own behind.
+// subscription refused) is recorded in its cell and the run goes on. Run
+// returns an error only when the config is invalid or the server does not
+// answer (and then no report), or when ctx ends: then it returns ctx's
+// error with the report of the measurements that were complete. Run leaves
+// no goroutine, connection or key of its own behind.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
@@ -187,12 +188,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	r := &runner{cfg: cfg, admin: admin}
 	p := r.plan(report)
 	for i, c := range p {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
 		values, err := r.measure(ctx, c)
 		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, ctxErr
+			report.Elapsed = time.Since(started)
+			return report, ctxErr
 		}
 		for j, row := range c.rows {
 			v := Value{Err: err}
