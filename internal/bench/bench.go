@@ -255,7 +255,7 @@ func (r *runner) plan(report *Report) []cell {
 		rows := make(map[int][]*Row, len(sizes))
 		for _, m := range spec.metrics {
 			for _, size := range sizes {
-				row := &Row{Case: spec.id, Metric: m.name, Title: m.title(r.cfg), Size: size, Unit: m.unit, Values: map[string]Value{}}
+				row := &Row{Case: spec.id, Metric: m.name, Title: m.title(r.cfg), Size: size, Unit: m.unit, NoRatio: m.noRatio, Values: map[string]Value{}}
 				report.Rows = append(report.Rows, row)
 				rows[size] = append(rows[size], row)
 			}

@@ -30,6 +30,9 @@ type metric struct {
 	name  string // short, for the progress line
 	unit  Unit
 	title func(Config) string
+	// noRatio: adapter / raw says nothing (raw go-redis holds nothing of
+	// the kind).
+	noRatio bool
 }
 
 // subscribeSystems are the systems of the subscribe cases: the Subscriber's
@@ -43,10 +46,10 @@ var cases = []*caseSpec{
 		id:    "e2e-batch",
 		sized: true,
 		metrics: []metric{
-			{"msg/s", PerSecond, func(c Config) string {
+			{name: "msg/s", unit: PerSecond, title: func(c Config) string {
 				return fmt.Sprintf("end to end, batches of %d (msg/s)", c.Batch)
 			}},
-			{"allocs/msg", Count, func(c Config) string {
+			{name: "allocs/msg", unit: Count, title: func(c Config) string {
 				return fmt.Sprintf("allocations per delivered message, batches of %d", c.Batch)
 			}},
 		},
@@ -65,7 +68,7 @@ var cases = []*caseSpec{
 		id:    "e2e-parallel",
 		sized: true,
 		metrics: []metric{
-			{"msg/s", PerSecond, func(c Config) string {
+			{name: "msg/s", unit: PerSecond, title: func(c Config) string {
 				return fmt.Sprintf("end to end, %d goroutines publishing single messages (msg/s)", c.Publishers)
 			}},
 		},
@@ -81,7 +84,7 @@ var cases = []*caseSpec{
 		id:    "publish",
 		sized: true,
 		metrics: []metric{
-			{"msg/s", PerSecond, func(c Config) string {
+			{name: "msg/s", unit: PerSecond, title: func(c Config) string {
 				return fmt.Sprintf("publish only, batches of %d (msg/s)", c.Batch)
 			}},
 		},
@@ -97,8 +100,8 @@ var cases = []*caseSpec{
 		id:    "latency",
 		sized: true,
 		metrics: []metric{
-			{"p50", Seconds, func(Config) string { return "latency publish → receive, p50" }},
-			{"p99", Seconds, func(Config) string { return "latency publish → receive, p99" }},
+			{name: "p50", unit: Seconds, title: func(Config) string { return "latency publish → receive, p50" }},
+			{name: "p99", unit: Seconds, title: func(Config) string { return "latency publish → receive, p99" }},
 		},
 		note: func(c Config) string {
 			return fmt.Sprintf("*latency*: %s messages one at a time, each after the previous one arrived, at most %s a second; "+
@@ -113,7 +116,7 @@ var cases = []*caseSpec{
 		id:      "subscribe",
 		systems: subscribeSystems,
 		metrics: []metric{
-			{"time", Seconds, func(c Config) string {
+			{name: "time", unit: Seconds, title: func(c Config) string {
 				return fmt.Sprintf("%s topics subscribed at once: time until all confirmed", formatCount(c.Topics))
 			}},
 		},
@@ -165,9 +168,9 @@ func topicsNote(c Config) string {
 // topics, described by head.
 func manyTopicsMetrics(head func(Config) string) []metric {
 	return []metric{
-		{"time", Seconds, func(c Config) string { return head(c) + ": time until all confirmed" }},
-		{"heap/topic", Bytes, func(c Config) string { return head(c) + ": heap per idle topic" }},
-		{"stack/topic", Bytes, func(c Config) string { return head(c) + ": stacks per idle topic" }},
+		{name: "time", unit: Seconds, title: func(c Config) string { return head(c) + ": time until all confirmed" }},
+		{name: "heap/topic", unit: Bytes, title: func(c Config) string { return head(c) + ": heap per idle topic" }},
+		{name: "stack/topic", unit: Bytes, title: func(c Config) string { return head(c) + ": stacks per idle topic" }, noRatio: true},
 	}
 }
 

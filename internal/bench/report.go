@@ -33,6 +33,9 @@ type Row struct {
 	Title  string // what the row measures, for the table
 	Size   int    // payload bytes; 0 when the case has no payload
 	Unit   Unit
+	// NoRatio is set where adapter / raw go-redis says nothing: raw
+	// go-redis holds nothing of the kind (goroutine stacks).
+	NoRatio bool
 	// Values by system id; a system the row does not apply to has none.
 	Values map[string]Value
 }
@@ -44,8 +47,11 @@ type Value struct {
 }
 
 // Ratio returns the default adapter's value divided by raw go-redis's,
-// and whether both were measured.
+// and whether both were measured and the ratio means something.
 func (r *Row) Ratio() (float64, bool) {
+	if r.NoRatio {
+		return 0, false
+	}
 	raw, ok1 := r.Values[sysRaw]
 	ad, ok2 := r.Values[sysAdapter]
 	if !ok1 || !ok2 || raw.Err != nil || ad.Err != nil || raw.V == 0 {
