@@ -45,9 +45,16 @@ type Config struct {
 	// Default: 16, 256, 4096 and 65536.
 	Sizes []int
 
-	// Duration is how long each throughput measurement publishes; it then
-	// waits until everything published was received. Default: 1s.
+	// Duration is how long each round of a throughput measurement
+	// publishes; it then waits until everything published was received.
+	// Default: 300ms.
 	Duration time.Duration
+
+	// Rounds is the number of rounds of each throughput measurement. The
+	// systems take turns, round after round, so that a change in the load
+	// of the machine falls on all of them; the table gives the median.
+	// Default: 3.
+	Rounds int
 
 	// Batch is the number of messages per Publish call of the "e2e-batch"
 	// and "publish" cases. Default: 100.
@@ -100,7 +107,8 @@ func (c *Config) setDefaults() {
 	if c.Sizes == nil {
 		c.Sizes = []int{16, 256, 4 << 10, 64 << 10}
 	}
-	setDefault(&c.Duration, time.Second)
+	setDefault(&c.Duration, 300*time.Millisecond)
+	setDefault(&c.Rounds, 3)
 	setDefault(&c.Batch, 100)
 	setDefault(&c.Publishers, 64)
 	setDefault(&c.LatencySamples, 1000)
@@ -134,7 +142,7 @@ func (c *Config) validate() error {
 		return errors.New("bench: Config.Sizes is empty")
 	case c.Duration < 0 || c.StallTimeout < 0 || c.SubscribeTimeout < 0:
 		return errors.New("bench: durations must not be negative")
-	case c.Batch < 1 || c.Publishers < 1 || c.LatencySamples < 1 || c.LatencyRate < 1 ||
+	case c.Rounds < 1 || c.Batch < 1 || c.Publishers < 1 || c.LatencySamples < 1 || c.LatencyRate < 1 ||
 		c.Topics < 1 || c.ManyTopics < 1 || c.SubscribeWorkers < 1:
 		return errors.New("bench: counts must be positive")
 	}
@@ -183,10 +191,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		GOMAXPROCS:   runtime.GOMAXPROCS(0),
 		Started:      started,
 		Duration:     cfg.Duration,
+		Rounds:       cfg.Rounds,
 		Systems:      selectedSystems(cfg.Systems),
 	}
 	r := &runner{cfg: cfg, admin: admin}
 	p := r.plan(report)
+	rounds := make(map[*Row]map[string][]float64)
 	for i, c := range p {
 		values, err := r.measure(ctx, c)
 		if ctxErr := ctx.Err(); ctxErr != nil {
@@ -194,16 +204,33 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return report, ctxErr
 		}
 		for j, row := range c.rows {
-			v := Value{Err: err}
-			if err == nil {
-				v.V = values[j]
+			if rounds[row] == nil {
+				rounds[row] = make(map[string][]float64)
 			}
-			row.Values[c.system.id] = v
+			id := c.system.id
+			switch {
+			case row.Values[id].Err != nil: // an earlier round failed
+			case err != nil:
+				row.Values[id] = Value{Err: err}
+			default:
+				rounds[row][id] = append(rounds[row][id], values[j])
+				row.Values[id] = Value{V: median(rounds[row][id])}
+			}
 		}
 		r.progress(i+1, len(p), c, values, err, started)
 	}
 	report.Elapsed = time.Since(started)
 	return report, nil
+}
+
+// median returns the median of vs, which it sorts.
+func median(vs []float64) float64 {
+	slices.Sort(vs)
+	n := len(vs)
+	if n%2 == 1 {
+		return vs[n/2]
+	}
+	return (vs[n/2-1] + vs[n/2]) / 2
 }
 
 // redisVersion returns the server's redis_version, proving it answers.
@@ -226,13 +253,14 @@ type runner struct {
 	admin redis.UniversalClient
 }
 
-// cell is one measurement: a case, a payload size and a system, filling
-// one value in each of rows.
+// cell is one measurement: a case, a payload size, a system and a round,
+// giving one value for each of rows.
 type cell struct {
-	spec   *caseSpec
-	size   int
-	system system
-	rows   []*Row
+	spec          *caseSpec
+	size          int
+	system        system
+	round, rounds int // from 1
+	rows          []*Row
 }
 
 // plan adds the report's rows, in table order, and returns the cells that
@@ -260,10 +288,16 @@ func (r *runner) plan(report *Report) []cell {
 				rows[size] = append(rows[size], row)
 			}
 		}
+		rounds := 1
+		if spec.rounds {
+			rounds = r.cfg.Rounds
+		}
 		for _, size := range sizes {
-			for _, sys := range systems {
-				if slices.Contains(r.cfg.Systems, sys.id) && spec.runs(sys.id) {
-					cells = append(cells, cell{spec: spec, size: size, system: sys, rows: rows[size]})
+			for round := 1; round <= rounds; round++ {
+				for _, sys := range systems {
+					if slices.Contains(r.cfg.Systems, sys.id) && spec.runs(sys.id) {
+						cells = append(cells, cell{spec: spec, size: size, system: sys, round: round, rounds: rounds, rows: rows[size]})
+					}
 				}
 			}
 		}
@@ -297,7 +331,11 @@ func (r *runner) progress(i, n int, c cell, values []float64, err error, started
 	if c.size > 0 {
 		fmt.Fprintf(&b, " %s", formatSize(c.size))
 	}
-	fmt.Fprintf(&b, " %s: ", c.system.title)
+	fmt.Fprintf(&b, " %s", c.system.title)
+	if c.rounds > 1 {
+		fmt.Fprintf(&b, " (round %d/%d)", c.round, c.rounds)
+	}
+	b.WriteString(": ")
 	if err != nil {
 		fmt.Fprintf(&b, "FAILED: %v", err)
 	} else {

@@ -9,8 +9,9 @@ import (
 // caseSpec is one case of the benchmark: what it measures, on which
 // systems, and the rows it fills.
 type caseSpec struct {
-	id    string
-	sized bool // measured once per payload size
+	id     string
+	sized  bool // measured once per payload size
+	rounds bool // measured Config.Rounds times
 	// systems are the ids of the systems it runs on; nil: all.
 	systems []string
 	metrics []metric
@@ -43,8 +44,9 @@ var subscribeSystems = []string{sysRaw, sysAdapter, sysGoChannel}
 // cases are the cases in the order they run and appear in the table.
 var cases = []*caseSpec{
 	{
-		id:    "e2e-batch",
-		sized: true,
+		id:     "e2e-batch",
+		sized:  true,
+		rounds: true,
 		metrics: []metric{
 			{name: "msg/s", unit: PerSecond, title: func(c Config) string {
 				return fmt.Sprintf("end to end, batches of %d (msg/s)", c.Batch)
@@ -65,8 +67,9 @@ var cases = []*caseSpec{
 		},
 	},
 	{
-		id:    "e2e-parallel",
-		sized: true,
+		id:     "e2e-parallel",
+		sized:  true,
+		rounds: true,
 		metrics: []metric{
 			{name: "msg/s", unit: PerSecond, title: func(c Config) string {
 				return fmt.Sprintf("end to end, %d goroutines publishing single messages (msg/s)", c.Publishers)
@@ -81,8 +84,9 @@ var cases = []*caseSpec{
 		},
 	},
 	{
-		id:    "publish",
-		sized: true,
+		id:     "publish",
+		sized:  true,
+		rounds: true,
 		metrics: []metric{
 			{name: "msg/s", unit: PerSecond, title: func(c Config) string {
 				return fmt.Sprintf("publish only, batches of %d (msg/s)", c.Batch)

@@ -60,12 +60,8 @@ func (r *rawTransport) consume(ctx context.Context, topic string, onMsg func()) 
 }
 
 func (r *rawTransport) prepareTopics(topics []string, _ int, _ bool) (topicSet, error) {
-	channels := make([]string, len(topics))
-	for i, t := range topics {
-		channels[i] = r.prefix + t
-	}
 	// No channel yet: the PubSub connects on its first use.
-	return &rawTopics{ps: r.sub.Subscribe(context.Background()), channels: channels}, nil
+	return &rawTopics{ps: r.sub.Subscribe(context.Background()), prefix: r.prefix, topics: topics}, nil
 }
 
 func (r *rawTransport) diagnose() string { return "" }
@@ -74,17 +70,19 @@ func (r *rawTransport) close() error {
 	return errors.Join(r.pub.Close(), r.sub.Close())
 }
 
-// rawTopics subscribes its channels on one PubSub, rawChunk per SUBSCRIBE,
+// rawTopics subscribes its topics on one PubSub, rawChunk per SUBSCRIBE,
 // while one goroutine counts the confirmations.
 type rawTopics struct {
-	ps       *redis.PubSub
-	channels []string
+	ps     *redis.PubSub
+	prefix string
+	topics []string
+	closed bool
 }
 
 func (t *rawTopics) subscribeAll(ctx context.Context) error {
 	confirmed := make(chan error, 1)
 	go func() {
-		for n := 0; n < len(t.channels); {
+		for n := 0; n < len(t.topics); {
 			msg, err := t.ps.Receive(ctx)
 			if err != nil {
 				confirmed <- err
@@ -96,21 +94,35 @@ func (t *rawTopics) subscribeAll(ctx context.Context) error {
 		}
 		confirmed <- nil
 	}()
-	for i := 0; i < len(t.channels); i += rawChunk {
-		if err := t.ps.Subscribe(ctx, t.channels[i:min(i+rawChunk, len(t.channels))]...); err != nil {
-			_ = t.ps.Close() // ends the reader
+	// The channel names are made here, as the adapter makes them: the
+	// PubSub keeps them, and they count in its heap per topic.
+	chunk := make([]string, 0, rawChunk)
+	for i, topic := range t.topics {
+		chunk = append(chunk, t.prefix+topic)
+		if len(chunk) < rawChunk && i < len(t.topics)-1 {
+			continue
+		}
+		if err := t.ps.Subscribe(ctx, chunk...); err != nil {
+			_ = t.close() // ends the reader
 			<-confirmed
 			return fmt.Errorf("SUBSCRIBE: %w", err)
 		}
+		chunk = chunk[:0]
 	}
 	select {
 	case err := <-confirmed:
 		return err
 	case <-ctx.Done():
-		_ = t.ps.Close()
+		_ = t.close()
 		<-confirmed
 		return ctx.Err()
 	}
 }
 
-func (t *rawTopics) close() error { return t.ps.Close() }
+func (t *rawTopics) close() error {
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	return t.ps.Close()
+}

@@ -23,7 +23,8 @@ type Report struct {
 	GOMAXPROCS   int
 	Started      time.Time
 	Elapsed      time.Duration
-	Duration     time.Duration // of each throughput measurement
+	Duration     time.Duration // of each round of a throughput measurement
+	Rounds       int           // of each throughput measurement
 }
 
 // Row is one figure measured on every system it applies to.
@@ -144,9 +145,9 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		b.WriteString(strings.Join(dedupe(failures), "\n"))
 		b.WriteString("\n")
 	}
-	fmt.Fprintf(&b, "\n(%s, Redis %s, %s, GOMAXPROCS %d, %v per throughput figure; run took %v.)\n",
+	fmt.Fprintf(&b, "\n(%s, Redis %s, %s, GOMAXPROCS %d; throughput: median of %d rounds of %v, the systems taking turns; run took %v.)\n",
 		rep.Started.Format("2006-01-02"), rep.RedisVersion, rep.GoVersion, rep.GOMAXPROCS,
-		rep.Duration, rep.Elapsed.Round(time.Second))
+		rep.Rounds, rep.Duration, rep.Elapsed.Round(time.Second))
 	_, err := io.WriteString(w, b.String())
 	return err
 }
