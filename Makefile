@@ -2,11 +2,20 @@
 
 SOAK_DURATION ?= 10m
 SOAK_FLAGS ?=
+BENCH_FLAGS ?=
 
-.PHONY: soak
+.PHONY: soak bench
 
 # soak runs Publishers and Subscribers against a redis-server of its own,
 # with periodic server kills and CLIENT KILLs, and prints rates, reconnects,
 # gaps, drops and RSS: make soak SOAK_DURATION=1m SOAK_FLAGS="-kill-every 15s"
 soak:
 	go run ./cmd/soak -duration $(SOAK_DURATION) $(SOAK_FLAGS)
+
+# bench measures the adapter side by side with raw go-redis, redisstream and
+# gochannel on one redis-server of its own, in one run, and prints a markdown
+# table with the ratios (progress on stderr): make bench
+# BENCH_FLAGS="-cases e2e-batch,latency -sizes 256 -duration 3s"; see
+# go run ./cmd/benchtable -h.
+bench:
+	go run ./cmd/benchtable $(BENCH_FLAGS)

@@ -1,0 +1,126 @@
+// Command benchtable measures this module's Publisher and Subscriber side
+// by side with raw go-redis on one Redis server in one run, with
+// watermill-redisstream and Watermill's gochannel for reference, and prints
+// a markdown table with the ratio adapter / raw go-redis (see
+// internal/bench). `make bench` runs it:
+//
+//	go run ./cmd/benchtable                        # a redis-server of its own
+//	go run ./cmd/benchtable -addr 127.0.0.1:6380   # a server you run
+//	go run ./cmd/benchtable -cases e2e-batch,latency -sizes 256 -duration 3s
+//
+// The table goes to standard output, one progress line per measurement to
+// standard error. It exits with status 1 when a measurement failed, 2 when
+// it could not run.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/alkdev/watermill-redispubsub/internal/bench"
+)
+
+func main() {
+	var (
+		cfg     bench.Config
+		addr    string
+		sizes   string
+		cases   string
+		systems string
+	)
+	flag.StringVar(&addr, "addr", "", "host:port of the Redis to measure (default: start a redis-server of its own)")
+	flag.StringVar(&cfg.Prefix, "prefix", "", "prefix of every channel and key (default: redispubsub-bench:<random>:)")
+	flag.StringVar(&sizes, "sizes", "16,256,4096,65536", "payload sizes in bytes, comma-separated")
+	flag.StringVar(&cases, "cases", "", "cases to run, comma-separated (default: all): "+strings.Join(bench.CaseIDs(), ","))
+	flag.StringVar(&systems, "systems", "", "columns, comma-separated (default: all): "+strings.Join(bench.SystemIDs(), ","))
+	flag.DurationVar(&cfg.Duration, "duration", 0, "how long each round of a throughput measurement publishes (default 300ms)")
+	flag.IntVar(&cfg.Rounds, "rounds", 0, "rounds of each throughput measurement, the systems taking turns; the table gives the median (default 3)")
+	flag.IntVar(&cfg.Batch, "batch", 0, "messages per Publish call in e2e-batch and publish (default 100)")
+	flag.IntVar(&cfg.Publishers, "publishers", 0, "goroutines of e2e-parallel (default 64)")
+	flag.IntVar(&cfg.LatencySamples, "latency-samples", 0, "messages of the latency case (default 1000)")
+	flag.IntVar(&cfg.LatencyRate, "latency-rate", 0, "messages per second of the latency case (default 2000)")
+	flag.IntVar(&cfg.Topics, "topics", 0, "topics of the subscribe case (default 2000)")
+	flag.IntVar(&cfg.ManyTopics, "many-topics", 0, "topics of subscribe-many and eventtarget-many (default 100000)")
+	flag.IntVar(&cfg.SubscribeWorkers, "workers", 0, "goroutines subscribing at a time in subscribe-many and eventtarget-many (default 1000)")
+	flag.Parse()
+
+	var err error
+	if cfg.Sizes, err = parseSizes(sizes); err != nil {
+		fmt.Fprintln(os.Stderr, "benchtable:", err)
+		os.Exit(2)
+	}
+	cfg.Cases = split(cases)
+	cfg.Systems = split(systems)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, cfg, addr))
+}
+
+func run(ctx context.Context, cfg bench.Config, addr string) int {
+	if addr == "" {
+		a, stopServer, err := startServer()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "benchtable:", err)
+			return 2
+		}
+		defer func() {
+			if err := stopServer(); err != nil {
+				fmt.Fprintln(os.Stderr, "benchtable:", err)
+			}
+		}()
+		addr = a
+	}
+	cfg.NewClient = func() redis.UniversalClient { return redis.NewClient(&redis.Options{Addr: addr}) }
+	cfg.Progress = os.Stderr
+	rep, err := bench.Run(ctx, cfg)
+	if rep != nil { // also when interrupted: what was measured
+		if err := rep.WriteTable(os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "benchtable:", err)
+			return 2
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchtable:", err)
+		return 2
+	}
+	for _, row := range rep.Rows {
+		for _, v := range row.Values {
+			if v.Err != nil {
+				return 1
+			}
+		}
+	}
+	return 0
+}
+
+func parseSizes(s string) ([]int, error) {
+	var sizes []int
+	for _, f := range split(s) {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("-sizes: %q is not a number", f)
+		}
+		sizes = append(sizes, n)
+	}
+	return sizes, nil
+}
+
+// split splits a comma-separated list; "" gives nil (the default).
+func split(s string) []string {
+	if strings.TrimSpace(s) == "" {
+		return nil
+	}
+	parts := strings.Split(s, ",")
+	for i := range parts {
+		parts[i] = strings.TrimSpace(parts[i])
+	}
+	return parts
+}

@@ -1,0 +1,141 @@
+package bench
+
+import (
+	"context"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+)
+
+// tinyConfig runs every case with every system, each in a few messages or
+// topics, against srv.
+func tinyConfig(srv *redistest.Server) Config {
+	return Config{
+		NewClient:        func() redis.UniversalClient { return redis.NewClient(&redis.Options{Addr: srv.Addr()}) },
+		Prefix:           "bench-test:",
+		Sizes:            []int{8, 300},
+		Duration:         20 * time.Millisecond,
+		Rounds:           2,
+		Publishers:       4,
+		LatencySamples:   5,
+		LatencyRate:      1000,
+		Topics:           20,
+		ManyTopics:       50,
+		SubscribeWorkers: 5,
+		StallTimeout:     10 * time.Second,
+		SubscribeTimeout: 30 * time.Second,
+	}
+}
+
+// TestRunEveryCase runs every case on every system, tiny, and checks that
+// every cell it applies to was measured, and that nothing is left on the
+// server.
+func TestRunEveryCase(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := tinyConfig(srv)
+	var progress strings.Builder
+	cfg.Progress = &progress
+
+	rep, err := Run(context.Background(), cfg)
+	require.NoError(t, err)
+
+	require.Len(t, rep.Systems, len(SystemIDs()))
+	var seen []string
+	for _, row := range rep.Rows {
+		if !slices.Contains(seen, row.Case) {
+			seen = append(seen, row.Case)
+		}
+		want := SystemIDs()
+		if strings.HasPrefix(row.Case, "subscribe") || strings.HasPrefix(row.Case, "eventtarget") {
+			want = []string{"go-redis", "adapter", "gochannel"}
+		}
+		var got []string
+		for _, id := range SystemIDs() {
+			v, ok := row.Values[id]
+			if !ok {
+				continue
+			}
+			got = append(got, id)
+			if assert.NoError(t, v.Err, "%s %d %s", row.Title, row.Size, id) && row.Unit != Bytes {
+				assert.Positive(t, v.V, "%s %d %s", row.Title, row.Size, id)
+			}
+		}
+		assert.Equal(t, want, got, row.Title)
+		_, ok := row.Ratio()
+		assert.Equal(t, !strings.Contains(row.Title, "stacks"), ok, row.Title)
+	}
+	assert.Equal(t, CaseIDs(), seen)
+	// Per size: e2e-batch 2 rows, e2e-parallel 1, publish 1, latency 2;
+	// then subscribe 1, subscribe-many 3, eventtarget-many 3.
+	assert.Len(t, rep.Rows, 2*(2+1+1+2)+1+3+3)
+	// Per size: 3 throughput cases of 2 rounds, latency; then 3 subscribe
+	// cases on 3 systems.
+	assert.Equal(t, 2*(3*2+1)*6+3*3, strings.Count(progress.String(), "\n"), progress.String())
+
+	var table strings.Builder
+	require.NoError(t, rep.WriteTable(&table))
+	assert.Contains(t, table.String(), "| case | size | raw go-redis | adapter (envelope) | adapter (rawjson) | adapter (msgpack) | redisstream | gochannel | adapter / raw |")
+	assert.NotContains(t, table.String(), "failed")
+
+	assert.Equal(t, int64(0), srv.Do(t, "DBSIZE"), "redisstream's streams are deleted")
+	require.Eventually(t, func() bool {
+		return len(srv.Do(t, "PUBSUB", "CHANNELS", cfg.Prefix+"*").([]any)) == 0
+	}, 10*time.Second, 10*time.Millisecond, "every subscription ends")
+}
+
+// TestRunSelects runs only the cases and systems it is asked for.
+func TestRunSelects(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := tinyConfig(srv)
+	cfg.Cases = []string{"publish", "subscribe"}
+	cfg.Systems = []string{"go-redis", "adapter"}
+	cfg.Sizes = []int{16}
+
+	rep, err := Run(context.Background(), cfg)
+	require.NoError(t, err)
+	require.Equal(t, []System{{"go-redis", "raw go-redis"}, {"adapter", "adapter (envelope)"}}, rep.Systems)
+	require.Len(t, rep.Rows, 2)
+	for _, row := range rep.Rows {
+		assert.Len(t, row.Values, 2, row.Title)
+	}
+}
+
+func TestRunUnreachableRedis(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+
+	_, err = Run(context.Background(), Config{NewClient: func() redis.UniversalClient {
+		return redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	}})
+	require.ErrorContains(t, err, "redis does not answer")
+}
+
+func TestRunRejectsBadConfig(t *testing.T) {
+	newClient := func() redis.UniversalClient { panic("not called") }
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"no client", Config{}, "NewClient is required"},
+		{"small payload", Config{NewClient: newClient, Sizes: []int{7}}, "below the minimum of 8"},
+		{"unknown case", Config{NewClient: newClient, Cases: []string{"nope"}}, `unknown case "nope"`},
+		{"unknown system", Config{NewClient: newClient, Systems: []string{"kafka"}}, `unknown system "kafka"`},
+		{"negative count", Config{NewClient: newClient, Batch: -1}, "counts must be positive"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Run(context.Background(), tc.cfg)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}
