@@ -19,37 +19,24 @@ type budget struct {
 	used  atomic.Int64
 
 	mu    sync.Mutex
-	all   map[*subscription]struct{}
 	heavy map[*subscription]struct{}
 }
 
 func newBudget(limit int64) *budget {
-	return &budget{
-		limit: limit,
-		all:   make(map[*subscription]struct{}),
-		heavy: make(map[*subscription]struct{}),
-	}
+	return &budget{limit: limit, heavy: make(map[*subscription]struct{})}
 }
 
 // over reports whether size more bytes would exceed the budget.
 func (b *budget) over(size int64) bool { return b.used.Load()+size > b.limit }
 
-func (b *budget) register(sn *subscription) {
-	b.mu.Lock()
-	b.all[sn] = struct{}{}
-	b.mu.Unlock()
-}
+// forget removes sn from the heavy subscriptions.
+func (b *budget) forget(sn *subscription) { b.markHeavy(sn, false) }
 
-func (b *budget) forget(sn *subscription) {
-	b.mu.Lock()
-	delete(b.all, sn)
-	delete(b.heavy, sn)
-	b.mu.Unlock()
-}
-
+// markHeavy adds sn to the heavy subscriptions, or removes it. Called with
+// sn.mu held.
 func (b *budget) markHeavy(sn *subscription, heavy bool) {
 	b.mu.Lock()
-	if _, ok := b.all[sn]; ok && heavy {
+	if heavy {
 		b.heavy[sn] = struct{}{}
 	} else {
 		delete(b.heavy, sn)
@@ -57,23 +44,48 @@ func (b *budget) markHeavy(sn *subscription, heavy bool) {
 	b.mu.Unlock()
 }
 
-// heaviest returns the subscription holding the most bytes, or nil when
-// none holds any.
+// heaviest returns the heavy subscription holding the most bytes, or nil
+// when none is heavy.
 func (b *budget) heaviest() *subscription {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var most *subscription
 	var bytes int64
-	find := func(set map[*subscription]struct{}) {
-		for sn := range set {
-			if held := sn.held.Load(); held > bytes {
-				most, bytes = sn, held
-			}
+	for sn := range b.heavy {
+		if held := sn.held.Load(); held > bytes {
+			most, bytes = sn, held
 		}
 	}
-	find(b.heavy)
-	if most == nil {
-		find(b.all)
+	return most
+}
+
+// heaviest returns the subscription holding the most bytes, or nil when
+// none holds any. Only when no subscription is heavy (the buffer is spent
+// by more than BufferBytes/heavyBytes light ones) does it look at them all.
+func (s *Subscriber) heaviest() *subscription {
+	if sn := s.budget.heaviest(); sn != nil {
+		return sn
+	}
+	s.mu.Lock()
+	conns := make([]*connection, 0, len(s.conns))
+	for _, c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	var most *subscription
+	var bytes int64
+	for _, c := range conns {
+		c.mu.Lock()
+		for _, table := range []map[string]*channelState{c.channels, c.patterns} {
+			for _, st := range table {
+				for _, sn := range st.subs {
+					if held := sn.held.Load(); held > bytes {
+						most, bytes = sn, held
+					}
+				}
+			}
+		}
+		c.mu.Unlock()
 	}
 	return most
 }
@@ -91,7 +103,7 @@ func (s *Subscriber) makeRoom(sn *subscription, size int64) bool {
 		if !s.budget.over(size) {
 			return true
 		}
-		victim := s.budget.heaviest()
+		victim := s.heaviest()
 		if victim == nil || (victim == sn && policy == DropNewest) {
 			return false
 		}

@@ -197,7 +197,7 @@ func (c *connection) table(pattern bool) map[string]*channelState {
 func (c *connection) add(sn *subscription, name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if sn.ctx.Err() != nil {
+	if sn.isDone() {
 		return // ended before it was added
 	}
 	if c.closed {

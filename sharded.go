@@ -159,7 +159,7 @@ func (c *connection) adopt(channel string, sns []*subscription, sequences sequen
 		c.channels[channel] = st
 	}
 	for _, sn := range sns {
-		if sn.ctx.Err() != nil || c.closed {
+		if sn.isDone() || c.closed {
 			continue
 		}
 		sn.conn.Store(c)

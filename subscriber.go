@@ -217,7 +217,7 @@ func (s *Subscriber) subscribe(ctx context.Context, key subscriptionKey) (<-chan
 	conn.add(sn, s.redisName(key))
 
 	if err := s.await(ctx, sn); err != nil {
-		sn.cancel(err)
+		sn.end()
 		return nil, err
 	}
 	s.logger.Debug("Subscribed", watermill.LogFields{"topic": key.name, "pattern": key.pattern})

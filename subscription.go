@@ -31,13 +31,15 @@ type subscription struct {
 	sub *Subscriber
 
 	out chan *message.Message
-	// ctx ends the subscription: when the Subscriber closes, when the
-	// consumer's context ends (once attached), or when Redis refuses it.
-	ctx    context.Context
-	cancel context.CancelCauseFunc
+	// The subscription ends when the Subscriber closes, when the consumer's
+	// context ends (once attached), or when stop is closed (by end: Redis
+	// refused the subscription, or Subscribe gave up).
+	stop chan struct{}
 	// consumerCtx is the context passed to Subscribe, parent of every
-	// delivered message's context. Set by attach.
-	consumerCtx context.Context
+	// delivered message's context; consumerDone is its Done channel. Set by
+	// attach, before the delivery goroutine starts.
+	consumerCtx  context.Context
+	consumerDone <-chan struct{}
 
 	// conn carries the subscription's Redis subscription; it changes only
 	// when a sharded channel moves to another node.
@@ -70,11 +72,24 @@ func newSubscription(s *Subscriber, key subscriptionKey) *subscription {
 		sub:   s,
 		out:   make(chan *message.Message),
 		ready: make(chan struct{}),
+		stop:  make(chan struct{}),
 		wake:  make(chan struct{}, 1),
 	}
-	sn.ctx, sn.cancel = context.WithCancelCause(s.ctx)
-	s.budget.register(sn)
 	return sn
+}
+
+// end makes the subscription end.
+func (sn *subscription) end() {
+	sn.mu.Lock()
+	if !isClosed(sn.stop) {
+		close(sn.stop)
+	}
+	sn.mu.Unlock()
+}
+
+// isDone reports whether the subscription is to end, or has ended.
+func (sn *subscription) isDone() bool {
+	return isClosed(sn.stop) || sn.sub.ctx.Err() != nil || (sn.consumerCtx != nil && sn.consumerCtx.Err() != nil)
 }
 
 // connection returns the connection that carries sn.
@@ -91,7 +106,7 @@ func (sn *subscription) fail(err error) {
 		sn.err = err
 		close(sn.ready)
 	}
-	sn.cancel(err)
+	sn.end()
 }
 
 // attach ties sn to the consumer's context and starts its delivery
@@ -99,13 +114,9 @@ func (sn *subscription) fail(err error) {
 // the goroutine.
 func (sn *subscription) attach(ctx context.Context) {
 	s := sn.sub
-	sn.consumerCtx = ctx
+	sn.consumerCtx, sn.consumerDone = ctx, ctx.Done()
 	s.wg.Add(1)
-	stop := context.AfterFunc(ctx, func() { sn.cancel(context.Cause(ctx)) })
-	go func() {
-		sn.run()
-		stop()
-	}()
+	go sn.run()
 }
 
 // isClosed reports whether ch is closed.
@@ -228,7 +239,11 @@ func (sn *subscription) next() (in *incoming, ok bool) {
 		sn.mu.Unlock()
 		select {
 		case <-sn.wake:
-		case <-sn.ctx.Done():
+		case <-sn.stop:
+			return nil, false
+		case <-sn.sub.ctx.Done():
+			return nil, false
+		case <-sn.consumerDone:
 			return nil, false
 		}
 	}
@@ -259,7 +274,7 @@ func (sn *subscription) run() {
 // first.
 func (sn *subscription) deliver(msg *message.Message, shared bool) bool {
 	stats := &sn.sub.stats
-	done := sn.ctx.Done()
+	stop, closing, consumerDone := sn.stop, sn.sub.ctx.Done(), sn.consumerDone
 	for first := true; ; first = false {
 		// A Nacked message cannot be Acked again, and consumers of one
 		// topic must not share Ack state: every attempt but the first of
@@ -276,7 +291,15 @@ func (sn *subscription) deliver(msg *message.Message, shared bool) bool {
 		select {
 		case sn.out <- attempt:
 			stats.delivered.Add(1)
-		case <-done:
+		case <-stop:
+			cancel()
+			stats.discarded.Add(1)
+			return false
+		case <-closing:
+			cancel()
+			stats.discarded.Add(1)
+			return false
+		case <-consumerDone:
 			cancel()
 			stats.discarded.Add(1)
 			return false
@@ -293,7 +316,15 @@ func (sn *subscription) deliver(msg *message.Message, shared bool) bool {
 				stats.discarded.Add(1)
 				return false
 			}
-		case <-done:
+		case <-stop:
+			cancel()
+			stats.discarded.Add(1)
+			return false
+		case <-closing:
+			cancel()
+			stats.discarded.Add(1)
+			return false
+		case <-consumerDone:
 			cancel()
 			stats.discarded.Add(1)
 			return false
@@ -304,14 +335,18 @@ func (sn *subscription) deliver(msg *message.Message, shared bool) bool {
 // sleep waits for d unless the subscription ends first.
 func (sn *subscription) sleep(d time.Duration) bool {
 	if d <= 0 {
-		return sn.ctx.Err() == nil
+		return !sn.isDone()
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 		return true
-	case <-sn.ctx.Done():
+	case <-sn.stop:
+		return false
+	case <-sn.sub.ctx.Done():
+		return false
+	case <-sn.consumerDone:
 		return false
 	}
 }

@@ -69,7 +69,6 @@ func TestFaultServerKillRestart(t *testing.T) {
 	reconnects := make(chan redispubsub.ReconnectEvent, 16)
 	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
 		Client:      faultClient(t, srv.Addr(), nil),
-		QueueSize:   100_000, // nothing is dropped: every loss is a gap
 		OnGap:       gaps.record,
 		OnReconnect: func(ev redispubsub.ReconnectEvent) { reconnects <- ev },
 	}, log)
@@ -312,7 +311,6 @@ func TestFaultClientKillGapsExact(t *testing.T) {
 	reconnected := make(chan redispubsub.ReconnectEvent, 16)
 	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
 		Client:      faultClient(t, srv.Addr(), nil),
-		QueueSize:   2 * total,
 		OnGap:       gaps.record,
 		OnReconnect: func(ev redispubsub.ReconnectEvent) { reconnected <- ev },
 	}, log)
@@ -418,7 +416,6 @@ func TestFaultBlackholeHealthCheck(t *testing.T) {
 			o.ReadTimeout, o.WriteTimeout = time.Second, time.Second
 		}),
 		HealthCheckInterval: hc,
-		QueueSize:           100_000,
 		OnGap:               gaps.record,
 		OnReconnect:         func(ev redispubsub.ReconnectEvent) { reconnects <- ev },
 	}, log)
@@ -489,15 +486,17 @@ func TestFaultBlackholeHealthCheck(t *testing.T) {
 	faultCheckGaps(t, sub, &gaps, published, map[*faultConsumer][]string{tc: {topic}, pc: {topic}})
 }
 
-// A consumer that never reads, on a server whose pubsub output buffer
-// limit is low (1mb hard, 512kb for 1s): Redis never disconnects the
-// Subscriber, which reads on and drops what overflows the subscription's
-// queue, counted; the process's heap stays bounded by the queue while
-// 1 GB flows past (128 MB under -race or -short, where 1 GB takes minutes).
+// A stalled subscription and a healthy one on one Subscriber with the
+// default configuration, while 1 GiB flows to the stalled one (128 MiB under
+// -race or -short, where 1 GiB takes minutes) and every 16th message goes to
+// the healthy one. Redis never disconnects the Subscriber (its pubsub
+// output-buffer limit is set to 1 MB to make sure), the stalled subscription
+// holds up to BufferBytes and loses the rest, counted under its topic, the
+// healthy one loses nothing, and the heap stays bounded by the buffer.
 func TestFaultStalledConsumerHeapBounded(t *testing.T) {
 	const (
-		queue = 64
 		size  = 64 << 10 // bytes of payload per message
+		every = 16       // one message in every goes to the healthy topic
 	)
 	volume := int64(1 << 30)
 	if faultRaceEnabled() || testing.Short() {
@@ -511,15 +510,21 @@ func TestFaultStalledConsumerHeapBounded(t *testing.T) {
 
 	srv := redistest.Start(t, "--client-output-buffer-limit", "pubsub 1mb 512kb 1")
 	log := newFaultLog(t)
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
-		Client:    faultClient(t, srv.Addr(), nil),
-		QueueSize: queue,
-	}, log)
+	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{Client: faultClient(t, srv.Addr(), nil)}, log)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, sub.Close()) })
 	_, _ = wmSubscribe(t, sub, "fault.stalled") // never read
 	live, _ := wmSubscribe(t, sub, "fault.live")
 	id := faultPubsubClientID(t, srv)
+	var liveReceived atomic.Int64
+	liveDone := make(chan struct{})
+	go func() {
+		defer close(liveDone)
+		for msg := range live {
+			liveReceived.Add(1)
+			msg.Ack()
+		}
+	}()
 
 	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: faultClient(t, srv.Addr(), func(o *redis.Options) {
 		o.ReadTimeout, o.WriteTimeout = 10*time.Second, 10*time.Second // a loaded machine
@@ -540,7 +545,11 @@ func TestFaultStalledConsumerHeapBounded(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := p; i < n; i += publishers {
-				if err := pub.Publish("fault.stalled", message.NewMessage(watermill.NewUUID(), payload)); err != nil {
+				topic := "fault.stalled"
+				if i%every == 0 {
+					topic = "fault.live"
+				}
+				if err := pub.Publish(topic, message.NewMessage(watermill.NewUUID(), payload)); err != nil {
 					errs <- err
 					return
 				}
@@ -552,29 +561,40 @@ func TestFaultStalledConsumerHeapBounded(t *testing.T) {
 	for err := range errs {
 		require.NoError(t, err)
 	}
+	toLive := (n + every - 1) / every
+	toStalled := n - toLive
 	faultPoll(t, "every message read", func() bool { return sub.Stats().Received >= uint64(n) })
+	faultPoll(t, "every healthy message delivered", func() bool { return liveReceived.Load() >= int64(toLive) })
 	elapsed := time.Since(start)
 	maxHeap := heap.halt()
 
-	// The Subscriber is still connected, with the same connection, and
-	// delivers on its other subscription.
-	require.NoError(t, pub.Publish("fault.live", faultMessage(faultPayload{N: 1})))
-	wmReceive(t, live).Ack()
 	stats := sub.Stats()
 	require.Zero(t, stats.Reconnects, "Redis disconnected the Subscriber")
 	require.Equal(t, id, faultPubsubClientID(t, srv), "the Subscriber's connection is the same")
 	logText, err := os.ReadFile(srv.LogPath())
 	require.NoError(t, err)
 	require.NotContains(t, string(logText), "output buffer limits", "Redis closed a client for its output buffer")
-	// One message waits in the output channel, queue more in the queue.
-	require.EqualValues(t, n-queue-1, stats.Dropped, "drops are counted")
+	require.EqualValues(t, toLive, liveReceived.Load(), "the healthy subscription loses nothing")
+	require.Zero(t, stats.DroppedByTopic["fault.live"])
+	require.Equal(t, stats.Dropped, stats.DroppedByTopic["fault.stalled"], "drops are counted under their topic")
+	require.LessOrEqual(t, stats.BufferedBytes, int64(redispubsub.DefaultBufferBytes), "what is held stays within the buffer")
+	if int64(toStalled)*size > 2*redispubsub.DefaultBufferBytes {
+		// One message waits in the output channel, the buffer holds the
+		// rest of what was not dropped.
+		held := toStalled - 1 - int(stats.Dropped)
+		require.Positive(t, stats.Dropped, "drops are counted")
+		require.InDelta(t, redispubsub.DefaultBufferBytes/size, held, float64(redispubsub.DefaultBufferBytes/size)/10,
+			"the buffer was used before anything was dropped")
+	}
 	require.Zero(t, stats.Gaps, "drops are not gaps")
 
-	bound := baseline + 3*uint64(queue+2)*size + 16<<20
+	// HeapInuse counts garbage the collector has not reclaimed yet: with
+	// GOGC=100 up to as much again as what is live.
+	bound := baseline + 2*uint64(redispubsub.DefaultBufferBytes) + 32<<20
 	t.Logf("%d MiB in %d messages of %d KiB in %v (%.0f MB/s); HeapInuse baseline %s, max %s over %d samples, bound %s; stats %+v",
 		volume>>20, n, size>>10, elapsed.Round(time.Millisecond), float64(volume)/1e6/elapsed.Seconds(),
 		faultMiB(baseline), faultMiB(maxHeap), heap.samples.Load(), faultMiB(bound), stats)
-	require.Less(t, maxHeap, bound, "the heap stays bounded by the queue")
+	require.Less(t, maxHeap, bound, "the heap stays bounded by the buffer")
 }
 
 // faultPubsubClientID returns the id of the one pubsub client of srv.
@@ -613,7 +633,6 @@ func TestFaultSubscribeCancelCycles(t *testing.T) {
 	log := newFaultLog(t)
 	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
 		Client:          subClient,
-		QueueSize:       8,
 		NackResendSleep: time.Millisecond,
 	}, log)
 	require.NoError(t, err)

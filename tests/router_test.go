@@ -290,7 +290,7 @@ func wmShutdownUnderLoad(t *testing.T, shutdown func(r *message.Router, cancelRu
 	t.Cleanup(func() { goleak.VerifyNone(t, ignoreExisting) })
 
 	srv := redistest.Start(t)
-	pub, sub := wmPubSub(t, srv, func(c *redispubsub.SubscriberConfig) { c.QueueSize = 100_000 })
+	pub, sub := wmPubSub(t, srv, nil)
 	topics := []string{"load.a", "load.b", "load.c"}
 
 	var (

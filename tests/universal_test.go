@@ -57,11 +57,6 @@ var wmUniversalFeatures = tests.Features{
 	RestartServiceCommand: nil,
 }
 
-// wmUniversalQueueSize is the Subscribers' QueueSize in these tests: the
-// largest number of messages a universal test publishes before its first
-// Subscribe (TestPublisherClose: 10,000), which SubscribeInitialize holds.
-const wmUniversalQueueSize = 10_000
-
 // wmUniversalPrefix is the channel prefix of the universal tests, as users
 // are told to set one.
 const wmUniversalPrefix = "wm-universal:"
@@ -86,7 +81,6 @@ func wmUniversalPubSub(t testing.TB, srv *redistest.Server, configure func(*redi
 		Client:        client,
 		ChannelPrefix: wmUniversalPrefix,
 		Marshaler:     redispubsub.MsgpackMarshaler{},
-		QueueSize:     wmUniversalQueueSize,
 	}
 	if configure != nil {
 		configure(&config)

@@ -19,6 +19,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -50,6 +52,9 @@ func main() {
 	flag.IntVar(&cfg.Topics, "topics", 0, "topics of the subscribe case (default 2000)")
 	flag.IntVar(&cfg.ManyTopics, "many-topics", 0, "topics of subscribe-many and eventtarget-many (default 100000)")
 	flag.IntVar(&cfg.SubscribeWorkers, "workers", 0, "goroutines subscribing at a time in subscribe-many and eventtarget-many (default 1000)")
+	var cpuProfile, memProfile string
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
+	flag.StringVar(&memProfile, "memprofile", "", "write an allocation profile of the whole run to this file (go tool pprof -sample_index=alloc_space)")
 	flag.Parse()
 
 	var err error
@@ -60,8 +65,9 @@ func main() {
 	cfg.Cases = split(cases)
 	cfg.Systems = split(systems)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	os.Exit(run(ctx, cfg, addr))
+	code := profiled(cpuProfile, memProfile, func() int { return run(ctx, cfg, addr) })
+	stop()
+	os.Exit(code)
 }
 
 func run(ctx context.Context, cfg bench.Config, addr string) int {
@@ -99,6 +105,41 @@ func run(ctx context.Context, cfg bench.Config, addr string) int {
 		}
 	}
 	return 0
+}
+
+// profiled runs f, under the CPU profiler when cpu names a file, and writes
+// an allocation profile to mem when it names one.
+func profiled(cpu, mem string, f func() int) int {
+	if cpu != "" {
+		out, err := os.Create(cpu)
+		if err == nil {
+			err = pprof.StartCPUProfile(out)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "benchtable: -cpuprofile:", err)
+			return 2
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			_ = out.Close()
+		}()
+	}
+	if mem != "" {
+		runtime.MemProfileRate = 64 << 10
+	}
+	code := f()
+	if mem != "" {
+		out, err := os.Create(mem)
+		if err == nil {
+			err = pprof.Lookup("allocs").WriteTo(out, 0)
+			_ = out.Close()
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "benchtable: -memprofile:", err)
+			return 2
+		}
+	}
+	return code
 }
 
 func parseSizes(s string) ([]int, error) {
