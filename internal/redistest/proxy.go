@@ -27,7 +27,16 @@ type Proxy struct {
 	blackholed bool
 	closed     bool
 	conns      map[*proxyConn]struct{}
+
+	// rate limits what the proxy forwards from the target to clients, in
+	// bytes per second; 0 is no limit.
+	rate atomic.Int64
 }
+
+// Throttle limits what the proxy forwards from the target to its clients to
+// bytesPerSecond, in chunks of at most 4 KiB, like a slow link; 0 lifts the
+// limit.
+func (p *Proxy) Throttle(bytesPerSecond int64) { p.rate.Store(bytesPerSecond) }
 
 // proxyConn is one client connection and, unless it was accepted while the
 // proxy was blackholed, its connection to the target.
@@ -174,7 +183,7 @@ func (p *Proxy) handle(client net.Conn) {
 	}()
 
 	if c.server == nil {
-		pipe(c, client, nil)
+		pipe(c, client, nil, nil)
 		return
 	}
 	done := make(chan struct{})
@@ -182,20 +191,31 @@ func (p *Proxy) handle(client net.Conn) {
 	go func() {
 		defer p.wg.Done()
 		defer close(done)
-		pipe(c, c.server, client)
+		pipe(c, c.server, client, &p.rate)
 		c.close()
 	}()
-	pipe(c, client, c.server)
+	pipe(c, client, c.server, nil)
 	c.close()
 	<-done
 }
 
 // pipe copies from src to dst until src fails, discarding what it reads
-// once c is dead (or always, when dst is nil).
-func pipe(c *proxyConn, src io.Reader, dst io.Writer) {
+// once c is dead (or always, when dst is nil), at most *rate bytes a second
+// when rate is not nil and not 0.
+func pipe(c *proxyConn, src io.Reader, dst io.Writer, rate *atomic.Int64) {
 	buf := make([]byte, 32*1024)
 	for {
-		n, err := src.Read(buf)
+		chunk := buf
+		var limit int64
+		if rate != nil {
+			if limit = rate.Load(); limit > 0 {
+				chunk = buf[:4096]
+			}
+		}
+		n, err := src.Read(chunk)
+		if limit > 0 && n > 0 {
+			time.Sleep(time.Duration(int64(n) * int64(time.Second) / limit))
+		}
 		if n > 0 && dst != nil && !c.dead.Load() {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
