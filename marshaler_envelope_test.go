@@ -500,15 +500,14 @@ func FuzzJSONEnvelopeUnmarshal(f *testing.F) {
 // FuzzJSONEnvelopeRoundTrip checks that Marshal takes every payload, that
 // the body is valid UTF-8 JSON a TypeScript peer can parse, and that
 // Unmarshal gives the payload back: compacted when it is JSON, byte for byte
-// otherwise.
+// otherwise. (Payloads at the nesting limit, too large to fuzz quickly, are
+// TestMarshalersDecodeWhatTheyEncode's.)
 func FuzzJSONEnvelopeRoundTrip(f *testing.F) {
 	for _, c := range envelopeGoldenCases {
 		f.Add(c.topic, []byte(c.payload))
 	}
 	for _, payload := range []string{
-		"x", "\x00", "\xff", `"\ud800"`, " 1 ", "1 2", `{"a":`, "\"\xff\"",
-		strings.Repeat("[", 9999) + strings.Repeat("]", 9999),
-		strings.Repeat("[", 10000) + strings.Repeat("]", 10000),
+		"x", "\x00", "\xff", `"\ud800"`, " 1 ", "1 2", `{"a":`, "\"\xff\"", "[[[1]]]",
 	} {
 		f.Add("t:id", []byte(payload))
 	}
