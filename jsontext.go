@@ -3,7 +3,6 @@ package redispubsub
 import (
 	"bytes"
 	"encoding/json"
-	"strings"
 	"unicode/utf8"
 )
 
@@ -168,35 +167,38 @@ func jsonStringEquals[T jsonText](raw T, s string) bool {
 	if indexBackslash(raw) < 0 {
 		return false
 	}
-	u, ok := unquoteJSONString(raw)
+	u, ok := unquoteJSONString(string(raw))
 	return ok && u == s
 }
 
 // unquoteJSONString returns the string denoted by the JSON string literal raw
 // (quotes included); lone surrogate escapes become U+FFFD. A literal without
-// escapes is taken as it is (an unvalidated one too); ok is false when raw is
-// not a quoted string or its escapes are invalid.
-func unquoteJSONString[T jsonText](raw T) (s string, ok bool) {
+// escapes is taken as it is (an unvalidated one too), as a substring of raw;
+// ok is false when raw is not a quoted string or its escapes are invalid.
+func unquoteJSONString(raw string) (string, bool) {
 	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
 		return "", false
 	}
 	if indexBackslash(raw) < 0 {
-		return string(raw[1 : len(raw)-1]), true
+		return raw[1 : len(raw)-1], true
 	}
+	return unescapeJSONString(raw)
+}
+
+// unescapeJSONString is unquoteJSONString for a literal with escapes, apart
+// so that the variable json.Unmarshal writes to is only allocated here.
+func unescapeJSONString(raw string) (string, bool) {
+	var s string
 	if err := json.Unmarshal([]byte(raw), &s); err != nil {
 		return "", false
 	}
 	return s, true
 }
 
-// indexBackslash returns the index of the first '\\' in b, or -1.
+// indexBackslash returns the index of the first '\\' in b, or -1. A plain
+// loop, for the short member names and values it looks at (boxing b to call
+// bytes.IndexByte or strings.IndexByte would allocate).
 func indexBackslash[T jsonText](b T) int {
-	switch b := any(b).(type) {
-	case string:
-		return strings.IndexByte(b, '\\')
-	case []byte:
-		return bytes.IndexByte(b, '\\')
-	}
 	for i := 0; i < len(b); i++ {
 		if b[i] == '\\' {
 			return i

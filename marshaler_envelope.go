@@ -241,7 +241,7 @@ func (JSONEnvelopeMarshaler) Unmarshal(_ string, body []byte) (*message.Message,
 	switch {
 	case len(uuidRaw) == 0 || uuidRaw[0] == 'n':
 	case uuidRaw[0] == '"':
-		uuid, _ = unquoteJSONString(uuidRaw)
+		uuid, _ = unquoteJSONString(string(uuidRaw))
 	default:
 		return nil, fmt.Errorf("%w: uuid is a JSON %s, want a string", ErrMalformedMessage, jsonKind(uuidRaw[0]))
 	}
@@ -274,7 +274,7 @@ func (JSONEnvelopeMarshaler) Unmarshal(_ string, body []byte) (*message.Message,
 	}
 	for j := skipJSONSpace(metadataRaw, 1); j < len(metadataRaw) && metadataRaw[j] == '"'; {
 		keyEnd := endOfJSONString(metadataRaw, j)
-		key, _ := unquoteJSONString(metadataRaw[j:keyEnd])
+		key, _ := unquoteJSONString(string(metadataRaw[j:keyEnd]))
 		j = skipJSONSpace(metadataRaw, keyEnd)
 		j = skipJSONSpace(metadataRaw, j+1) // ':'
 		valueEnd := endOfJSONValue(metadataRaw, j)
@@ -282,7 +282,7 @@ func (JSONEnvelopeMarshaler) Unmarshal(_ string, body []byte) (*message.Message,
 			return nil, fmt.Errorf("%w: metadata value for key %q is a JSON %s, want a string",
 				ErrMalformedMessage, key, jsonKind(metadataRaw[j]))
 		}
-		msg.Metadata[key], _ = unquoteJSONString(metadataRaw[j:valueEnd])
+		msg.Metadata[key], _ = unquoteJSONString(string(metadataRaw[j:valueEnd]))
 		j = skipJSONSpace(metadataRaw, valueEnd)
 		if j < len(metadataRaw) && metadataRaw[j] == ',' {
 			j = skipJSONSpace(metadataRaw, j+1)
@@ -304,8 +304,8 @@ func decodeBase64Payload(raw []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: payload_encoding is base64 but payload is %s, want a string", ErrMalformedMessage, kind)
 	}
 	text := raw[1 : len(raw)-1]
-	if indexBackslash(text) >= 0 { // base64 needs no escapes, but a producer may write some
-		s, _ := unquoteJSONString(raw)
+	if bytes.IndexByte(text, '\\') >= 0 { // base64 needs no escapes, but a producer may write some
+		s, _ := unquoteJSONString(string(raw))
 		text = []byte(s)
 	}
 	payload := make([]byte, base64.StdEncoding.DecodedLen(len(text)))
