@@ -135,20 +135,8 @@ func (c *jsonChecker) object() bool {
 		if !c.value() {
 			return false
 		}
-		c.skipSpace()
-		if c.i >= len(c.b) {
-			return false
-		}
-		switch c.b[c.i] {
-		case ',':
-			c.i++
-			c.skipSpace()
-		case '}':
-			c.i++
-			c.depth--
-			return true
-		default:
-			return false
+		if more, ok := c.next('}'); !more {
+			return ok
 		}
 	}
 }
@@ -168,21 +156,31 @@ func (c *jsonChecker) array() bool {
 		if !c.value() {
 			return false
 		}
+		if more, ok := c.next(']'); !more {
+			return ok
+		}
+	}
+}
+
+// next reads what follows a member or element of the object or array that
+// closing ends: a ',' before the next one (more), or closing, which ends it
+// (ok); anything else is invalid.
+func (c *jsonChecker) next(closing byte) (more, ok bool) {
+	c.skipSpace()
+	if c.i >= len(c.b) {
+		return false, false
+	}
+	switch c.b[c.i] {
+	case ',':
+		c.i++
 		c.skipSpace()
-		if c.i >= len(c.b) {
-			return false
-		}
-		switch c.b[c.i] {
-		case ',':
-			c.i++
-			c.skipSpace()
-		case ']':
-			c.i++
-			c.depth--
-			return true
-		default:
-			return false
-		}
+		return true, true
+	case closing:
+		c.i++
+		c.depth--
+		return false, true
+	default:
+		return false, false
 	}
 }
 

@@ -180,15 +180,13 @@ func (f payloadForm) append(b, payload []byte) []byte {
 	case payloadJSON:
 		return append(b, payload...)
 	case payloadSpacedJSON:
-		if compact, err := appendCompactJSON(b, payload); err == nil {
-			return compact
-		}
-		// Unreachable: checkJSON agrees with json.Compact. Still carry it.
+		return appendCompactJSON(b, payload)
+	default:
+		b = append(b, '"')
+		b = base64.StdEncoding.AppendEncode(b, payload)
+		b = append(b, '"')
+		return append(b, base64Encoding...)
 	}
-	b = append(b, '"')
-	b = base64.StdEncoding.AppendEncode(b, payload)
-	b = append(b, '"')
-	return append(b, base64Encoding...)
 }
 
 // Unmarshal implements Marshaler.
