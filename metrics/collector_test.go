@@ -59,12 +59,12 @@ func TestCollectorReadsRealStats(t *testing.T) {
 
 	got := gather(t, registry)
 	want := map[string]float64{
-		`redispubsub_publisher_published_total{name="orders"}`:      3,
-		`redispubsub_publisher_no_subscribers_total{name="orders"}`: 0,
-		`redispubsub_publisher_failed_total{name="orders"}`:         0,
-		`redispubsub_publisher_published_total{name="audit"}`:       1,
-		`redispubsub_publisher_no_subscribers_total{name="audit"}`:  1,
-		`redispubsub_publisher_failed_total{name="audit"}`:          0,
+		`redispubsub_publisher_published_total{name="orders"}`:        3,
+		`redispubsub_publisher_no_subscribers_total{name="orders"}`:   0,
+		`redispubsub_publisher_failed_total{name="orders"}`:           0,
+		`redispubsub_publisher_published_total{name="audit"}`:         1,
+		`redispubsub_publisher_no_subscribers_total{name="audit"}`:    1,
+		`redispubsub_publisher_failed_total{name="audit"}`:            0,
 		`redispubsub_subscriber_received_total{name="orders"}`:        3,
 		`redispubsub_subscriber_decode_failures_total{name="orders"}`: 0,
 		`redispubsub_subscriber_delivered_total{name="orders"}`:       4,
