@@ -6,12 +6,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/alkdev/watermill-redispubsub/internal/bench"
 )
 
 const benchUsage = `Usage: redispubsub bench [flags]
@@ -22,8 +23,9 @@ throughput, latency and subscribe time, one progress line per measurement on
 standard error, then the table with the ratio adapter / raw go-redis on
 standard output. Every channel (and key) it uses starts with
 PREFIX + "redispubsub-bench:<random>:", so it never touches your events; it
-deletes what it created. Each measurement publishes for --duration; the run
-stops after --max-time (or Ctrl-C) with the table of what was measured.
+deletes what it created. A throughput measurement takes --rounds rounds of
+--duration each (the table shows the median); the run stops after --max-time
+(or Ctrl-C) with the table of what was measured.
 --systems picks the marshalers measured; --marshaler plays no part.
 
 Flags:
@@ -38,66 +40,32 @@ Examples:
 // defaultBenchCases leave out the cases that subscribe 100,000 topics.
 const defaultBenchCases = "e2e-batch,e2e-parallel,publish,latency,subscribe"
 
-// benchConfig is what the bench command asks of the benchmark.
-type benchConfig struct {
-	// NewClient returns a new client of the Redis under test; the benchmark
-	// closes it.
-	NewClient func() redis.UniversalClient
-	// Prefix starts every channel and key of the benchmark.
-	Prefix string
-	// Sizes are the payload sizes in bytes.
-	Sizes []int
-	// Duration is how long each throughput measurement publishes.
-	Duration time.Duration
-	// Cases and Systems select rows and columns by id; nil: all.
-	Cases, Systems []string
-	// Progress receives a line per measurement as it ends.
-	Progress io.Writer
-}
-
-// benchReport is the benchmark's outcome.
-type benchReport interface {
-	// WriteTable writes the markdown table with the ratio adapter / raw
-	// go-redis.
-	WriteTable(w io.Writer) error
-	// Failed reports whether a measurement failed.
-	Failed() bool
-}
-
-// benchRun runs the benchmark: internal/bench's Run. Like it, it returns a
-// report of what was measured also when ctx ends first, with ctx's error.
-// Nil until internal/bench is wired in (bench_run.go).
-var benchRun func(ctx context.Context, cfg benchConfig) (benchReport, error)
-
 func runBench(ctx context.Context, c *console, o options, args []string) int {
 	fs := newFlagSet("redispubsub bench", benchUsage, benchExample)
 	o.register(fs)
 	sizes := fs.String("sizes", "256,4096", "payload sizes in bytes, comma-separated")
-	cases := fs.String("cases", defaultBenchCases, "cases to run, comma-separated")
-	systems := fs.String("systems", "go-redis,adapter", "columns, comma-separated: go-redis, adapter, adapter-rawjson, adapter-msgpack, redisstream, gochannel")
-	duration := fs.Duration("duration", time.Second, "how long each throughput measurement publishes")
+	cases := fs.String("cases", defaultBenchCases, "cases to run, comma-separated, of "+strings.Join(bench.CaseIDs(), ","))
+	systems := fs.String("systems", "go-redis,adapter", "columns, comma-separated, of "+strings.Join(bench.SystemIDs(), ","))
+	duration := fs.Duration("duration", 0, "how long each round of a throughput measurement publishes (0: 300ms)")
+	rounds := fs.Int("rounds", 0, "rounds of each throughput measurement, the table shows the median (0: 3)")
 	maxTime := fs.Duration("max-time", 5*time.Minute, "bound of the whole run")
 	pos, code := c.parse(fs, args, false)
 	if code >= 0 {
 		return code
 	}
-	cfg := benchConfig{Duration: *duration, Cases: split(*cases), Systems: split(*systems), Progress: c.stderr}
+	cfg := bench.Config{Duration: *duration, Rounds: *rounds, Cases: split(*cases), Systems: split(*systems), Progress: c.stderr}
 	var err error
 	switch cfg.Sizes, err = parseSizes(*sizes); {
 	case err != nil:
 	case len(pos) > 0:
 		err = fmt.Errorf("unexpected argument %q", pos[0])
-	case *duration <= 0 || *maxTime <= 0:
-		err = errors.New("--duration and --max-time must be positive")
+	case *duration < 0 || *rounds < 0 || *maxTime <= 0:
+		err = errors.New("--duration and --rounds must not be negative, --max-time must be positive")
 	default:
 		err = o.check()
 	}
 	if err != nil {
 		return c.usageError(fs.Name(), err)
-	}
-	if benchRun == nil {
-		fmt.Fprintf(c.stderr, "%s: not available in this build\n", fs.Name())
-		return exitFail
 	}
 	client, err := o.connect(ctx) // a clear error before anything starts
 	if err != nil {
@@ -114,7 +82,7 @@ func runBench(ctx context.Context, c *console, o options, args []string) int {
 
 	ctx, cancel := context.WithTimeout(ctx, *maxTime)
 	defer cancel()
-	rep, err := benchRun(ctx, cfg)
+	rep, err := bench.Run(ctx, cfg)
 	if rep != nil {
 		if werr := rep.WriteTable(c.stdout); werr != nil {
 			fmt.Fprintf(c.stderr, "%s: %v\n", fs.Name(), werr)
@@ -131,11 +99,23 @@ func runBench(ctx context.Context, c *console, o options, args []string) int {
 	case err != nil:
 		fmt.Fprintf(c.stderr, "%s: %v\n", fs.Name(), err)
 		return exitFail
-	case rep.Failed():
+	case failed(rep):
 		fmt.Fprintf(c.stderr, "%s: a measurement failed; see the table\n", fs.Name())
 		return exitFail
 	}
 	return exitOK
+}
+
+// failed reports whether a measurement of rep failed.
+func failed(rep *bench.Report) bool {
+	for _, row := range rep.Rows {
+		for _, v := range row.Values {
+			if v.Err != nil {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func parseSizes(s string) ([]int, error) {

@@ -63,6 +63,7 @@ func TestNoRedis(t *testing.T) {
 	for _, args := range [][]string{
 		{"tail", "-u", url, "--timeout", "2s", "orders"},
 		{"publish", "-u", url, "--timeout", "2s", "orders", "{}"},
+		{"bench", "-u", url, "--timeout", "2s"},
 	} {
 		t.Run(args[0], func(t *testing.T) {
 			r := runCLI(t, "{}\n", args...)
