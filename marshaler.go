@@ -2,6 +2,7 @@ package redispubsub
 
 import (
 	"errors"
+	"slices"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 )
@@ -16,9 +17,11 @@ import (
 //
 //   - [JSONEnvelopeMarshaler] (the default): a JSON object carrying type, id,
 //     payload, uuid and metadata, wire-compatible with the TypeScript Redis
-//     event targets. The payload must be JSON.
+//     event targets. It carries every payload: JSON embedded as it is, any
+//     other bytes as a base64 string marked "payload_encoding":"base64".
 //   - [RawJSONMarshaler]: the body is the JSON payload alone, as published by
-//     graphql-yoga's createPubSub. UUID and metadata are not transmitted.
+//     graphql-yoga's createPubSub. UUID and metadata are not transmitted, and
+//     a payload that is not JSON is refused.
 //   - [MsgpackMarshaler]: binary-safe; round-trips any payload bytes, the UUID
 //     and the metadata exactly. Only Go peers speak it.
 type Marshaler interface {
@@ -38,9 +41,21 @@ type Marshaler interface {
 var ErrMalformedMessage = errors.New("redispubsub: malformed message body")
 
 // ErrPayloadNotJSON is wrapped (together with the message UUID and the syntax
-// error) by the JSON marshalers' Marshal when the message payload is not valid
-// UTF-8 JSON. Payloads that are not JSON need MsgpackMarshaler.
-var ErrPayloadNotJSON = errors.New("redispubsub: payload is not valid JSON; use MsgpackMarshaler for binary payloads")
+// error) by RawJSONMarshaler's Marshal when the message payload is not valid
+// UTF-8 JSON, since its body is the payload alone. The default
+// JSONEnvelopeMarshaler and MsgpackMarshaler carry any payload.
+var ErrPayloadNotJSON = errors.New("redispubsub: payload is not valid JSON; " +
+	"RawJSONMarshaler carries only JSON, JSONEnvelopeMarshaler and MsgpackMarshaler carry any payload")
+
+// appendSortedMetadataKeys appends the keys of md to keys and sorts them in
+// increasing order.
+func appendSortedMetadataKeys(keys []string, md message.Metadata) []string {
+	for k := range md {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
 
 // errNilMessage is returned by Marshal for a nil *message.Message.
 var errNilMessage = errors.New("redispubsub: cannot marshal a nil message")

@@ -1,6 +1,7 @@
 package redispubsub_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 
@@ -140,4 +141,44 @@ func TestNaiveEnvelopeDiffersOnlyInHTMLEscaping(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(ours), `"a<b"`)
 	require.Contains(t, string(naive), `"a\u003cb"`)
+}
+
+// BenchmarkJSONEnvelopeMarshalPayloads encodes the benchmark message with its
+// payload in the shapes the envelope treats differently: compact JSON
+// (embedded as is), indented JSON (compacted) and bytes that are not JSON
+// (base64).
+func BenchmarkJSONEnvelopeMarshalPayloads(b *testing.B) {
+	var indented bytes.Buffer
+	require.NoError(b, json.Indent(&indented, []byte(benchPayload), "", "  "))
+	binary := make([]byte, len(benchPayload))
+	for i := range binary {
+		binary[i] = byte(i * 7)
+	}
+	type payloadCase struct {
+		name    string
+		payload []byte
+	}
+	cases := []payloadCase{
+		{"compact", []byte(benchPayload)},
+		{"indented", indented.Bytes()},
+		{"binary", binary},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			msg := benchMessage()
+			msg.Payload = c.payload
+			var m redispubsub.JSONEnvelopeMarshaler
+			body, err := m.Marshal(benchTopic, msg)
+			if err != nil {
+				b.Skip(err)
+			}
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := m.Marshal(benchTopic, msg); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -2,21 +2,23 @@ package redispubsub
 
 import (
 	"bytes"
-	"encoding/json"
-	"errors"
+	"encoding/base64"
 	"fmt"
-	"slices"
 	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 )
 
-// JSONEnvelopeMarshaler is the default Marshaler. Its body is a compact JSON
-// object, wire-compatible with the TypeScript Redis event targets, with its
-// keys in this order:
+// JSONEnvelopeMarshaler is the default Marshaler. It carries every Watermill
+// payload. Its body is a compact JSON object, wire-compatible with the
+// TypeScript Redis event targets, with its keys in this order:
 //
 //	{"type":"call.responded","id":"uuid-123","payload":{"ok":true},"uuid":"<watermill uuid>","metadata":{"k":"v"}}
+//
+// and, for a payload that is not JSON,
+//
+//	{"type":"file.uploaded","payload":"AAEC/w==","payload_encoding":"base64","uuid":"<watermill uuid>"}
 //
 // Marshal guarantees:
 //
@@ -26,11 +28,18 @@ import (
 //     the body a TypeScript peer publishes for the same event: it dispatches
 //     detail {type, id, payload} with an undefined id, and JSON.stringify drops
 //     undefined properties.
-//   - "payload" is the message payload embedded as JSON, compacted (insignificant
-//     whitespace removed) but otherwise byte for byte as given: it is not
+//   - "payload" is the message payload embedded as JSON when it is valid UTF-8
+//     JSON nested at most 9,999 levels deep: compacted (insignificant
+//     whitespace removed) but otherwise byte for byte as given. It is not
 //     re-serialised, so numbers, escapes and key order stay as the publisher
-//     wrote them. An empty payload is null. A payload that is not valid UTF-8
-//     JSON is refused with an error wrapping ErrPayloadNotJSON.
+//     wrote them. An empty payload is null.
+//   - Any other payload (text, protobuf, any bytes, invalid UTF-8, JSON nested
+//     10,000 levels or deeper, which encoding/json and so the decoder would
+//     refuse inside the envelope) is a JSON string holding its standard
+//     base64 encoding with padding (RFC 4648 section 4, what Node's
+//     Buffer.toString("base64") writes), and is followed by the member
+//     "payload_encoding":"base64". Decoding gives back its exact bytes.
+//     Marshal never refuses a payload.
 //   - "uuid" is omitted when the message UUID is empty, "metadata" when the
 //     message has no metadata. Metadata keys are written in sorted order.
 //   - Strings are escaped as JavaScript's JSON.stringify escapes them: only
@@ -40,7 +49,10 @@ import (
 //
 // So for a topic and message whose payload is compact JSON as JSON.stringify
 // writes it, the body equals byte for byte what JSON.stringify gives for
-// {type, id, payload, uuid, metadata} with the same (sorted) metadata.
+// {type, id, payload, uuid, metadata} with the same (sorted) metadata; for
+// other payloads, what it gives for {type, id, payload: base64,
+// payload_encoding: "base64", uuid, metadata}. Every body Marshal returns,
+// Unmarshal accepts.
 //
 // Unmarshal accepts what a TypeScript peer sends:
 //
@@ -49,6 +61,10 @@ import (
 //   - a missing "payload" is null; otherwise the message payload is a copy
 //     of the raw JSON text of "payload" (with the body's whitespace inside it,
 //     if any), never a re-serialisation;
+//   - with "payload_encoding":"base64" (in any position), "payload" must be a
+//     string holding standard base64 with padding, and the message payload is
+//     the bytes it encodes; a missing or null "payload_encoding" means the
+//     payload is JSON;
 //   - a missing, null or empty "uuid" gets a fresh watermill.NewUUID();
 //   - a missing or null "metadata" gives empty metadata;
 //   - "type", "id" and unknown members are ignored: the channel, not the body,
@@ -57,22 +73,29 @@ import (
 //     JavaScript's JSON.parse, a repeated member replaces the earlier one.
 //
 // It returns an error wrapping ErrMalformedMessage, saying what was wrong,
-// when the body is not valid UTF-8 JSON, is not an object (or null), "uuid" is
-// not a string, "metadata" is not an object, or a metadata value is not a
-// string (also one that a later member of the same name would replace).
+// when the body is not valid UTF-8 JSON (nested at most 10,000 levels, as
+// encoding/json accepts), is not an object (or null), "uuid" is not a
+// string, "metadata" is not an object, a metadata value is not a string
+// (also one that a later member of the same name would replace),
+// "payload_encoding" is neither null nor "base64", or a base64 "payload" is
+// not a string of valid base64.
 //
 // The zero value is ready to use and safe for concurrent use.
 type JSONEnvelopeMarshaler struct{}
 
-// Marshal implements Marshaler.
+// base64Encoding is the member that follows a base64 payload.
+const base64Encoding = `,"payload_encoding":"base64"`
+
+// Marshal implements Marshaler. It fails only for a nil message.
 func (JSONEnvelopeMarshaler) Marshal(topic string, msg *message.Message) ([]byte, error) {
 	if msg == nil {
 		return nil, errNilMessage
 	}
 	eventType, id := SplitTopic(topic)
+	form := envelopePayloadForm(msg.Payload)
 
 	size := len(`{"type":"","id":"","payload":,"uuid":"","metadata":{}}`) +
-		len(eventType) + len(id) + len(msg.Payload) + len(msg.UUID) + len("null")
+		len(eventType) + len(id) + form.size(len(msg.Payload)) + len(msg.UUID)
 	for k, v := range msg.Metadata {
 		size += len(k) + len(v) + len(`"":"",`)
 	}
@@ -85,10 +108,7 @@ func (JSONEnvelopeMarshaler) Marshal(topic string, msg *message.Message) ([]byte
 		b = appendJSONString(b, id)
 	}
 	b = append(b, `,"payload":`...)
-	b, err := appendJSONPayload(b, msg.Payload)
-	if err != nil {
-		return nil, fmt.Errorf("%w (message %q: %v)", ErrPayloadNotJSON, msg.UUID, err)
-	}
+	b = form.append(b, msg.Payload)
 	if msg.UUID != "" {
 		b = append(b, `,"uuid":`...)
 		b = appendJSONString(b, msg.UUID)
@@ -107,6 +127,66 @@ func (JSONEnvelopeMarshaler) Marshal(topic string, msg *message.Message) ([]byte
 		b = append(b, '}')
 	}
 	return append(b, '}'), nil
+}
+
+// payloadForm is how the envelope writes a payload.
+type payloadForm int
+
+const (
+	payloadNull       payloadForm = iota // empty: null
+	payloadJSON                          // compact JSON: as it is
+	payloadSpacedJSON                    // JSON with whitespace: compacted
+	payloadBase64                        // anything else: a base64 string
+)
+
+// envelopePayloadForm says how the envelope writes payload. JSON is embedded
+// only when the body stays within the decoder's depth limit.
+func envelopePayloadForm(payload []byte) payloadForm {
+	if len(payload) == 0 {
+		return payloadNull
+	}
+	if !utf8.Valid(payload) {
+		return payloadBase64
+	}
+	switch ok, hasSpace := checkJSON(payload, maxJSONDepth-1); {
+	case !ok:
+		return payloadBase64
+	case hasSpace:
+		return payloadSpacedJSON
+	default:
+		return payloadJSON
+	}
+}
+
+// size returns at least the number of bytes that append adds for a payload
+// of n bytes.
+func (f payloadForm) size(n int) int {
+	switch f {
+	case payloadNull:
+		return len("null")
+	case payloadBase64:
+		return len(`""`) + base64.StdEncoding.EncodedLen(n) + len(base64Encoding)
+	default:
+		return n
+	}
+}
+
+// append appends payload to b in the form f: the "payload" value and, for
+// base64, the "payload_encoding" member after it.
+func (f payloadForm) append(b, payload []byte) []byte {
+	switch f {
+	case payloadNull:
+		return append(b, "null"...)
+	case payloadJSON:
+		return append(b, payload...)
+	case payloadSpacedJSON:
+		return appendCompactJSON(b, payload)
+	default:
+		b = append(b, '"')
+		b = base64.StdEncoding.AppendEncode(b, payload)
+		b = append(b, '"')
+		return append(b, base64Encoding...)
+	}
 }
 
 // Unmarshal implements Marshaler.
@@ -129,7 +209,7 @@ func (JSONEnvelopeMarshaler) Unmarshal(_ string, body []byte) (*message.Message,
 
 	// The body is valid JSON, so the scan below only has to find where
 	// members and values end; it never has to report a syntax error.
-	var payload, uuidRaw, metadataRaw []byte
+	var payload, encodingRaw, uuidRaw, metadataRaw []byte
 	for i = skipJSONSpace(body, i+1); i < len(body) && body[i] == '"'; {
 		keyEnd := endOfJSONString(body, i)
 		key := body[i:keyEnd]
@@ -140,6 +220,8 @@ func (JSONEnvelopeMarshaler) Unmarshal(_ string, body []byte) (*message.Message,
 		switch {
 		case jsonStringEquals(key, "payload"):
 			payload = value
+		case jsonStringEquals(key, "payload_encoding"):
+			encodingRaw = value
 		case jsonStringEquals(key, "uuid"):
 			uuidRaw = value
 		case jsonStringEquals(key, "metadata"):
@@ -157,7 +239,7 @@ func (JSONEnvelopeMarshaler) Unmarshal(_ string, body []byte) (*message.Message,
 	switch {
 	case len(uuidRaw) == 0 || uuidRaw[0] == 'n':
 	case uuidRaw[0] == '"':
-		uuid = unquoteJSONString(uuidRaw)
+		uuid, _ = unquoteJSONString(string(uuidRaw))
 	default:
 		return nil, fmt.Errorf("%w: uuid is a JSON %s, want a string", ErrMalformedMessage, jsonKind(uuidRaw[0]))
 	}
@@ -165,10 +247,20 @@ func (JSONEnvelopeMarshaler) Unmarshal(_ string, body []byte) (*message.Message,
 		uuid = watermill.NewUUID()
 	}
 
-	if payload == nil {
-		payload = nullPayload()
-	} else {
-		payload = bytes.Clone(payload)
+	switch {
+	case len(encodingRaw) == 0 || encodingRaw[0] == 'n':
+		if payload == nil {
+			payload = nullPayload()
+		} else {
+			payload = bytes.Clone(payload)
+		}
+	case jsonStringEquals(encodingRaw, "base64"):
+		var err error
+		if payload, err = decodeBase64Payload(payload); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf(`%w: payload_encoding is %.40s, want "base64" or null`, ErrMalformedMessage, encodingRaw)
 	}
 	msg := message.NewMessage(uuid, payload)
 
@@ -180,7 +272,7 @@ func (JSONEnvelopeMarshaler) Unmarshal(_ string, body []byte) (*message.Message,
 	}
 	for j := skipJSONSpace(metadataRaw, 1); j < len(metadataRaw) && metadataRaw[j] == '"'; {
 		keyEnd := endOfJSONString(metadataRaw, j)
-		key := unquoteJSONString(metadataRaw[j:keyEnd])
+		key, _ := unquoteJSONString(string(metadataRaw[j:keyEnd]))
 		j = skipJSONSpace(metadataRaw, keyEnd)
 		j = skipJSONSpace(metadataRaw, j+1) // ':'
 		valueEnd := endOfJSONValue(metadataRaw, j)
@@ -188,7 +280,7 @@ func (JSONEnvelopeMarshaler) Unmarshal(_ string, body []byte) (*message.Message,
 			return nil, fmt.Errorf("%w: metadata value for key %q is a JSON %s, want a string",
 				ErrMalformedMessage, key, jsonKind(metadataRaw[j]))
 		}
-		msg.Metadata[key] = unquoteJSONString(metadataRaw[j:valueEnd])
+		msg.Metadata[key], _ = unquoteJSONString(string(metadataRaw[j:valueEnd]))
 		j = skipJSONSpace(metadataRaw, valueEnd)
 		if j < len(metadataRaw) && metadataRaw[j] == ',' {
 			j = skipJSONSpace(metadataRaw, j+1)
@@ -199,491 +291,30 @@ func (JSONEnvelopeMarshaler) Unmarshal(_ string, body []byte) (*message.Message,
 	return msg, nil
 }
 
+// decodeBase64Payload returns the bytes that the base64 "payload" value raw
+// (raw JSON, nil when the member is missing) encodes.
+func decodeBase64Payload(raw []byte) ([]byte, error) {
+	if len(raw) == 0 || raw[0] != '"' {
+		kind := "missing"
+		if len(raw) > 0 {
+			kind = "a JSON " + jsonKind(raw[0])
+		}
+		return nil, fmt.Errorf("%w: payload_encoding is base64 but payload is %s, want a string", ErrMalformedMessage, kind)
+	}
+	text := raw[1 : len(raw)-1]
+	if bytes.IndexByte(text, '\\') >= 0 { // base64 needs no escapes, but a producer may write some
+		s, _ := unquoteJSONString(string(raw))
+		text = []byte(s)
+	}
+	payload := make([]byte, base64.StdEncoding.DecodedLen(len(text)))
+	n, err := base64.StdEncoding.Decode(payload, text)
+	if err != nil {
+		return nil, fmt.Errorf("%w: payload is not valid base64: %v", ErrMalformedMessage, err)
+	}
+	return payload[:n], nil
+}
+
 // nullPayload returns a fresh payload holding the JSON null.
 func nullPayload() message.Payload {
 	return message.Payload("null")
-}
-
-// validateJSONBody returns an error wrapping ErrMalformedMessage unless body
-// is a single valid JSON value encoded as valid UTF-8.
-func validateJSONBody(body []byte) error {
-	if !utf8.Valid(body) {
-		return fmt.Errorf("%w: body is not valid UTF-8", ErrMalformedMessage)
-	}
-	if ok, _ := checkJSON(body); !ok {
-		return fmt.Errorf("%w: body is not valid JSON: %v", ErrMalformedMessage, jsonSyntaxError(body))
-	}
-	return nil
-}
-
-// validateJSONPayload returns nil if payload is a single valid JSON value
-// encoded as valid UTF-8, else an error saying what is wrong.
-func validateJSONPayload(payload []byte) error {
-	if !utf8.Valid(payload) {
-		return errors.New("payload is not valid UTF-8")
-	}
-	if ok, _ := checkJSON(payload); !ok {
-		return jsonSyntaxError(payload)
-	}
-	return nil
-}
-
-// jsonSyntaxError returns encoding/json's description of what is wrong with
-// the invalid JSON text b. It is only called once b is known to be invalid.
-func jsonSyntaxError(b []byte) error {
-	if err := json.Unmarshal(b, new(json.RawMessage)); err != nil {
-		return err
-	}
-	return errors.New("invalid JSON") // unreachable: checkJSON agrees with json.Valid
-}
-
-// appendJSONPayload appends payload to b as a compact JSON value, or null when
-// payload is empty. It fails when payload is not valid UTF-8 JSON.
-func appendJSONPayload(b, payload []byte) ([]byte, error) {
-	if len(payload) == 0 {
-		return append(b, "null"...), nil
-	}
-	if !utf8.Valid(payload) {
-		return nil, errors.New("payload is not valid UTF-8")
-	}
-	ok, hasSpace := checkJSON(payload)
-	if !ok {
-		return nil, jsonSyntaxError(payload)
-	}
-	if !hasSpace {
-		return append(b, payload...), nil
-	}
-	return appendCompactJSON(b, payload), nil
-}
-
-// appendCompactJSON appends the valid JSON text src to dst without the
-// whitespace outside its strings, as json.Compact does.
-func appendCompactJSON(dst, src []byte) []byte {
-	inString := false
-	for i := 0; i < len(src); i++ {
-		c := src[i]
-		if inString {
-			dst = append(dst, c)
-			switch c {
-			case '\\':
-				if i+1 < len(src) {
-					i++
-					dst = append(dst, src[i])
-				}
-			case '"':
-				inString = false
-			}
-			continue
-		}
-		switch c {
-		case ' ', '\t', '\n', '\r':
-			continue
-		case '"':
-			inString = true
-		}
-		dst = append(dst, c)
-	}
-	return dst
-}
-
-// maxJSONDepth is encoding/json's limit on nested arrays and objects; deeper
-// text is invalid for json.Valid, and so for checkJSON.
-const maxJSONDepth = 10000
-
-// checkJSON reports whether b is exactly one JSON value (RFC 8259) with
-// optional surrounding whitespace, accepting exactly what json.Valid accepts,
-// and whether b has whitespace outside strings (so that compacting it would
-// change it). Like json.Valid it does not check UTF-8. It is a direct
-// recursive-descent check, several times faster than json.Valid's
-// byte-at-a-time state machine.
-func checkJSON(b []byte) (valid, hasSpace bool) {
-	c := jsonChecker{b: b}
-	c.skipSpace()
-	if !c.value() {
-		return false, false
-	}
-	c.skipSpace()
-	return c.i == len(c.b), c.space
-}
-
-type jsonChecker struct {
-	b     []byte
-	i     int
-	depth int
-	space bool // whitespace seen outside strings
-}
-
-func (c *jsonChecker) skipSpace() {
-	if c.i < len(c.b) && c.b[c.i] > ' ' {
-		return // the common case in compact JSON
-	}
-	for c.i < len(c.b) {
-		switch c.b[c.i] {
-		case ' ', '\t', '\n', '\r':
-			c.i++
-			c.space = true
-		default:
-			return
-		}
-	}
-}
-
-func (c *jsonChecker) value() bool {
-	if c.i >= len(c.b) {
-		return false
-	}
-	switch c.b[c.i] {
-	case '{':
-		return c.object()
-	case '[':
-		return c.array()
-	case '"':
-		return c.string()
-	case 't':
-		return c.literal("true")
-	case 'f':
-		return c.literal("false")
-	case 'n':
-		return c.literal("null")
-	default:
-		return c.number()
-	}
-}
-
-func (c *jsonChecker) object() bool {
-	if c.depth++; c.depth > maxJSONDepth {
-		return false
-	}
-	c.i++ // '{'
-	c.skipSpace()
-	if c.i < len(c.b) && c.b[c.i] == '}' {
-		c.i++
-		c.depth--
-		return true
-	}
-	for {
-		if c.i >= len(c.b) || c.b[c.i] != '"' || !c.string() {
-			return false
-		}
-		c.skipSpace()
-		if c.i >= len(c.b) || c.b[c.i] != ':' {
-			return false
-		}
-		c.i++
-		c.skipSpace()
-		if !c.value() {
-			return false
-		}
-		c.skipSpace()
-		if c.i >= len(c.b) {
-			return false
-		}
-		switch c.b[c.i] {
-		case ',':
-			c.i++
-			c.skipSpace()
-		case '}':
-			c.i++
-			c.depth--
-			return true
-		default:
-			return false
-		}
-	}
-}
-
-func (c *jsonChecker) array() bool {
-	if c.depth++; c.depth > maxJSONDepth {
-		return false
-	}
-	c.i++ // '['
-	c.skipSpace()
-	if c.i < len(c.b) && c.b[c.i] == ']' {
-		c.i++
-		c.depth--
-		return true
-	}
-	for {
-		if !c.value() {
-			return false
-		}
-		c.skipSpace()
-		if c.i >= len(c.b) {
-			return false
-		}
-		switch c.b[c.i] {
-		case ',':
-			c.i++
-			c.skipSpace()
-		case ']':
-			c.i++
-			c.depth--
-			return true
-		default:
-			return false
-		}
-	}
-}
-
-// string checks the string starting at c.b[c.i] == '"'.
-func (c *jsonChecker) string() bool {
-	b := c.b
-	for i := c.i + 1; i < len(b); i++ {
-		switch ch := b[i]; {
-		case ch == '"':
-			c.i = i + 1
-			return true
-		case ch < 0x20:
-			return false
-		case ch == '\\':
-			i++
-			if i >= len(b) {
-				return false
-			}
-			switch b[i] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-			case 'u':
-				if i+4 >= len(b) || !isHex(b[i+1]) || !isHex(b[i+2]) || !isHex(b[i+3]) || !isHex(b[i+4]) {
-					return false
-				}
-				i += 4
-			default:
-				return false
-			}
-		}
-	}
-	return false
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-func (c *jsonChecker) literal(lit string) bool {
-	if !bytes.HasPrefix(c.b[c.i:], []byte(lit)) {
-		return false
-	}
-	c.i += len(lit)
-	return true
-}
-
-// number checks -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? at c.b[c.i].
-// What follows the number is for the caller to check.
-func (c *jsonChecker) number() bool {
-	b, i := c.b, c.i
-	if i < len(b) && b[i] == '-' {
-		i++
-	}
-	switch {
-	case i >= len(b):
-		return false
-	case b[i] == '0':
-		i++
-	case '1' <= b[i] && b[i] <= '9':
-		i = skipDigits(b, i+1)
-	default:
-		return false
-	}
-	if i < len(b) && b[i] == '.' {
-		start := i + 1
-		if i = skipDigits(b, start); i == start {
-			return false
-		}
-	}
-	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
-		i++
-		if i < len(b) && (b[i] == '+' || b[i] == '-') {
-			i++
-		}
-		start := i
-		if i = skipDigits(b, start); i == start {
-			return false
-		}
-	}
-	c.i = i
-	return true
-}
-
-func skipDigits(b []byte, i int) int {
-	for i < len(b) && '0' <= b[i] && b[i] <= '9' {
-		i++
-	}
-	return i
-}
-
-// appendSortedMetadataKeys appends the keys of md to keys and sorts them in
-// increasing order.
-func appendSortedMetadataKeys(keys []string, md message.Metadata) []string {
-	for k := range md {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
-
-const lowerHex = "0123456789abcdef"
-
-// appendJSONString appends s to b as a JSON string escaped exactly as
-// JavaScript's JSON.stringify escapes a string: '"' and '\\' are
-// backslash-escaped, control characters below U+0020 are written as \b, \t,
-// \n, \f, \r or \u00xx (lowercase hex), everything else as itself (no HTML
-// escaping, no escaping of U+2028 or U+2029). Each byte of s that is not part
-// of a valid UTF-8 sequence is written as U+FFFD.
-func appendJSONString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\t':
-				b = append(b, '\\', 't')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\r':
-				b = append(b, '\\', 'r')
-			default:
-				b = append(b, '\\', 'u', '0', '0', lowerHex[c>>4], lowerHex[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, "\uFFFD"...)
-			i++
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
-
-// The helpers below scan JSON that checkJSON accepted. They never report
-// syntax errors and stop at len(b) rather than index past it.
-
-// skipJSONSpace returns the index of the first non-whitespace byte of b at or
-// after i, or len(b).
-func skipJSONSpace(b []byte, i int) int {
-	for i < len(b) {
-		switch b[i] {
-		case ' ', '\t', '\n', '\r':
-			i++
-		default:
-			return i
-		}
-	}
-	return i
-}
-
-// jsonText is what the scanning helpers below read: a body as bytes, or as
-// the string go-redis hands the Subscriber's reader.
-type jsonText interface{ ~string | ~[]byte }
-
-// endOfJSONString returns the index just past the closing quote of the string
-// that starts at b[i] == '"'.
-func endOfJSONString[T jsonText](b T, i int) int {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
-		}
-	}
-	return len(b)
-}
-
-// endOfJSONValue returns the index just past the value that starts at b[i].
-func endOfJSONValue[T jsonText](b T, i int) int {
-	if i >= len(b) {
-		return len(b)
-	}
-	switch b[i] {
-	case '"':
-		return endOfJSONString(b, i)
-	case '{', '[':
-		depth := 0
-		for i < len(b) {
-			switch b[i] {
-			case '"':
-				i = endOfJSONString(b, i)
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-			i++
-		}
-		return len(b)
-	default: // number, true, false, null
-		for i < len(b) {
-			switch b[i] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r':
-				return i
-			}
-			i++
-		}
-		return len(b)
-	}
-}
-
-// jsonStringEquals reports whether the JSON string literal raw (quotes
-// included) denotes s.
-func jsonStringEquals(raw []byte, s string) bool {
-	if bytes.IndexByte(raw, '\\') < 0 {
-		return len(raw) == len(s)+2 && string(raw[1:len(raw)-1]) == s
-	}
-	return unquoteJSONString(raw) == s
-}
-
-// unquoteJSONString returns the string denoted by the valid JSON string
-// literal raw (quotes included). Lone surrogate escapes become U+FFFD.
-func unquoteJSONString(raw []byte) string {
-	if bytes.IndexByte(raw, '\\') < 0 {
-		return string(raw[1 : len(raw)-1])
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		// Unreachable for a literal that checkJSON accepted.
-		return string(raw[1 : len(raw)-1])
-	}
-	return s
-}
-
-// jsonKind names the kind of the JSON value whose first byte is c.
-func jsonKind(c byte) string {
-	switch c {
-	case '{':
-		return "object"
-	case '[':
-		return "array"
-	case '"':
-		return "string"
-	case 't', 'f':
-		return "boolean"
-	case 'n':
-		return "null"
-	default:
-		return "number"
-	}
 }

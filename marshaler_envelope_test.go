@@ -2,6 +2,7 @@ package redispubsub_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"os"
@@ -67,6 +68,14 @@ var envelopeGoldenCases = []envelopeGoldenCase{
 		compactPayload: `{"a":[1,2],"b":"x y"}`,
 	},
 	{name: "bare", topic: "tick", compactPayload: "null"},
+	{name: "base64_text", topic: "text.sent:1", payload: "x", uuid: "u-8"},
+	{
+		name: "base64_binary", topic: "file.uploaded",
+		payload: "\x00\x01\x02\xfb\xff\xbf\x80", uuid: "u-9",
+		metadata: map[string]string{"k": "v"},
+	},
+	{name: "base64_invalid_utf8", topic: "a:b", payload: "\"\xff\"", uuid: "u-10"},
+	{name: "base64_whitespace", topic: "w", payload: " \n"},
 }
 
 func (c envelopeGoldenCase) message() *message.Message {
@@ -177,7 +186,10 @@ func TestJSONEnvelopeMarshalInvalidUTF8InStrings(t *testing.T) {
 	assert.Equal(t, "{\"type\":\"t\uFFFDx\",\"id\":\"\uFFFD\",\"payload\":1,\"uuid\":\"u\uFFFD\",\"metadata\":{\"k\uFFFD\":\"\uFFFD\uFFFDv\"}}", string(body))
 }
 
-func TestJSONEnvelopeMarshalRefusesNonJSONPayload(t *testing.T) {
+// A payload that is not JSON travels as a base64 string followed by
+// "payload_encoding":"base64", and comes back byte for byte.
+func TestJSONEnvelopeCarriesNonJSONPayloadAsBase64(t *testing.T) {
+	m := redispubsub.JSONEnvelopeMarshaler{}
 	for name, payload := range map[string]string{
 		"binary":         "\x00\x01\x02",
 		"text":           "hello",
@@ -186,15 +198,32 @@ func TestJSONEnvelopeMarshalRefusesNonJSONPayload(t *testing.T) {
 		"invalid utf-8":  "\"\xff\"",
 		"whitespace":     "  ",
 		"trailing comma": `[1,]`,
+		"all bytes":      allBytes(),
 	} {
 		t.Run(name, func(t *testing.T) {
 			msg := message.NewMessage("the-uuid", message.Payload(payload))
-			_, err := redispubsub.JSONEnvelopeMarshaler{}.Marshal("t", msg)
-			require.ErrorIs(t, err, redispubsub.ErrPayloadNotJSON)
-			assert.Contains(t, err.Error(), "the-uuid")
-			assert.Contains(t, err.Error(), "MsgpackMarshaler")
+			msg.Metadata.Set("k", "v")
+			body, err := m.Marshal("t:id", msg)
+			require.NoError(t, err)
+			assert.Equal(t, `{"type":"t","id":"id","payload":"`+base64.StdEncoding.EncodeToString([]byte(payload))+
+				`","payload_encoding":"base64","uuid":"the-uuid","metadata":{"k":"v"}}`, string(body))
+			assert.True(t, isUTF8JSON(body), "a TypeScript listener can parse it")
+
+			out, err := m.Unmarshal("t:id", body)
+			require.NoError(t, err)
+			assert.Equal(t, []byte(payload), []byte(out.Payload))
+			assert.Equal(t, "the-uuid", out.UUID)
+			assert.Equal(t, msg.Metadata, out.Metadata)
 		})
 	}
+}
+
+func allBytes() string {
+	b := make([]byte, 256)
+	for i := range b {
+		b[i] = byte(i)
+	}
+	return string(b)
 }
 
 func TestJSONEnvelopeMarshalNilMessage(t *testing.T) {
@@ -248,6 +277,13 @@ func TestJSONEnvelopeUnmarshalTypeScriptShapes(t *testing.T) {
 			payload: `2`, uuid: "u", metadata: map[string]string{"b": "c"}},
 		{name: "repeated metadata key: last wins", body: `{"metadata":{"a":"1","a":"2"}}`, payload: "null", metadata: map[string]string{"a": "2"}},
 		{name: "payload with strings holding braces", body: `{"payload":{"s":"}{][\"\\"},"uuid":"u"}`, payload: `{"s":"}{][\"\\"}`, uuid: "u"},
+		{name: "base64 payload", body: `{"type":"a","payload":"AAEC+/+/gA==","payload_encoding":"base64"}`, payload: "\x00\x01\x02\xfb\xff\xbf\x80"},
+		{name: "base64 marker before payload", body: `{"payload_encoding":"base64","payload":"eA==","uuid":"u"}`, payload: "x", uuid: "u"},
+		{name: "base64 empty", body: `{"payload":"","payload_encoding":"base64"}`, payload: ""},
+		{name: "base64 with escapes", body: `{"payload":"eA\u003d\u003d","payload_enc\u006fding":"b\u0061se64"}`, payload: "x"},
+		{name: "base64 of JSON", body: `{"payload":"eyJhIjoxfQ==","payload_encoding":"base64"}`, payload: `{"a":1}`},
+		{name: "payload_encoding null", body: `{"payload":"eA==","payload_encoding":null}`, payload: `"eA=="`},
+		{name: "payload_encoding repeated: last wins", body: `{"payload":"eA==","payload_encoding":"x","payload_encoding":"base64"}`, payload: "x"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			msg, err := redispubsub.JSONEnvelopeMarshaler{}.Unmarshal("whatever:topic", []byte(c.body))
@@ -315,6 +351,14 @@ func TestJSONEnvelopeUnmarshalMalformed(t *testing.T) {
 		{"metadata overridden bad value", `{"metadata":{"a":1,"a":"x"}}`, `metadata value for key "a" is a JSON number`},
 		{"metadata array", `{"metadata":[]}`, "metadata is a JSON array, want an object"},
 		{"metadata string", `{"metadata":"k=v"}`, "metadata is a JSON string"},
+		{"unknown payload_encoding", `{"payload":"eA==","payload_encoding":"hex"}`, `payload_encoding is "hex", want "base64" or null`},
+		{"payload_encoding number", `{"payload":"eA==","payload_encoding":64}`, `payload_encoding is 64`},
+		{"base64 payload missing", `{"payload_encoding":"base64"}`, "payload_encoding is base64 but payload is missing"},
+		{"base64 payload null", `{"payload":null,"payload_encoding":"base64"}`, "payload is a JSON null, want a string"},
+		{"base64 payload object", `{"payload":{},"payload_encoding":"base64"}`, "payload is a JSON object, want a string"},
+		{"base64 invalid", `{"payload":"e!==","payload_encoding":"base64"}`, "payload is not valid base64"},
+		{"base64 unpadded", `{"payload":"eA","payload_encoding":"base64"}`, "payload is not valid base64"},
+		{"base64 url alphabet", `{"payload":"-_8=","payload_encoding":"base64"}`, "payload is not valid base64"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			msg, err := redispubsub.JSONEnvelopeMarshaler{}.Unmarshal("t", []byte(c.body))
@@ -449,46 +493,87 @@ func FuzzJSONEnvelopeUnmarshal(f *testing.F) {
 		require.NotEmpty(t, msg.UUID)
 		require.Equal(t, message.Metadata(ref.metadata), msg.Metadata)
 
-		out, err := m.Marshal(topic, msg)
-		require.NoError(t, err)
-		require.True(t, json.Valid(out), "%q", out)
-		var compact bytes.Buffer
-		require.NoError(t, json.Compact(&compact, msg.Payload))
-
-		// encoding/json reads back the topic (with invalid UTF-8 replaced
-		// byte by byte), payload, uuid and metadata, in the documented order.
-		eventType, id := redispubsub.SplitTopic(topic)
-		keys, values := envelopeMembers(t, out)
-		wantKeys := []string{"type", "id", "payload", "uuid", "metadata"}
-		if id == "" {
-			wantKeys = slicesDelete(wantKeys, "id")
-		}
-		if len(msg.Metadata) == 0 {
-			wantKeys = slicesDelete(wantKeys, "metadata")
-		}
-		require.Equal(t, wantKeys, keys)
-		require.Equal(t, string([]rune(eventType)), decodeJSONString(t, values["type"]))
-		if id != "" {
-			require.Equal(t, string([]rune(id)), decodeJSONString(t, values["id"]))
-		}
-		require.Equal(t, compact.String(), string(values["payload"]))
-		require.Equal(t, msg.UUID, decodeJSONString(t, values["uuid"]))
-		if len(msg.Metadata) > 0 {
-			var md message.Metadata
-			require.NoError(t, json.Unmarshal(values["metadata"], &md))
-			require.Equal(t, msg.Metadata, md)
-		}
-
-		msg2, err := m.Unmarshal(topic, out)
-		require.NoError(t, err)
-		require.Equal(t, msg.UUID, msg2.UUID)
-		require.Equal(t, compact.String(), string(msg2.Payload))
-		require.Equal(t, msg.Metadata, msg2.Metadata)
-
-		out2, err := m.Marshal(topic, msg2)
-		require.NoError(t, err)
-		require.Equal(t, string(out), string(out2))
+		checkEnvelopeRoundTrip(t, topic, msg)
 	})
+}
+
+// FuzzJSONEnvelopeRoundTrip checks that Marshal takes every payload, that
+// the body is valid UTF-8 JSON a TypeScript peer can parse, and that
+// Unmarshal gives the payload back: compacted when it is JSON, byte for byte
+// otherwise. (Payloads at the nesting limit, too large to fuzz quickly, are
+// TestMarshalersDecodeWhatTheyEncode's.)
+func FuzzJSONEnvelopeRoundTrip(f *testing.F) {
+	for _, c := range envelopeGoldenCases {
+		f.Add(c.topic, []byte(c.payload))
+	}
+	for _, payload := range []string{
+		"x", "\x00", "\xff", `"\ud800"`, " 1 ", "1 2", `{"a":`, "\"\xff\"", "[[[1]]]",
+	} {
+		f.Add("t:id", []byte(payload))
+	}
+	f.Fuzz(func(t *testing.T, topic string, payload []byte) {
+		msg := message.NewMessage("u-1", payload)
+		msg.Metadata.Set("k", "v")
+		checkEnvelopeRoundTrip(t, topic, msg)
+	})
+}
+
+// checkEnvelopeRoundTrip marshals msg (whose UUID and metadata are valid
+// UTF-8, and the UUID not empty) and checks the body as encoding/json reads
+// it: the members in the documented order, the topic (with invalid UTF-8
+// replaced byte by byte), the payload as wantEnvelopePayload says, the UUID
+// and the metadata. Then that Unmarshal gives the message back (the payload
+// compacted when it is JSON, byte for byte otherwise) and that marshaling
+// that again gives the same body.
+func checkEnvelopeRoundTrip(t *testing.T, topic string, msg *message.Message) {
+	t.Helper()
+	m := redispubsub.JSONEnvelopeMarshaler{}
+	out, err := m.Marshal(topic, msg)
+	require.NoError(t, err)
+	require.True(t, isUTF8JSON(out), "%q", out)
+	wantValue, isBase64 := wantEnvelopePayload(msg.Payload)
+
+	eventType, id := redispubsub.SplitTopic(topic)
+	keys, values := envelopeMembers(t, out)
+	wantKeys := []string{"type", "id", "payload", "payload_encoding", "uuid", "metadata"}
+	if id == "" {
+		wantKeys = slicesDelete(wantKeys, "id")
+	}
+	if !isBase64 {
+		wantKeys = slicesDelete(wantKeys, "payload_encoding")
+	}
+	if len(msg.Metadata) == 0 {
+		wantKeys = slicesDelete(wantKeys, "metadata")
+	}
+	require.Equal(t, wantKeys, keys)
+	require.Equal(t, string([]rune(eventType)), decodeJSONString(t, values["type"]))
+	if id != "" {
+		require.Equal(t, string([]rune(id)), decodeJSONString(t, values["id"]))
+	}
+	require.Equal(t, wantValue, string(values["payload"]))
+	if isBase64 {
+		require.Equal(t, `"base64"`, string(values["payload_encoding"]))
+	}
+	require.Equal(t, msg.UUID, decodeJSONString(t, values["uuid"]))
+	if len(msg.Metadata) > 0 {
+		var md message.Metadata
+		require.NoError(t, json.Unmarshal(values["metadata"], &md))
+		require.Equal(t, msg.Metadata, md)
+	}
+
+	msg2, err := m.Unmarshal(topic, out)
+	require.NoError(t, err, "Unmarshal refuses what Marshal wrote: %.200q", out)
+	require.Equal(t, msg.UUID, msg2.UUID)
+	if isBase64 {
+		require.Equal(t, []byte(msg.Payload), []byte(msg2.Payload))
+	} else {
+		require.Equal(t, wantValue, string(msg2.Payload))
+	}
+	require.Equal(t, msg.Metadata, msg2.Metadata)
+
+	out2, err := m.Marshal(topic, msg2)
+	require.NoError(t, err)
+	require.Equal(t, string(out), string(out2))
 }
 
 // envelopeMembers returns the member names of the JSON object body in order,

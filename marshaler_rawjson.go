@@ -13,17 +13,18 @@ import (
 // (JSON.stringify(payload)). Use it to exchange events with such peers.
 //
 // Marshal returns a copy of the payload unchanged (not compacted), or null for
-// an empty payload. A payload that is not valid UTF-8 JSON is refused with an
-// error wrapping ErrPayloadNotJSON. The message UUID and metadata are not
-// transmitted.
+// an empty payload. A payload that is not valid UTF-8 JSON (nested at most
+// 10,000 levels, as encoding/json accepts) is refused with an error wrapping
+// ErrPayloadNotJSON: the body has no room to say it is anything else. The
+// message UUID and metadata are not transmitted.
 //
 // Unmarshal returns a message whose payload is a copy of body (null for an
 // empty body), with a fresh watermill.NewUUID() and empty metadata. A body
-// that is not valid UTF-8 JSON is refused with an error wrapping
-// ErrMalformedMessage.
+// that is not valid UTF-8 JSON (by the same rule) is refused with an error
+// wrapping ErrMalformedMessage.
 //
-// Marshal and Unmarshal round-trip the payload byte for byte, except that an
-// empty payload comes back as null.
+// Marshal and Unmarshal accept the same payloads and round-trip them byte for
+// byte, except that an empty payload comes back as null.
 //
 // The zero value is ready to use and safe for concurrent use.
 type RawJSONMarshaler struct{}

@@ -50,15 +50,43 @@ func TestPublishSendsOneCallInOneRoundTrip(t *testing.T) {
 	require.Equal(t, redispubsub.PublisherStats{Published: 3, NoSubscribers: 3}, pub.Stats())
 }
 
-func TestPublishRefusesNonJSONPayloadAndSendsNothing(t *testing.T) {
+// The default marshaler carries a payload that is not JSON, byte for byte,
+// with its metadata and sequence stamp.
+func TestPublishCarriesBinaryPayloadByDefault(t *testing.T) {
 	f := newFixture(t, nil)
 	ch, _ := subscribe(t, f.sub, "t")
+	binary := message.NewMessage(watermill.NewUUID(), []byte{0xff, 0x00, 'x'})
+	binary.Metadata.Set("k", "v")
+	require.NoError(t, f.pub.Publish("t", jsonMsg(1), binary))
+
+	msg := receive(t, ch)
+	require.JSONEq(t, `{"n":1}`, string(msg.Payload))
+	msg.Ack()
+	msg = receive(t, ch)
+	require.Equal(t, binary.UUID, msg.UUID)
+	require.Equal(t, []byte{0xff, 0x00, 'x'}, []byte(msg.Payload))
+	require.Equal(t, message.Metadata{"k": "v"}, msg.Metadata)
+	msg.Ack()
+	stats := f.sub.Stats()
+	require.Zero(t, stats.DecodeFailures)
+	require.Zero(t, stats.Gaps)
+}
+
+// RawJSONMarshaler's body is the payload alone, so it refuses a payload that
+// is not JSON, and a Publish call with one sends none of its messages.
+func TestRawJSONPublishRefusesNonJSONPayloadAndSendsNothing(t *testing.T) {
+	raw := redispubsub.RawJSONMarshaler{}
+	f := newFixture(t, func(c *redispubsub.SubscriberConfig) { c.Marshaler = raw })
+	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: f.srv.NewClient(t), Marshaler: raw}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, pub.Close()) })
+	ch, _ := subscribe(t, f.sub, "t")
 	binary := message.NewMessage(watermill.NewUUID(), []byte{0xff, 0x00})
-	err := f.pub.Publish("t", jsonMsg(1), binary)
+	err = pub.Publish("t", jsonMsg(1), binary)
 	require.ErrorIs(t, err, redispubsub.ErrPayloadNotJSON)
 	require.ErrorContains(t, err, binary.UUID)
 
-	require.NoError(t, f.pub.Publish("t", jsonMsg(2)))
+	require.NoError(t, pub.Publish("t", jsonMsg(2)))
 	msg := receive(t, ch)
 	require.JSONEq(t, `{"n":2}`, string(msg.Payload), "the valid message of the refused call must not be sent")
 	msg.Ack()

@@ -42,6 +42,11 @@ type stampReader interface {
 // always the last one the Publisher writes: it looks at the last
 // `"metadata":{` only, and only when that object closes the envelope, so a
 // stamp-shaped object inside a payload is never taken for the real stamp.
+// The body is not validated (that is Unmarshal's job, later), so the scan
+// checks every step it relies on. For a body that Unmarshal accepts, a stamp
+// found is the one in the decoded metadata (a repeated key counts by its last
+// value, as in Unmarshal); a body with whitespace around the metadata may
+// have its stamp missed, never misread.
 func (JSONEnvelopeMarshaler) readStamp(body string) (string, uint64, bool) {
 	i := strings.LastIndex(body, `"metadata":{`)
 	if i < 0 {
@@ -52,32 +57,63 @@ func (JSONEnvelopeMarshaler) readStamp(body string) (string, uint64, bool) {
 	if object[end:] != "}" {
 		return "", 0, false
 	}
-	object = object[:end]
-	publisher, ok := stringMember(object, `"`+MetadataPublisher+`":"`)
-	if !ok {
-		return "", 0, false
-	}
-	seqText, ok := stringMember(object, `"`+MetadataSequence+`":"`)
-	if !ok {
+	publisher, seqText, ok := stampMembers(object[:end])
+	if !ok || publisher == "" {
 		return "", 0, false
 	}
 	seq, err := strconv.ParseUint(seqText, 10, 64)
-	return publisher, seq, err == nil && seq > 0
+	if err != nil || seq == 0 {
+		return "", 0, false
+	}
+	return publisher, seq, true
 }
 
-// stringMember returns the value of a JSON string member whose name and
-// opening quote are prefix, provided it needs no unescaping.
-func stringMember(object, prefix string) (string, bool) {
-	i := strings.Index(object, prefix)
-	if i < 0 {
-		return "", false
+// stampMembers returns the last values of the MetadataPublisher and
+// MetadataSequence members of the metadata object. ok is false when one is
+// missing, or when the object is not an object of string members as far as
+// the scan can tell.
+func stampMembers(object string) (publisher, seqText string, ok bool) {
+	last := len(object) - 1 // the closing brace
+	if last < 1 || object[last] != '}' {
+		return "", "", false
 	}
-	value := object[i+len(prefix):]
-	end := strings.IndexByte(value, '"')
-	if end <= 0 || strings.IndexByte(value[:end], '\\') >= 0 {
-		return "", false
+	var havePublisher, haveSeq bool
+	for i := skipJSONSpace(object, 1); i < last; {
+		if object[i] != '"' {
+			return "", "", false
+		}
+		keyEnd := endOfJSONString(object, i)
+		key := object[i:keyEnd]
+		i = skipJSONSpace(object, keyEnd)
+		if i >= last || object[i] != ':' {
+			return "", "", false
+		}
+		i = skipJSONSpace(object, i+1)
+		if i >= last || object[i] != '"' {
+			return "", "", false // not a string: the body does not decode
+		}
+		valueEnd := endOfJSONString(object, i)
+		if valueEnd > last {
+			return "", "", false
+		}
+		switch {
+		case jsonStringEquals(key, MetadataPublisher):
+			publisher, havePublisher = unquoteJSONString(object[i:valueEnd])
+		case jsonStringEquals(key, MetadataSequence):
+			seqText, haveSeq = unquoteJSONString(object[i:valueEnd])
+		}
+		i = skipJSONSpace(object, valueEnd)
+		if i < last {
+			if object[i] != ',' {
+				return "", "", false
+			}
+			i = skipJSONSpace(object, i+1)
+			if i >= last {
+				return "", "", false // a trailing comma
+			}
+		}
 	}
-	return value[:end], true
+	return publisher, seqText, havePublisher && haveSeq
 }
 
 // readStamp decodes the head of the body (version, UUID, metadata), which

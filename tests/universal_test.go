@@ -64,9 +64,6 @@ const wmUniversalPrefix = "wm-universal:"
 // wmUniversalPubSub returns a Publisher and a Subscriber on srv configured
 // as the universal suite runs them, sharing one client, closed at the end of
 // the test. configure, when not nil, adjusts the Subscriber's config.
-//
-// The suite's payloads are not JSON ("x", nil), so they use the binary-safe
-// MsgpackMarshaler; the default JSON envelope refuses them.
 func wmUniversalPubSub(t testing.TB, srv *redistest.Server, configure func(*redispubsub.SubscriberConfig)) (*redispubsub.Publisher, *redispubsub.Subscriber) {
 	t.Helper()
 	client := srv.NewClient(t)
@@ -74,13 +71,11 @@ func wmUniversalPubSub(t testing.TB, srv *redistest.Server, configure func(*redi
 	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{
 		Client:        client,
 		ChannelPrefix: wmUniversalPrefix,
-		Marshaler:     redispubsub.MsgpackMarshaler{},
 	}, logger)
 	require.NoError(t, err)
 	config := redispubsub.SubscriberConfig{
 		Client:        client,
 		ChannelPrefix: wmUniversalPrefix,
-		Marshaler:     redispubsub.MsgpackMarshaler{},
 	}
 	if configure != nil {
 		configure(&config)
@@ -479,7 +474,7 @@ func TestSubscribeFirst_ConcurrentClose(t *testing.T) {
 			defer wg.Done()
 			client := wmNewClient(srv)
 			defer client.Close()
-			config := redispubsub.SubscriberConfig{Client: client, ChannelPrefix: wmUniversalPrefix, Marshaler: redispubsub.MsgpackMarshaler{}}
+			config := redispubsub.SubscriberConfig{Client: client, ChannelPrefix: wmUniversalPrefix}
 			sub, err := redispubsub.NewSubscriber(config, nil)
 			if !assert.NoError(t, err) {
 				return

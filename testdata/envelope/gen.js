@@ -1,7 +1,10 @@
 // Generates the golden bodies of the JSON envelope marshaler with JavaScript's
 // own JSON.stringify, as a TypeScript peer (createRedisEventTarget) would
 // publish them: JSON.stringify({type, id, payload, uuid, metadata}) with an
-// undefined id when the topic has none.
+// undefined id when the topic has none. A payload that is not JSON (a case
+// with `bytes`) travels as Node's base64 of the bytes, followed by
+// payload_encoding: 'base64'; for the others payload_encoding is undefined,
+// which JSON.stringify drops.
 //
 // Run from this directory: node gen.js
 // Every case here has a twin of the same name in marshaler_envelope_test.go
@@ -51,11 +54,33 @@ const cases = {
   bare: {
     type: 'tick', id: undefined, payload: null,
   },
+  // The payload of Watermill's universal tests: text, not JSON.
+  base64_text: {
+    type: 'text.sent', id: '1', bytes: Buffer.from('x'), uuid: 'u-8',
+  },
+  // Bytes that are not UTF-8, whose base64 uses '+' and '/'.
+  base64_binary: {
+    type: 'file.uploaded', id: undefined,
+    bytes: Buffer.from([0x00, 0x01, 0x02, 0xfb, 0xff, 0xbf, 0x80]), uuid: 'u-9',
+    metadata: { k: 'v' },
+  },
+  // JSON-shaped, but not UTF-8: "\xff".
+  base64_invalid_utf8: {
+    type: 'a', id: 'b', bytes: Buffer.from([0x22, 0xff, 0x22]), uuid: 'u-10',
+  },
+  // Whitespace alone is no JSON value.
+  base64_whitespace: {
+    type: 'w', id: undefined, bytes: Buffer.from(' \n'),
+  },
 };
 
 for (const [name, c] of Object.entries(cases)) {
+  const base64 = c.bytes !== undefined;
   const body = JSON.stringify({
-    type: c.type, id: c.id, payload: c.payload, uuid: c.uuid, metadata: c.metadata,
+    type: c.type, id: c.id,
+    payload: base64 ? c.bytes.toString('base64') : c.payload,
+    payload_encoding: base64 ? 'base64' : undefined,
+    uuid: c.uuid, metadata: c.metadata,
   });
   fs.writeFileSync(`${name}.json`, body);
   console.log(`${name}.json: ${body}`);

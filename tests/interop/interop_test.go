@@ -4,7 +4,8 @@
 // exchange events through one redis-server that internal/redistest starts per
 // test, in both directions, in both formats (the JSON envelope of the event
 // target, the raw JSON of createPubSub), with and without a channel prefix,
-// and with what a TypeScript peer can send that Go cannot decode.
+// with payloads that are not JSON (base64 in the envelope), and with what a
+// TypeScript peer can send that Go cannot decode.
 //
 // A PSUBSCRIBE * connection (the "tap") records every message Redis carries,
 // so that each test also checks the exact bytes on the wire; run with -v to
@@ -18,6 +19,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -392,6 +395,9 @@ func interopCtx(t *testing.T) context.Context {
 type interopTSLine struct {
 	Type   string          `json:"type"`
 	Detail json.RawMessage `json:"detail"`
+	// PayloadHex is, for a detail with payload_encoding "base64", the bytes
+	// that Node's Buffer.from(payload, "base64") decodes, in hex.
+	PayloadHex *string `json:"payloadHex"`
 }
 
 // interopDetail is a received TypeScript detail, member by member.
@@ -421,16 +427,29 @@ func (d interopDetail) keys() []string {
 // gives for the parsed object), and returns the detail.
 func interopTSEvent(t *testing.T, line, channel, wire string) interopDetail {
 	t.Helper()
+	d, payloadHex := interopTSEventHex(t, line, channel, wire)
+	require.Nil(t, payloadHex, "no base64 payload expected: %s", line)
+	return d
+}
+
+// interopTSEventHex is interopTSEvent for an event whose payload may be
+// base64: it also returns the peer's payloadHex, nil when it printed none.
+func interopTSEventHex(t *testing.T, line, channel, wire string) (interopDetail, *string) {
+	t.Helper()
 	var l interopTSLine
 	require.NoError(t, json.Unmarshal([]byte(line), &l), "peer line %s", line)
 	require.Equal(t, channel, l.Type, "TypeScript event type is the whole channel")
 	prefix := `{"type":` + strconv.Quote(channel) + `,"detail":`
-	require.True(t, strings.HasPrefix(line, prefix) && strings.HasSuffix(line, "}"), "peer line %s", line)
-	assert.Equal(t, wire, strings.TrimSuffix(strings.TrimPrefix(line, prefix), "}"),
+	suffix := "}"
+	if l.PayloadHex != nil {
+		suffix = `,"payloadHex":"` + *l.PayloadHex + `"}`
+	}
+	require.True(t, strings.HasPrefix(line, prefix) && strings.HasSuffix(line, suffix), "peer line %s", line)
+	assert.Equal(t, wire, strings.TrimSuffix(strings.TrimPrefix(line, prefix), suffix),
 		"JSON.stringify(JSON.parse(body)) gives back the Go body byte for byte")
 	var d interopDetail
 	require.NoError(t, json.Unmarshal(l.Detail, &d), "detail %s", l.Detail)
-	return d
+	return d, l.PayloadHex
 }
 
 var interopUUID = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
@@ -905,11 +924,12 @@ func TestInterop_UndecodableFromTypeScript(t *testing.T) {
 	assert.Zero(t, rawStats.Gaps)
 }
 
-// What fails how on the TypeScript side, as the docs say: Go's JSON
-// marshalers refuse to publish a payload that is not JSON, so a Go peer
-// cannot crash a TypeScript listener; a non-JSON body from elsewhere (here
-// ioredis's PUBLISH) makes JSON.parse throw in ioredis's message handler and
-// ends the TypeScript process.
+// What fails how on the TypeScript side, as the docs say: Go's raw JSON
+// marshaler refuses to publish a payload that is not JSON (the default
+// envelope carries it as base64, TestInterop_BinaryPayloadToTypeScript), so a
+// Go peer cannot crash a TypeScript listener; a non-JSON body from elsewhere
+// (here ioredis's PUBLISH) makes JSON.parse throw in ioredis's message
+// handler and ends the TypeScript process.
 func TestInterop_NonJSONCrashesTypeScriptListener(t *testing.T) {
 	interopNeedNode(t)
 	t.Parallel()
@@ -918,18 +938,102 @@ func TestInterop_NonJSONCrashesTypeScriptListener(t *testing.T) {
 		"--count", "1", "--timeout-ms", interopPeerTimeoutMs)
 	listener.ready()
 
-	for _, m := range []redispubsub.Marshaler{redispubsub.JSONEnvelopeMarshaler{}, redispubsub.RawJSONMarshaler{}} {
-		pub := interopPublisher(t, srv, redispubsub.PublisherConfig{Marshaler: m})
-		err := pub.Publish("fragile", message.NewMessage(watermill.NewUUID(), []byte("not json")))
-		assert.ErrorIs(t, err, redispubsub.ErrPayloadNotJSON, "%T", m)
-		assert.Zero(t, pub.Stats().Published, "%T", m)
-	}
+	pub := interopPublisher(t, srv, redispubsub.PublisherConfig{Marshaler: redispubsub.RawJSONMarshaler{}})
+	err := pub.Publish("fragile", message.NewMessage(watermill.NewUUID(), []byte("not json")))
+	assert.ErrorIs(t, err, redispubsub.ErrPayloadNotJSON)
+	assert.Zero(t, pub.Stats().Published)
 
 	out := interopRun(t, srv, []string{"raw", "--channel", "fragile", "--body", "not json"})
 	assert.Equal(t, []string{`{"receivers":1}`}, out[0])
 	assert.Equal(t, 1, listener.wait(), "the listening TypeScript process dies")
 	assert.Contains(t, listener.stderrText(), "SyntaxError")
 	t.Logf("TypeScript listener's stderr: %s", strings.SplitN(listener.stderrText(), "\n", 2)[0])
+}
+
+// interopBinary is a payload that is not JSON: not UTF-8, and base64 with
+// '+' and '/'.
+var interopBinary = []byte{0x00, 0x01, 0x02, 0xfb, 0xff, 0xbf, 0x80, '"', '{'}
+
+// The default envelope carries payloads that are not JSON to TypeScript: the
+// listener gets valid JSON whose payload is the base64 string, marked by
+// payload_encoding "base64", and Node's Buffer decodes the very bytes.
+func TestInterop_BinaryPayloadToTypeScript(t *testing.T) {
+	interopNeedNode(t)
+	t.Parallel()
+	const topic = "file.uploaded:f-1"
+	srv := redistest.Start(t)
+	tap := interopNewTap(t, srv)
+	listener := interopStart(t, srv, "listen", "--mode", "eventtarget", "--topic", topic,
+		"--count", "3", "--timeout-ms", interopPeerTimeoutMs)
+	pub := interopPublisher(t, srv, redispubsub.PublisherConfig{})
+	listener.ready()
+
+	msgs := []*message.Message{
+		message.NewMessage(watermill.NewUUID(), interopBinary),
+		message.NewMessage(watermill.NewUUID(), []byte("not json")), // what crashes a listener as a raw body
+		message.NewMessage(watermill.NewUUID(), []byte(`{"ok":true}`)),
+	}
+	msgs[0].Metadata.Set("trace", "t-1")
+	require.NoError(t, pub.Publish(topic, msgs...))
+
+	wire := tap.take(len(msgs))
+	pubID := interopStamp(t, wire[0].body, 1)
+	b64 := func(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+	assert.Equal(t, []interopWire{
+		{topic, `{"type":"file.uploaded","id":"f-1","payload":"` + b64(interopBinary) + `","payload_encoding":"base64","uuid":"` +
+			msgs[0].UUID + `","metadata":{"rps_pub":"` + pubID + `","rps_seq":"1","trace":"t-1"}}`},
+		{topic, `{"type":"file.uploaded","id":"f-1","payload":"` + b64([]byte("not json")) + `","payload_encoding":"base64","uuid":"` +
+			msgs[1].UUID + `","metadata":{"rps_pub":"` + pubID + `","rps_seq":"2"}}`},
+		{topic, `{"type":"file.uploaded","id":"f-1","payload":{"ok":true},"uuid":"` +
+			msgs[2].UUID + `","metadata":{"rps_pub":"` + pubID + `","rps_seq":"3"}}`},
+	}, wire, "Go's envelope bytes")
+
+	for i, w := range wire[:2] {
+		d, payloadHex := interopTSEventHex(t, listener.next(), topic, w.body)
+		assert.Equal(t, b64(msgs[i].Payload), d.str(t, "payload"), "event %d", i)
+		assert.Equal(t, "base64", d.str(t, "payload_encoding"), "event %d", i)
+		assert.Equal(t, msgs[i].UUID, d.str(t, "uuid"), "event %d", i)
+		require.NotNil(t, payloadHex, "event %d: the peer decoded no base64 payload", i)
+		assert.Equal(t, hex.EncodeToString(msgs[i].Payload), *payloadHex, "event %d: Node's Buffer decodes the bytes", i)
+	}
+	d := interopTSEvent(t, listener.next(), topic, wire[2].body)
+	assert.JSONEq(t, `{"ok":true}`, string(d["payload"]))
+	assert.NotContains(t, d, "payload_encoding", "a JSON payload is embedded as it is")
+	listener.requireDone()
+}
+
+// A TypeScript service sends bytes to Go as the base64 of its Buffer with
+// payload_encoding "base64" (peer.mjs --payload-hex); the Go Subscriber
+// delivers the very bytes.
+func TestInterop_BinaryPayloadFromTypeScript(t *testing.T) {
+	interopNeedNode(t)
+	t.Parallel()
+	const topic = "file.uploaded:f-1"
+	srv := redistest.Start(t)
+	tap := interopNewTap(t, srv)
+	sub := interopSubscriber(t, srv, redispubsub.SubscriberConfig{})
+	msgs := interopSubscribe(t, sub, topic)
+	textMsgs := interopSubscribe(t, sub, "note")
+
+	interopRun(t, srv,
+		[]string{"dispatch", "--mode", "eventtarget", "--topic", topic, "--payload-hex", hex.EncodeToString(interopBinary)},
+	)
+	interopRun(t, srv,
+		[]string{"dispatch", "--mode", "eventtarget", "--topic", "note", "--payload-hex", hex.EncodeToString([]byte("x"))},
+	)
+	assert.Equal(t, []interopWire{
+		{topic, `{"type":"file.uploaded","id":"f-1","payload":"` + base64.StdEncoding.EncodeToString(interopBinary) + `","payload_encoding":"base64"}`},
+		{"note", `{"type":"note","payload":"eA==","payload_encoding":"base64"}`},
+	}, tap.take(2), "JSON.stringify of the detail with Buffer's base64")
+
+	msg := interopReceive(t, msgs)
+	assert.Equal(t, interopBinary, []byte(msg.Payload))
+	assert.Regexp(t, interopUUID, msg.UUID)
+	assert.Empty(t, msg.Metadata)
+	assert.Equal(t, "x", string(interopReceive(t, textMsgs).Payload))
+	stats := sub.Stats()
+	assert.EqualValues(t, 2, stats.Received)
+	assert.Zero(t, stats.DecodeFailures)
 }
 
 // createPubSub queues at most 1024 events ahead of its consumer by default;

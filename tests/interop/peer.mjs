@@ -8,7 +8,7 @@
 //
 //   node peer.mjs listen   --mode eventtarget --topic T [--prefix P] --count N
 //   node peer.mjs listen   --mode pubsub      --topic T [--id ID] [--prefix P] [--buffer B] --count N
-//   node peer.mjs dispatch --mode eventtarget --topic T [--prefix P] [--detail JSON] [--count N]
+//   node peer.mjs dispatch --mode eventtarget --topic T [--prefix P] [--detail JSON | --payload-hex HEX] [--count N]
 //   node peer.mjs dispatch --mode pubsub      --topic T [--id ID] [--prefix P] --payload JSON [--count N]
 //   node peer.mjs raw      --channel C --body STRING
 //
@@ -85,6 +85,7 @@ function parseCLI(argv) {
       count: { type: 'string' },
       detail: { type: 'string' },
       payload: { type: 'string' },
+      'payload-hex': { type: 'string' },
       channel: { type: 'string' },
       body: { type: 'string' },
       'timeout-ms': { type: 'string' },
@@ -131,10 +132,19 @@ function parseCLI(argv) {
   } else {
     opts.count = parseCount(opts.count, 1);
     if (opts.mode === 'eventtarget') {
-      opts.hasDetail = opts.detail !== undefined;
-      if (opts.hasDetail) {
+      const hex = opts['payload-hex'];
+      if (hex !== undefined) {
+        if (opts.detail !== undefined) {
+          throw new UsageError('--detail and --payload-hex exclude each other');
+        }
+        if (!/^([0-9a-f]{2})*$/.test(hex)) {
+          throw new UsageError(`--payload-hex must be lowercase hex bytes, got ${JSON.stringify(hex)}`);
+        }
+        opts.detail = binaryDetail(opts.topic, Buffer.from(hex, 'hex'));
+      } else if (opts.detail !== undefined) {
         opts.detail = parseJSONArg('detail', opts.detail);
       }
+      opts.hasDetail = opts.detail !== undefined;
     } else {
       if (opts.payload === undefined) {
         throw new UsageError('dispatch --mode pubsub needs --payload');
@@ -143,6 +153,31 @@ function parseCLI(argv) {
     }
   }
   return opts;
+}
+
+// binaryDetail is the detail a TypeScript service dispatches to send bytes
+// that are not JSON in the Go envelope: the payload as base64, marked by
+// payload_encoding. type and id are the topic split at its first ':'.
+function binaryDetail(topic, bytes) {
+  const colon = topic.indexOf(':');
+  return {
+    type: colon < 0 ? topic : topic.slice(0, colon),
+    id: colon < 0 ? undefined : topic.slice(colon + 1),
+    payload: bytes.toString('base64'),
+    payload_encoding: 'base64',
+  };
+}
+
+// eventLine is what listen --mode eventtarget prints for an event: its type
+// and detail and, when the detail carries a base64 payload, the bytes it
+// decodes to as hex (payloadHex).
+function eventLine(event) {
+  const line = { type: event.type, detail: event.detail };
+  const detail = event.detail;
+  if (detail && detail.payload_encoding === 'base64' && typeof detail.payload === 'string') {
+    line.payloadHex = Buffer.from(detail.payload, 'base64').toString('hex');
+  }
+  return line;
 }
 
 function connect() {
@@ -246,7 +281,7 @@ async function listenEventTarget(opts, clients) {
     }
   };
   eventTarget.addEventListener(channel, (event) => {
-    const line = { type: event.type, detail: event.detail };
+    const line = eventLine(event);
     if (ready) {
       emit(line);
     } else {

@@ -1,0 +1,160 @@
+package metrics
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+
+	redispubsub "github.com/alkdev/watermill-redispubsub"
+	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+)
+
+// TestCollectorReadsRealStats runs two Publishers and a Subscriber on a real
+// server and checks that a scrape says what their Stats say.
+func TestCollectorReadsRealStats(t *testing.T) {
+	srv := redistest.Start(t)
+	newPub := func() *redispubsub.Publisher {
+		pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: srv.NewClient(t)}, nil)
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, pub.Close()) })
+		return pub
+	}
+	orders, audit := newPub(), newPub()
+	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{Client: srv.NewClient(t)}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, sub.Close()) })
+
+	c := NewCollector()
+	require.NoError(t, c.AddPublisher("orders", orders))
+	require.NoError(t, c.AddPublisher("audit", audit))
+	require.NoError(t, c.AddSubscriber("orders", sub))
+	registry := registryOf(t, c)
+	problems, err := testutil.CollectAndLint(c)
+	require.NoError(t, err)
+	require.Empty(t, problems)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := sub.Subscribe(ctx, "orders")
+	require.NoError(t, err)
+	for i := range 3 {
+		require.NoError(t, orders.Publish("orders", message.NewMessage(watermill.NewUUID(), fmt.Appendf(nil, `{"n":%d}`, i))))
+	}
+	require.NoError(t, audit.Publish("audit", message.NewMessage(watermill.NewUUID(), []byte(`{}`))))
+	for range 2 {
+		(<-ch).Ack()
+	}
+	(<-ch).Nack()
+	(<-ch).Ack() // the redelivery
+	require.Eventually(t, func() bool { return sub.Stats().Acked == 3 }, 20*time.Second, 5*time.Millisecond)
+
+	got := gather(t, registry)
+	want := map[string]float64{
+		`redispubsub_publisher_published_total{name="orders"}`:        3,
+		`redispubsub_publisher_no_subscribers_total{name="orders"}`:   0,
+		`redispubsub_publisher_failed_total{name="orders"}`:           0,
+		`redispubsub_publisher_published_total{name="audit"}`:         1,
+		`redispubsub_publisher_no_subscribers_total{name="audit"}`:    1,
+		`redispubsub_publisher_failed_total{name="audit"}`:            0,
+		`redispubsub_subscriber_received_total{name="orders"}`:        3,
+		`redispubsub_subscriber_decode_failures_total{name="orders"}`: 0,
+		`redispubsub_subscriber_delivered_total{name="orders"}`:       4,
+		`redispubsub_subscriber_acked_total{name="orders"}`:           3,
+		`redispubsub_subscriber_nacked_total{name="orders"}`:          1,
+		`redispubsub_subscriber_dropped_total{name="orders"}`:         0,
+		`redispubsub_subscriber_discarded_total{name="orders"}`:       0,
+		`redispubsub_subscriber_reconnects_total{name="orders"}`:      0,
+		`redispubsub_subscriber_gaps_total{name="orders"}`:            0,
+		`redispubsub_subscriber_duplicates_total{name="orders"}`:      0,
+	}
+	require.Equal(t, want, got)
+
+	c.RemovePublisher("audit")
+	c.RemoveSubscriber("orders")
+	got = gather(t, registry)
+	require.Len(t, got, len(publisherStats), "only the orders Publisher is left: %v", got)
+	require.Contains(t, got, `redispubsub_publisher_published_total{name="orders"}`)
+}
+
+// gather scrapes g and returns every sample as `metric{name="..."}` → value.
+func gather(t *testing.T, g prometheus.Gatherer) map[string]float64 {
+	t.Helper()
+	families, err := g.Gather()
+	require.NoError(t, err)
+	samples := make(map[string]float64)
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			require.Len(t, m.GetLabel(), 1)
+			key := fmt.Sprintf("%s{%s=%q}", f.GetName(), m.GetLabel()[0].GetName(), m.GetLabel()[0].GetValue())
+			require.NotNil(t, m.GetCounter(), key)
+			samples[key] = m.GetCounter().GetValue()
+		}
+	}
+	return samples
+}
+
+// TestEveryStatsFieldIsExported fails when a field of PublisherStats or
+// SubscriberStats has no line in the tables of stats.go.
+func TestEveryStatsFieldIsExported(t *testing.T) {
+	t.Run("PublisherStats", func(t *testing.T) { requireEveryField(t, publisherStats) })
+	t.Run("SubscriberStats", func(t *testing.T) { requireEveryField(t, subscriberStats) })
+}
+
+// requireEveryField gives every field of S a distinct value and checks that
+// the table reads each one, exactly once.
+func requireEveryField[S any](t *testing.T, table []stat[S]) {
+	var s S
+	v := reflect.ValueOf(&s).Elem()
+	var want []float64
+	for i := range v.NumField() {
+		f := v.Field(i)
+		switch f.Kind() {
+		case reflect.Uint64, reflect.Uint32, reflect.Uint:
+			f.SetUint(uint64(i + 1))
+		case reflect.Int64, reflect.Int32, reflect.Int:
+			f.SetInt(int64(i + 1))
+		default:
+			t.Fatalf("%s.%s is a %s: export it in stats.go and teach this test its kind", v.Type(), v.Type().Field(i).Name, f.Kind())
+		}
+		want = append(want, float64(i+1))
+	}
+	var got []float64
+	for _, st := range table {
+		got = append(got, st.value(s))
+	}
+	slices.Sort(got)
+	require.Equal(t, want, got, "every field of %s read by exactly one line of the table", v.Type())
+}
+
+type fixedPublisher redispubsub.PublisherStats
+
+func (p fixedPublisher) Stats() redispubsub.PublisherStats { return redispubsub.PublisherStats(p) }
+
+func TestNames(t *testing.T) {
+	c := NewCollector()
+	require.NoError(t, c.AddPublisher("a", fixedPublisher{Published: 1}))
+	require.ErrorIs(t, c.AddPublisher("a", fixedPublisher{}), ErrNameTaken)
+	require.ErrorIs(t, c.AddPublisher("", fixedPublisher{}), ErrNameTaken)
+	c.RemovePublisher("a")
+	c.RemovePublisher("a") // nothing left to remove
+	require.NoError(t, c.AddPublisher("a", fixedPublisher{Published: 2}))
+	require.Equal(t, 2.0, gather(t, registryOf(t, c))[`redispubsub_publisher_published_total{name="a"}`])
+}
+
+// registryOf registers c with a registry that checks Collect against
+// Describe at every scrape.
+func registryOf(t *testing.T, c prometheus.Collector) *prometheus.Registry {
+	t.Helper()
+	r := prometheus.NewPedanticRegistry()
+	require.NoError(t, r.Register(c))
+	return r
+}
