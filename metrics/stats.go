@@ -36,9 +36,16 @@ var subscriberStats = []stat[redispubsub.SubscriberStats]{
 	{"delivered_total", "Messages sent to subscriptions, redeliveries after Nack included.", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.Delivered) }},
 	{"acked_total", "Messages the consumers acknowledged.", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.Acked) }},
 	{"nacked_total", "Messages the consumers rejected (redelivered).", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.Nacked) }},
-	{"dropped_total", "Messages lost to a full subscription queue.", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.Dropped) }},
+	{"dropped_total", "Messages lost because the Subscriber's buffer was spent or a subscription's QueueSize cap reached.", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.Dropped) }},
+	{"buffered_bytes", "Bytes of received messages the subscriptions hold now, counted against BufferBytes.", prometheus.GaugeValue, func(s redispubsub.SubscriberStats) float64 { return float64(s.BufferedBytes) }},
+	{"oversized_total", "Bodies larger than MaxMessageBytes, skipped without decoding.", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.Oversized) }},
 	{"discarded_total", "Messages still queued or unacknowledged when their subscription ended.", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.Discarded) }},
 	{"reconnects_total", "Connections to Redis re-established after a loss.", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.Reconnects) }},
 	{"gaps_total", "Stamped messages never received (lost by Redis Pub/Sub or never sent).", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.Gaps) }},
 	{"duplicates_total", "Stamped messages received a second time (a retried pipeline) and dropped.", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.Duplicates) }},
+}
+
+// notExported names the Stats fields the Collector leaves out, and why.
+var notExported = map[string]string{
+	"DroppedByTopic": "a label per topic would have no bound (a service may hold 100,000 topics); dropped_total is their sum and the log names the topic",
 }
