@@ -2,6 +2,7 @@ package redispubsub
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -46,20 +47,30 @@ func (s *Subscriber) route(c *connection, m *redis.Message) {
 	// The stream is checked whether or not a subscription takes the
 	// message: one may be joining, and it must not see a gap later.
 	ev, verdict := s.checkSequence(st, m)
-	var subs []*subscription
-	if verdict != duplicate && len(st.subs) > 0 {
-		subs = st.subs
-		if len(subs) > 1 {
-			subs = append([]*subscription(nil), subs...)
+	// The subscriptions are pushed to outside mu, from a copy: remove
+	// edits st.subs in place. One subscription, the common case, needs no
+	// slice.
+	var one *subscription
+	var many []*subscription
+	if verdict != duplicate {
+		switch len(st.subs) {
+		case 0:
+		case 1:
+			one = st.subs[0]
+		default:
+			many = slices.Clone(st.subs)
 		}
 	}
 	c.mu.Unlock()
-	if len(subs) > 0 {
+	if one != nil || many != nil {
 		in := &incoming{
-			channel: m.Channel, pattern: m.Pattern != "", body: m.Payload, shared: len(subs) > 1,
+			channel: m.Channel, pattern: m.Pattern != "", body: m.Payload, shared: many != nil,
 			size: int64(len(m.Payload) + len(m.Channel) + incomingOverhead),
 		}
-		for _, sn := range subs {
+		if one != nil {
+			one.push(in)
+		}
+		for _, sn := range many {
 			sn.push(in)
 		}
 	}
