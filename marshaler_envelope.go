@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -88,6 +89,15 @@ const base64Encoding = `,"payload_encoding":"base64"`
 
 // Marshal implements Marshaler. It fails only for a nil message.
 func (JSONEnvelopeMarshaler) Marshal(topic string, msg *message.Message) ([]byte, error) {
+	return marshalEnvelope(topic, msg, nil)
+}
+
+func (JSONEnvelopeMarshaler) marshalStamped(topic string, msg *message.Message, st stamp) ([]byte, error) {
+	return marshalEnvelope(topic, msg, &st)
+}
+
+// marshalEnvelope encodes msg, with st in its metadata when not nil.
+func marshalEnvelope(topic string, msg *message.Message, st *stamp) ([]byte, error) {
 	if msg == nil {
 		return nil, errNilMessage
 	}
@@ -98,6 +108,9 @@ func (JSONEnvelopeMarshaler) Marshal(topic string, msg *message.Message) ([]byte
 		len(eventType) + len(id) + form.size(len(msg.Payload)) + len(msg.UUID)
 	for k, v := range msg.Metadata {
 		size += len(k) + len(v) + len(`"":"",`)
+	}
+	if st != nil {
+		size += len(`"rps_pub":"","rps_seq":"18446744073709551615",`) + len(st.publisher)
 	}
 	b := make([]byte, 0, size+size/16)
 
@@ -113,16 +126,25 @@ func (JSONEnvelopeMarshaler) Marshal(topic string, msg *message.Message) ([]byte
 		b = append(b, `,"uuid":`...)
 		b = appendJSONString(b, msg.UUID)
 	}
-	if len(msg.Metadata) > 0 {
+	if len(msg.Metadata) > 0 || st != nil {
 		b = append(b, `,"metadata":{`...)
 		var keysBuf [8]string
-		for i, k := range appendSortedMetadataKeys(keysBuf[:0], msg.Metadata) {
+		for i, k := range stampedKeys(keysBuf[:0], msg.Metadata, st) {
 			if i > 0 {
 				b = append(b, ',')
 			}
 			b = appendJSONString(b, k)
 			b = append(b, ':')
-			b = appendJSONString(b, msg.Metadata[k])
+			switch {
+			case st != nil && k == MetadataSequence:
+				b = append(b, '"')
+				b = strconv.AppendUint(b, st.seq, 10)
+				b = append(b, '"')
+			case st != nil && k == MetadataPublisher:
+				b = appendJSONString(b, st.publisher)
+			default:
+				b = appendJSONString(b, msg.Metadata[k])
+			}
 		}
 		b = append(b, '}')
 	}
@@ -191,6 +213,16 @@ func (f payloadForm) append(b, payload []byte) []byte {
 
 // Unmarshal implements Marshaler.
 func (JSONEnvelopeMarshaler) Unmarshal(_ string, body []byte) (*message.Message, error) {
+	return unmarshalEnvelope(body, false)
+}
+
+func (JSONEnvelopeMarshaler) unmarshalUnstamped(_ string, body string) (*message.Message, error) {
+	return unmarshalEnvelope(bytesOf(body), true)
+}
+
+// unmarshalEnvelope decodes body, leaving the stamp's metadata out when
+// unstamped is set. It neither retains nor modifies body.
+func unmarshalEnvelope(body []byte, unstamped bool) (*message.Message, error) {
 	if len(body) == 0 {
 		return message.NewMessage(watermill.NewUUID(), nullPayload()), nil
 	}
@@ -272,15 +304,19 @@ func (JSONEnvelopeMarshaler) Unmarshal(_ string, body []byte) (*message.Message,
 	}
 	for j := skipJSONSpace(metadataRaw, 1); j < len(metadataRaw) && metadataRaw[j] == '"'; {
 		keyEnd := endOfJSONString(metadataRaw, j)
-		key, _ := unquoteJSONString(string(metadataRaw[j:keyEnd]))
+		rawKey := metadataRaw[j:keyEnd]
 		j = skipJSONSpace(metadataRaw, keyEnd)
 		j = skipJSONSpace(metadataRaw, j+1) // ':'
 		valueEnd := endOfJSONValue(metadataRaw, j)
 		if metadataRaw[j] != '"' {
+			key, _ := unquoteJSONString(string(rawKey))
 			return nil, fmt.Errorf("%w: metadata value for key %q is a JSON %s, want a string",
 				ErrMalformedMessage, key, jsonKind(metadataRaw[j]))
 		}
-		msg.Metadata[key], _ = unquoteJSONString(string(metadataRaw[j:valueEnd]))
+		if !unstamped || !isStampKey(rawKey[1:len(rawKey)-1]) {
+			key, _ := unquoteJSONString(string(rawKey))
+			msg.Metadata[key], _ = unquoteJSONString(string(metadataRaw[j:valueEnd]))
+		}
 		j = skipJSONSpace(metadataRaw, valueEnd)
 		if j < len(metadataRaw) && metadataRaw[j] == ',' {
 			j = skipJSONSpace(metadataRaw, j+1)

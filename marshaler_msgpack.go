@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/vmihailenco/msgpack/v5"
@@ -42,12 +43,26 @@ type MsgpackMarshaler struct{}
 
 // Marshal implements Marshaler.
 func (MsgpackMarshaler) Marshal(_ string, msg *message.Message) ([]byte, error) {
+	return marshalMsgpack(msg, nil)
+}
+
+func (MsgpackMarshaler) marshalStamped(_ string, msg *message.Message, st stamp) ([]byte, error) {
+	return marshalMsgpack(msg, &st)
+}
+
+// marshalMsgpack encodes msg, with st in its metadata when not nil.
+func marshalMsgpack(msg *message.Message, st *stamp) ([]byte, error) {
 	if msg == nil {
 		return nil, errNilMessage
 	}
 	size := 1 + 1 + 5 + len(msg.UUID) + 5 + 5 + len(msg.Payload)
 	for k, v := range msg.Metadata {
 		size += 5 + len(k) + 5 + len(v)
+	}
+	var keysBuf [8]string
+	keys := stampedKeys(keysBuf[:0], msg.Metadata, st)
+	if st != nil {
+		size += 2*5 + len(MetadataPublisher) + len(MetadataSequence) + len(st.publisher) + 20
 	}
 	var buf bytes.Buffer
 	buf.Grow(size)
@@ -61,11 +76,16 @@ func (MsgpackMarshaler) Marshal(_ string, msg *message.Message) ([]byte, error) 
 		enc.EncodeArrayLen(4),
 		enc.EncodeUint(msgpackVersion),
 		enc.EncodeString(msg.UUID),
-		enc.EncodeMapLen(len(msg.Metadata)),
+		enc.EncodeMapLen(len(keys)),
 	)
-	var keysBuf [8]string
-	for _, k := range appendSortedMetadataKeys(keysBuf[:0], msg.Metadata) {
-		err = errors.Join(err, enc.EncodeString(k), enc.EncodeString(msg.Metadata[k]))
+	for _, k := range keys {
+		v := msg.Metadata[k]
+		if st != nil && k == MetadataPublisher {
+			v = st.publisher
+		} else if st != nil && k == MetadataSequence {
+			v = strconv.FormatUint(st.seq, 10)
+		}
+		err = errors.Join(err, enc.EncodeString(k), enc.EncodeString(v))
 	}
 	err = errors.Join(err, enc.EncodeBytes(msg.Payload))
 	if err != nil {
@@ -76,14 +96,24 @@ func (MsgpackMarshaler) Marshal(_ string, msg *message.Message) ([]byte, error) 
 
 // Unmarshal implements Marshaler.
 func (MsgpackMarshaler) Unmarshal(_ string, body []byte) (*message.Message, error) {
-	msg, err := decodeMsgpackBody(body)
+	return unmarshalMsgpack(body, false)
+}
+
+func (MsgpackMarshaler) unmarshalUnstamped(_ string, body string) (*message.Message, error) {
+	return unmarshalMsgpack(bytesOf(body), true)
+}
+
+// unmarshalMsgpack decodes body, leaving the stamp's metadata out when
+// unstamped is set. It neither retains nor modifies body.
+func unmarshalMsgpack(body []byte, unstamped bool) (*message.Message, error) {
+	msg, err := decodeMsgpackBody(body, unstamped)
 	if err != nil {
 		return nil, fmt.Errorf("%w: msgpack: %w", ErrMalformedMessage, err)
 	}
 	return msg, nil
 }
 
-func decodeMsgpackBody(body []byte) (*message.Message, error) {
+func decodeMsgpackBody(body []byte, unstamped bool) (*message.Message, error) {
 	r := bytes.NewReader(body)
 	dec := msgpack.GetDecoder()
 	defer msgpack.PutDecoder(dec)
@@ -130,7 +160,9 @@ func decodeMsgpackBody(body []byte) (*message.Message, error) {
 		if err != nil {
 			return nil, fmt.Errorf("metadata value for key %q: %w", k, err)
 		}
-		md[string(k)] = string(v)
+		if !unstamped || !isStampKey(k) {
+			md[string(k)] = string(v)
+		}
 	}
 
 	payload, err := readMsgpackBytes(dec, r, body)

@@ -167,12 +167,12 @@ func (p *Publisher) enqueue(call *publishCall) (sendHere bool, err error) {
 	seq := p.sequence(call.channel)
 	call.bodies = make([][]byte, len(call.msgs))
 	for i, msg := range call.msgs {
-		toEncode := msg
+		var st *stamp
 		if !p.config.DisableSequenceNumbers {
 			seq++
-			toEncode = stamped(msg, p.id, seq)
+			st = &stamp{publisher: p.id, seq: seq}
 		}
-		body, err := p.config.Marshaler.Marshal(call.topic, toEncode)
+		body, err := marshal(p.config.Marshaler, call.topic, msg, st)
 		if err != nil {
 			return false, fmt.Errorf("redispubsub: cannot marshal message %s for topic %q: %w", msg.UUID, call.topic, err)
 		}

@@ -171,7 +171,10 @@ func (g GapEvent) Missing() uint64 { return g.Last - g.First + 1 }
 
 // sequenceTracker remembers the last sequence number seen per publisher and
 // channel for one Redis subscription.
-type sequenceTracker map[string]uint64
+type sequenceTracker map[streamKey]uint64
+
+// streamKey names the stream of one publisher on one channel.
+type streamKey struct{ publisher, channel string }
 
 // sequenceVerdict is what a sequence number says of the stream it is in.
 type sequenceVerdict int
@@ -187,7 +190,7 @@ const (
 // reuses one: it takes a new id instead). A gap's first missing number is
 // returned; its last is seq-1.
 func (t sequenceTracker) observe(publisher, channel string, seq uint64) (verdict sequenceVerdict, firstMissing uint64) {
-	key := publisher + "\x00" + channel
+	key := streamKey{publisher, channel}
 	prev, known := t[key]
 	switch {
 	case known && seq <= prev:
@@ -197,6 +200,10 @@ func (t sequenceTracker) observe(publisher, channel string, seq uint64) (verdict
 			delete(t, forget)
 			break
 		}
+	}
+	if !known {
+		// The names may be parts of a message body: keep copies.
+		key = streamKey{strings.Clone(publisher), strings.Clone(channel)}
 	}
 	t[key] = seq
 	if known && seq > prev+1 {

@@ -157,7 +157,7 @@ type incoming struct {
 func (in *incoming) decode(s *Subscriber) (*message.Message, error) {
 	in.once.Do(func() {
 		topic := strings.TrimPrefix(in.channel, s.config.ChannelPrefix)
-		in.msg, in.err = s.config.Marshaler.Unmarshal(topic, []byte(in.body))
+		in.msg, in.err = unmarshal(s.config.Marshaler, topic, in.body)
 		if in.err != nil {
 			s.stats.decodeFailures.Add(1)
 			s.logger.Error("Cannot decode message, skipped", in.err, watermill.LogFields{
@@ -165,8 +165,6 @@ func (in *incoming) decode(s *Subscriber) (*message.Message, error) {
 			})
 			return
 		}
-		delete(in.msg.Metadata, MetadataPublisher)
-		delete(in.msg.Metadata, MetadataSequence)
 		if in.pattern {
 			in.msg.Metadata.Set(MetadataTopic, topic)
 		}

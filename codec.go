@@ -1,0 +1,76 @@
+package redispubsub
+
+import (
+	"slices"
+	"unsafe"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// stamp is the sequence stamp a Publisher adds to a message: its id and the
+// message's number on its channel.
+type stamp struct {
+	publisher string
+	seq       uint64
+}
+
+// codec is implemented by the package's own marshalers, which the Publisher
+// and the Subscriber call without the copies that Marshaler needs: the stamp
+// is written into the body without copying the message, and a body is
+// decoded from the string go-redis returns, without the stamp.
+type codec interface {
+	// marshalStamped is Marshal of msg with st added to its metadata.
+	marshalStamped(topic string, msg *message.Message, st stamp) ([]byte, error)
+	// unmarshalUnstamped is Unmarshal without the stamp's metadata. It
+	// neither retains nor modifies body's bytes.
+	unmarshalUnstamped(topic, body string) (*message.Message, error)
+}
+
+// marshal encodes msg, stamped unless st is nil.
+func marshal(m Marshaler, topic string, msg *message.Message, st *stamp) ([]byte, error) {
+	if st == nil {
+		return m.Marshal(topic, msg)
+	}
+	if c, ok := m.(codec); ok {
+		return c.marshalStamped(topic, msg, *st)
+	}
+	return m.Marshal(topic, stamped(msg, st.publisher, st.seq))
+}
+
+// unmarshal decodes body, and removes the stamp from the message's metadata.
+func unmarshal(m Marshaler, topic, body string) (*message.Message, error) {
+	if c, ok := m.(codec); ok {
+		return c.unmarshalUnstamped(topic, body)
+	}
+	msg, err := m.Unmarshal(topic, []byte(body))
+	if err == nil {
+		delete(msg.Metadata, MetadataPublisher)
+		delete(msg.Metadata, MetadataSequence)
+	}
+	return msg, err
+}
+
+// bytesOf views s as bytes, for decoders that neither retain nor modify
+// them.
+func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// stampedKeys returns the metadata keys of msg, with the stamp's when st is
+// not nil, sorted; keys may be used as the buffer.
+func stampedKeys(keys []string, md message.Metadata, st *stamp) []string {
+	for k := range md {
+		if st == nil || (k != MetadataPublisher && k != MetadataSequence) {
+			keys = append(keys, k)
+		}
+	}
+	if st != nil {
+		keys = append(keys, MetadataPublisher, MetadataSequence)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// isStampKey reports whether the metadata key k (raw bytes) is one of the
+// stamp's.
+func isStampKey(k []byte) bool {
+	return string(k) == MetadataPublisher || string(k) == MetadataSequence
+}
