@@ -1,13 +1,15 @@
 package redistest
 
 import (
+	"context"
 	"fmt"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/alkdev/watermill-redispubsub/internal/redistest/redisproc"
 )
 
 // clusterTimeout bounds how long a cluster may take to reach
@@ -36,7 +38,7 @@ func StartCluster(t testing.TB, masters int, args ...string) *Cluster {
 	}
 	c := &Cluster{nodes: make([]*Server, masters)}
 	for i := range c.nodes {
-		c.nodes[i] = start(t, true, args)
+		c.nodes[i] = StartOptions(t, redisproc.Options{Cluster: true, Args: args})
 	}
 	for i, n := range c.nodes {
 		first, last := i*slotCount/masters, (i+1)*slotCount/masters-1
@@ -44,7 +46,7 @@ func StartCluster(t testing.TB, masters int, args ...string) *Cluster {
 	}
 	// The cluster bus port is not port+10000 here, so MEET names it.
 	for _, n := range c.nodes[1:] {
-		c.nodes[0].Do(t, "CLUSTER", "MEET", "127.0.0.1", n.port, n.busPort)
+		c.nodes[0].Do(t, "CLUSTER", "MEET", "127.0.0.1", n.Port(), n.BusPort())
 	}
 	c.WaitOK(t)
 	return c
@@ -96,12 +98,12 @@ func (c *Cluster) WaitOK(t testing.TB) {
 // check returns nil when every node sees a healthy, complete cluster.
 func (c *Cluster) check() error {
 	for _, n := range c.nodes {
-		v, err := adminDo(n.Addr(), "CLUSTER", "INFO")
+		v, err := n.Server.Do(context.Background(), "CLUSTER", "INFO")
 		if err != nil {
 			return fmt.Errorf("%s: CLUSTER INFO: %w", n.Addr(), err)
 		}
 		s, _ := v.(string)
-		info := parseInfo(s)
+		info := redisproc.ParseInfo(s)
 		want := map[string]string{
 			"cluster_state":          "ok",
 			"cluster_slots_assigned": strconv.Itoa(slotCount),
@@ -115,15 +117,4 @@ func (c *Cluster) check() error {
 		}
 	}
 	return nil
-}
-
-// parseInfo parses "key:value" lines as sent by INFO and CLUSTER INFO.
-func parseInfo(s string) map[string]string {
-	m := make(map[string]string)
-	for _, l := range strings.Split(s, "\n") {
-		if k, v, ok := strings.Cut(strings.TrimSpace(l), ":"); ok {
-			m[k] = v
-		}
-	}
-	return m
 }
