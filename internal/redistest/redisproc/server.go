@@ -59,6 +59,10 @@ type Options struct {
 	// Logf, if set, receives notes, such as a start retried on another
 	// port. It may be called until Start returns.
 	Logf func(format string, args ...any)
+
+	// sentinelConf, when set, runs the server as a Sentinel with this
+	// configuration file (StartSentinel).
+	sentinelConf string
 }
 
 // Server is one redis-server process on 127.0.0.1 started by Start. Its
@@ -71,6 +75,7 @@ type Server struct {
 	busPort int // cluster bus port; 0 when not in cluster mode
 	cluster bool
 	args    []string
+	conf    string // Sentinel configuration file; "" for a data server
 
 	mu     sync.Mutex
 	proc   *process // nil while stopped
@@ -110,6 +115,7 @@ func Start(opts Options) (*Server, error) {
 		dir:     opts.Dir,
 		cluster: opts.Cluster,
 		args:    append([]string(nil), opts.Args...),
+		conf:    opts.sentinelConf,
 	}
 	if s.dir == "" {
 		dir, err := os.MkdirTemp("", "redisproc-")
@@ -300,6 +306,17 @@ func adminDo(ctx context.Context, addr string, args ...any) (any, error) {
 
 // commandArgs returns the redis-server command line of this server.
 func (s *Server) commandArgs() []string {
+	if s.conf != "" {
+		a := []string{
+			s.conf, "--sentinel",
+			"--port", strconv.Itoa(s.port),
+			"--bind", "127.0.0.1",
+			"--dir", s.dir,
+			"--logfile", s.LogPath(),
+			"--daemonize", "no",
+		}
+		return append(a, s.args...)
+	}
 	a := []string{
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
