@@ -95,10 +95,12 @@ func (s *Server) Restart() {
 }
 
 // NewClient returns a go-redis client connected to the server with default
-// options, closed in t.Cleanup.
+// options, closed in t.Cleanup. For a server with TLS, its TLSConfig is
+// Server.TLSConfig (the authority trusted, the client certificate
+// presented).
 func (s *Server) NewClient(t testing.TB) *redis.Client {
 	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), TLSConfig: s.TLSConfig()})
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
@@ -136,4 +138,52 @@ func (s *Server) KillClients(t testing.TB, filter ...string) int64 {
 		t.Fatalf("redistest: CLIENT KILL %v: unexpected reply %#v", filter, v)
 	}
 	return n
+}
+
+// CreateUser creates or replaces the ACL user name with password and
+// rules (ACL SETUSER name reset on >password rules...); see
+// redisproc.Server.CreateUser.
+func (s *Server) CreateUser(t testing.TB, name, password string, rules ...string) {
+	t.Helper()
+	if err := s.Server.CreateUser(context.Background(), name, password, rules...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// SetUser applies ACL rules to the user name (ACL SETUSER name rules...).
+// Rules that take a channel away make Redis disconnect the user's clients
+// subscribed to it.
+func (s *Server) SetUser(t testing.TB, name string, rules ...string) {
+	t.Helper()
+	if err := s.Server.SetUser(context.Background(), name, rules...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// RevokeChannels takes every channel away from the user name (ACL SETUSER
+// name resetchannels): Redis disconnects the user's subscribed clients.
+func (s *Server) RevokeChannels(t testing.TB, name string) {
+	t.Helper()
+	if err := s.Server.RevokeChannels(context.Background(), name); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// DeleteUser deletes the user name (ACL DELUSER): Redis disconnects every
+// client authenticated as it.
+func (s *Server) DeleteUser(t testing.TB, name string) {
+	t.Helper()
+	if err := s.Server.DeleteUser(context.Background(), name); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// StartTLS starts a server as Start does, listening with TLS only, with
+// new certificates (redisproc.NewCerts) and, if authClients,
+// tls-auth-clients yes. Its Certs give client configurations with and
+// without a client certificate and with a wrong authority; its TLSConfig
+// and NewClient connect with the client certificate.
+func StartTLS(t testing.TB, authClients bool, args ...string) *Server {
+	t.Helper()
+	return StartOptions(t, redisproc.Options{Args: args, TLS: &redisproc.TLSOptions{AuthClients: authClients}})
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -56,6 +57,9 @@ type Options struct {
 	// --cluster-config-file <Dir>/nodes.conf and --cluster-port on a second
 	// free port (BusPort).
 	Cluster bool
+	// TLS, if set, makes the server accept TLS connections only: its port
+	// is --tls-port (and --port is 0).
+	TLS *TLSOptions
 	// Logf, if set, receives notes, such as a start retried on another
 	// port. It may be called until Start returns.
 	Logf func(format string, args ...any)
@@ -63,6 +67,17 @@ type Options struct {
 	// sentinelConf, when set, runs the server as a Sentinel with this
 	// configuration file (StartSentinel).
 	sentinelConf string
+}
+
+// TLSOptions configure a server's TLS.
+type TLSOptions struct {
+	// Certs are the authority, whose certificate is the server's
+	// tls-ca-cert-file, and the server's certificate. nil means new ones
+	// from NewCerts, in <Dir>/tls.
+	Certs *Certs
+	// AuthClients requires clients to present a certificate signed by the
+	// authority (tls-auth-clients yes); false is tls-auth-clients no.
+	AuthClients bool
 }
 
 // Server is one redis-server process on 127.0.0.1 started by Start. Its
@@ -76,6 +91,7 @@ type Server struct {
 	cluster bool
 	args    []string
 	conf    string // Sentinel configuration file; "" for a data server
+	tls     *TLSOptions
 
 	mu     sync.Mutex
 	proc   *process // nil while stopped
@@ -124,6 +140,21 @@ func Start(opts Options) (*Server, error) {
 		}
 		s.dir, s.ownDir = dir, true
 	}
+	if opts.TLS != nil {
+		t := *opts.TLS
+		if t.Certs == nil {
+			dir := filepath.Join(s.dir, "tls")
+			err := os.Mkdir(dir, 0o700)
+			if err == nil {
+				t.Certs, err = NewCerts(dir)
+			}
+			if err != nil {
+				s.removeDir()
+				return nil, fmt.Errorf("redisproc: %w", err)
+			}
+		}
+		s.tls = &t
+	}
 	for attempt := 1; ; attempt++ {
 		n := 1
 		if s.cluster {
@@ -161,6 +192,25 @@ func (s *Server) Port() int { return s.port }
 // BusPort returns the cluster bus port of a server started with
 // Options.Cluster, and 0 otherwise.
 func (s *Server) BusPort() int { return s.busPort }
+
+// Certs returns the certificates of a server started with Options.TLS,
+// and nil otherwise.
+func (s *Server) Certs() *Certs {
+	if s.tls == nil {
+		return nil
+	}
+	return s.tls.Certs
+}
+
+// TLSConfig returns a new client configuration for a server started with
+// Options.TLS, Certs().ClientTLS(): it trusts the authority and presents
+// the client certificate. It returns nil for a server without TLS.
+func (s *Server) TLSConfig() *tls.Config {
+	if s.tls == nil {
+		return nil
+	}
+	return s.tls.Certs.ClientTLS()
+}
 
 // Binary returns the path of the redis-server the server runs.
 func (s *Server) Binary() string { return s.bin }
@@ -273,18 +323,15 @@ func (s *Server) removeDir() {
 }
 
 // Do runs one command on a short-lived admin connection (RESP2, no client
-// name, no retries, each step bounded by AdminTimeout) and returns its
+// name, no retries, each step bounded by AdminTimeout; over TLS with
+// TLSConfig if the server has TLS) as the default user, and returns its
 // reply: int64, string, []any, or nil for a nil reply. For example
 //
 //	srv.Do(ctx, "PUBSUB", "NUMSUB", "ch") // []any{"ch", int64(1)}
 func (s *Server) Do(ctx context.Context, args ...any) (any, error) {
-	return adminDo(ctx, s.Addr(), args...)
-}
-
-// adminDo runs one command on a fresh connection to addr.
-func adminDo(ctx context.Context, addr string, args ...any) (any, error) {
 	c := redis.NewClient(&redis.Options{
-		Addr:                     addr,
+		Addr:                     s.Addr(),
+		TLSConfig:                s.TLSConfig(),
 		Protocol:                 2,
 		DisableIdentity:          true,
 		MaxRetries:               -1,
@@ -306,6 +353,21 @@ func adminDo(ctx context.Context, addr string, args ...any) (any, error) {
 
 // commandArgs returns the redis-server command line of this server.
 func (s *Server) commandArgs() []string {
+	port := []string{"--port", strconv.Itoa(s.port)}
+	if t := s.tls; t != nil {
+		auth := "no"
+		if t.AuthClients {
+			auth = "yes"
+		}
+		port = []string{
+			"--port", "0",
+			"--tls-port", strconv.Itoa(s.port),
+			"--tls-cert-file", t.Certs.ServerCertFile,
+			"--tls-key-file", t.Certs.ServerKeyFile,
+			"--tls-ca-cert-file", t.Certs.CAFile,
+			"--tls-auth-clients", auth,
+		}
+	}
 	if s.conf != "" {
 		a := []string{
 			s.conf, "--sentinel",
@@ -317,15 +379,14 @@ func (s *Server) commandArgs() []string {
 		}
 		return append(a, s.args...)
 	}
-	a := []string{
-		"--port", strconv.Itoa(s.port),
+	a := append(port,
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", "no",
 		"--dir", s.dir,
 		"--logfile", s.LogPath(),
 		"--daemonize", "no",
-	}
+	)
 	if s.cluster {
 		a = append(a,
 			"--cluster-enabled", "yes",
@@ -386,7 +447,7 @@ func (s *Server) waitReady(p *process) error {
 	backoff := 2 * time.Millisecond
 	var lastErr error
 	for {
-		pid, err := serverPID(s.Addr())
+		pid, err := serverPID(s.Addr(), s.TLSConfig())
 		switch {
 		case err == nil && pid == p.cmd.Process.Pid:
 			return nil
@@ -481,9 +542,17 @@ func (s *Server) waitPortClosed() error {
 }
 
 // serverPID asks the server at addr for its process id with INFO server,
-// speaking RESP directly so that polling needs no client library.
-func serverPID(addr string) (int, error) {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+// over TLS when tlsConf is not nil, speaking RESP directly so that polling
+// needs no client library.
+func serverPID(addr string, tlsConf *tls.Config) (int, error) {
+	d := &net.Dialer{Timeout: time.Second}
+	var c net.Conn
+	var err error
+	if tlsConf != nil {
+		c, err = tls.DialWithDialer(d, "tcp", addr, tlsConf)
+	} else {
+		c, err = d.Dial("tcp", addr)
+	}
 	if err != nil {
 		return 0, err
 	}
