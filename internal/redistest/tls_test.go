@@ -33,7 +33,7 @@ func TestTLS(t *testing.T) {
 		for name, conf := range map[string]*tls.Config{
 			"no client certificate":                   certs.ClientTLSNoCert(),
 			"client certificate of another authority": certs.UntrustedClientTLS(),
-			"plain TCP":                               nil,
+			"plain TCP": nil,
 		} {
 			err := pingTLS(t, srv, conf)
 			assert.Error(t, err, name)
