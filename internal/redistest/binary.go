@@ -1,5 +1,7 @@
 // Package redistest starts real redis-server processes for tests: single
-// servers, small Redis Clusters, and a TCP proxy that can blackhole traffic.
+// servers (with TLS and ACL users if asked), Redis Clusters with or without
+// replicas (slot migration, failover), Sentinel setups (master killed,
+// replica promoted), and a TCP proxy that can blackhole traffic.
 // It wraps package redisproc, which does the process work and reports
 // errors, for use from tests: failures call t.Fatal and everything started
 // is stopped in t.Cleanup.

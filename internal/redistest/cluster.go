@@ -42,21 +42,7 @@ func StartCluster(t testing.TB, masters int, args ...string) *Cluster {
 // nil, t.Logf. The nodes are stopped in t.Cleanup.
 func StartClusterOptions(t testing.TB, opts redisproc.ClusterOptions) *Cluster {
 	t.Helper()
-	if opts.Dir == "" {
-		opts.Dir = t.TempDir()
-	}
-	if opts.Logf == nil {
-		opts.Logf = t.Logf
-	}
-	pc, err := redisproc.StartCluster(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := pc.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	pc := started(t, &opts.Dir, &opts.Logf, func() (*redisproc.Cluster, error) { return redisproc.StartCluster(opts) })
 	c := &Cluster{Cluster: pc, byProc: make(map[*redisproc.Server]*Server)}
 	for _, n := range pc.Nodes() {
 		s := &Server{Server: n, t: t}

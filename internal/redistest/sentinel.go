@@ -33,21 +33,7 @@ type Sentinel struct {
 // nil, t.Logf. Every process is stopped in t.Cleanup.
 func StartSentinel(t testing.TB, opts redisproc.SentinelOptions) *Sentinel {
 	t.Helper()
-	if opts.Dir == "" {
-		opts.Dir = t.TempDir()
-	}
-	if opts.Logf == nil {
-		opts.Logf = t.Logf
-	}
-	ps, err := redisproc.StartSentinel(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := ps.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	ps := started(t, &opts.Dir, &opts.Logf, func() (*redisproc.Sentinel, error) { return redisproc.StartSentinel(opts) })
 	s := &Sentinel{Sentinel: ps, byProc: make(map[*redisproc.Server]*Server)}
 	for _, p := range ps.Servers() {
 		w := &Server{Server: p, t: t}

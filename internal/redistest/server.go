@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"context"
+	"io"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -42,23 +43,7 @@ func Start(t testing.TB, args ...string) *Server {
 // t.Logf.
 func StartOptions(t testing.TB, opts redisproc.Options) *Server {
 	t.Helper()
-	if opts.Dir == "" {
-		// TempDir first: cleanups run last-in first-out, so the server is
-		// stopped before its directory is removed.
-		opts.Dir = t.TempDir()
-	}
-	if opts.Logf == nil {
-		opts.Logf = t.Logf
-	}
-	ps, err := redisproc.Start(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := ps.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	ps := started(t, &opts.Dir, &opts.Logf, func() (*redisproc.Server, error) { return redisproc.Start(opts) })
 	return &Server{Server: ps, t: t}
 }
 
@@ -186,4 +171,60 @@ func (s *Server) DeleteUser(t testing.TB, name string) {
 func StartTLS(t testing.TB, authClients bool, args ...string) *Server {
 	t.Helper()
 	return StartOptions(t, redisproc.Options{Args: args, TLS: &redisproc.TLSOptions{AuthClients: authClients}})
+}
+
+// Info runs INFO section and returns its fields, for example
+// srv.Info(t, "stats")["pubsub_channels"].
+func (s *Server) Info(t testing.TB, section string) map[string]string {
+	t.Helper()
+	m, err := s.Server.Info(context.Background(), section)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// ClusterInfo runs CLUSTER INFO on a cluster node and returns its fields.
+func (s *Server) ClusterInfo(t testing.TB) map[string]string {
+	t.Helper()
+	m, err := s.Server.ClusterInfo(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// PubSubCounters reads the server's counts of PUBLISH and SPUBLISH calls
+// and, on a cluster node, of the cluster bus messages that carried them.
+func (s *Server) PubSubCounters(t testing.TB) redisproc.PubSubCounters {
+	t.Helper()
+	c, err := s.Server.PubSubCounters(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// started defaults *dir to a directory from t.TempDir and *logf to
+// t.Logf, runs start, fails the test on its error and closes what it
+// started in t.Cleanup. The directory comes first: cleanups run last-in
+// first-out, so the processes are stopped before it is removed.
+func started[T io.Closer](t testing.TB, dir *string, logf *func(string, ...any), start func() (T, error)) T {
+	t.Helper()
+	if *dir == "" {
+		*dir = t.TempDir()
+	}
+	if *logf == nil {
+		*logf = t.Logf
+	}
+	v, err := start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := v.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return v
 }

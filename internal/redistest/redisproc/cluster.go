@@ -172,19 +172,22 @@ func (c *Cluster) NodeID(s *Server) string { return c.ids[s] }
 
 // Close stops every node, as Server.Close does, and removes the directory
 // that StartCluster made, if it made one.
-func (c *Cluster) Close() error {
+func (c *Cluster) Close() error { return closeAll(c.nodes, c.dir, c.ownDir) }
+
+// closeAll closes servers, all at once, and then removes dir if ownDir.
+func closeAll(servers []*Server, dir string, ownDir bool) error {
 	var wg sync.WaitGroup
-	errs := make([]error, len(c.nodes))
-	for i, n := range c.nodes {
+	errs := make([]error, len(servers))
+	for i, s := range servers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = n.Close()
+			errs[i] = s.Close()
 		}()
 	}
 	wg.Wait()
-	if c.ownDir {
-		_ = os.RemoveAll(c.dir)
+	if ownDir {
+		_ = os.RemoveAll(dir)
 	}
 	return errors.Join(errs...)
 }

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -211,9 +210,10 @@ func (s *Sentinel) serverAt(port int) *Server {
 
 // WaitOK waits, bounded by ctx and by SentinelTimeout, until the setup
 // has settled: the running sentinels name the same master, which is
-// running and has the master role; every other running server replicates
-// it with its link up; and every running sentinel sees every running
-// replica and every other running sentinel as up. StartSentinel and
+// running and has the master role; no sentinel has a failover in
+// progress; every other running server replicates it with its link up;
+// and every running sentinel sees every running replica and every other
+// running sentinel as up. StartSentinel and
 // KillMaster call it; call it after restarting a process.
 func (s *Sentinel) WaitOK(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, SentinelTimeout)
@@ -262,6 +262,14 @@ func (s *Sentinel) check(ctx context.Context) error {
 	for _, sn := range s.sentinels {
 		if !sn.Running() {
 			continue
+		}
+		v, err := sn.Do(ctx, "SENTINEL", "MASTER", s.name)
+		if err != nil {
+			return fmt.Errorf("sentinel %s: SENTINEL MASTER: %w", sn.Addr(), err)
+		}
+		// "master" alone: no failover in progress, not down.
+		if flags := pairs(v)["flags"]; flags != "master" {
+			return fmt.Errorf("sentinel %s: master flags %q", sn.Addr(), flags)
 		}
 		if err := s.sees(ctx, sn, "REPLICAS", replicas); err != nil {
 			return err
@@ -353,19 +361,5 @@ func (s *Sentinel) KillMaster(ctx context.Context) (*Server, error) {
 // Close stops every process, as Server.Close does, and removes the
 // directory that StartSentinel made, if it made one.
 func (s *Sentinel) Close() error {
-	all := append(slices.Clone(s.sentinels), s.servers...)
-	var wg sync.WaitGroup
-	errs := make([]error, len(all))
-	for i, sv := range all {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = sv.Close()
-		}()
-	}
-	wg.Wait()
-	if s.ownDir {
-		_ = os.RemoveAll(s.dir)
-	}
-	return errors.Join(errs...)
+	return closeAll(append(slices.Clone(s.sentinels), s.servers...), s.dir, s.ownDir)
 }
