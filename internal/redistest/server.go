@@ -223,7 +223,7 @@ func started[T io.Closer](t testing.TB, dir *string, logf *func(string, ...any),
 	}
 	t.Cleanup(func() {
 		if err := v.Close(); err != nil {
-			t.Error(err)
+			t.Errorf("%v", err)
 		}
 	})
 	return v
