@@ -28,6 +28,7 @@ func TestSentinelFailover(t *testing.T) {
 
 			c := sn.NewFailoverClient(t)
 			require.NoError(t, c.Set(ctx(t), "k", "v", 0).Err())
+			require.Equal(t, int64(1), c.Wait(ctx(t), 1, 5*time.Second).Val(), "WAIT for the replica")
 			assert.Equal(t, "v", sn.Servers()[1].Do(t, "GET", "k"), "replicated")
 
 			start = time.Now()

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -81,11 +80,8 @@ func StartCluster(opts ClusterOptions) (_ *Cluster, err error) {
 		byID:     make(map[string]*Server),
 		byPort:   make(map[int]*Server),
 	}
-	if c.dir == "" {
-		if c.dir, err = os.MkdirTemp("", "redisproc-cluster-"); err != nil {
-			return nil, fmt.Errorf("redisproc: %w", err)
-		}
-		c.ownDir = true
+	if c.dir, c.ownDir, err = workDir(c.dir, "redisproc-cluster-"); err != nil {
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
@@ -107,11 +103,7 @@ func StartCluster(opts ClusterOptions) (_ *Cluster, err error) {
 	defer cancel()
 	total := opts.Masters * (1 + opts.Replicas)
 	for i := range total {
-		dir := filepath.Join(c.dir, "node"+strconv.Itoa(i))
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("redisproc: %w", err)
-		}
-		s, err := Start(Options{Binary: opts.Binary, Dir: dir, Args: args, Cluster: true, Logf: opts.Logf})
+		s, err := startIn(c.dir, "node"+strconv.Itoa(i), Options{Binary: opts.Binary, Args: args, Cluster: true, Logf: opts.Logf})
 		if err != nil {
 			return nil, err
 		}
@@ -201,9 +193,7 @@ func closeAll(servers []*Server, dir string, ownDir bool) error {
 // running master has its replication link up. StartCluster, MigrateSlot,
 // Failover and KillMaster call it; call it after restarting a node.
 func (c *Cluster) WaitOK(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, ClusterTimeout)
-	defer cancel()
-	if err := poll(ctx, func() error { return c.check(ctx) }); err != nil {
+	if err := pollFor(ctx, ClusterTimeout, c.check); err != nil {
 		return fmt.Errorf("redisproc: cluster not ok: %w", err)
 	}
 	return nil
@@ -514,9 +504,7 @@ func (c *Cluster) runningReplica(ctx context.Context, master *Server) (*Server, 
 // waitPromoted waits until the cluster has settled with one of candidates
 // as a master.
 func (c *Cluster) waitPromoted(ctx context.Context, candidates []*Server) error {
-	ctx, cancel := context.WithTimeout(ctx, ClusterTimeout)
-	defer cancel()
-	err := poll(ctx, func() error {
+	err := pollFor(ctx, ClusterTimeout, func(ctx context.Context) error {
 		if err := c.check(ctx); err != nil {
 			return err
 		}
@@ -613,6 +601,13 @@ func parseClusterNodes(s string) (clusterView, error) {
 	}
 	slices.SortFunc(v, func(a, b clusterEntry) int { return strings.Compare(a.id, b.id) })
 	return v, nil
+}
+
+// pollFor is poll bounded by timeout too; f gets the bounded context.
+func pollFor(ctx context.Context, timeout time.Duration, f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return poll(ctx, func() error { return f(ctx) })
 }
 
 // poll calls f until it returns nil or ctx ends, with a backoff from 10ms

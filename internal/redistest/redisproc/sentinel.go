@@ -85,11 +85,8 @@ func StartSentinel(opts SentinelOptions) (_ *Sentinel, err error) {
 		return nil, fmt.Errorf("redisproc: StartSentinel: %d replicas, %d sentinels", replicas, sentinels)
 	}
 	s := &Sentinel{name: name, dir: opts.Dir}
-	if s.dir == "" {
-		if s.dir, err = os.MkdirTemp("", "redisproc-sentinel-"); err != nil {
-			return nil, fmt.Errorf("redisproc: %w", err)
-		}
-		s.ownDir = true
+	if s.dir, s.ownDir, err = workDir(s.dir, "redisproc-sentinel-"); err != nil {
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
@@ -97,12 +94,8 @@ func StartSentinel(opts SentinelOptions) (_ *Sentinel, err error) {
 		}
 	}()
 	start := func(sub string, o Options) (*Server, error) {
-		o.Dir = filepath.Join(s.dir, sub)
-		if err := os.Mkdir(o.Dir, 0o755); err != nil {
-			return nil, fmt.Errorf("redisproc: %w", err)
-		}
 		o.Binary, o.Logf = opts.Binary, opts.Logf
-		return Start(o)
+		return startIn(s.dir, sub, o)
 	}
 	args := append([]string{"--repl-diskless-sync-delay", "0"}, opts.Args...)
 	master, err := start("server0", Options{Args: args})
@@ -213,12 +206,10 @@ func (s *Sentinel) serverAt(port int) *Server {
 // running and has the master role; no sentinel has a failover in
 // progress; every other running server replicates it with its link up;
 // and every running sentinel sees every running replica and every other
-// running sentinel as up. StartSentinel and
-// KillMaster call it; call it after restarting a process.
+// running sentinel as up. StartSentinel and KillMaster call it; call it
+// after restarting a process.
 func (s *Sentinel) WaitOK(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, SentinelTimeout)
-	defer cancel()
-	if err := poll(ctx, func() error { return s.check(ctx) }); err != nil {
+	if err := pollFor(ctx, SentinelTimeout, s.check); err != nil {
 		return fmt.Errorf("redisproc: sentinel setup not ok: %w", err)
 	}
 	return nil
@@ -335,10 +326,8 @@ func (s *Sentinel) KillMaster(ctx context.Context) (*Server, error) {
 	if err := old.Kill(); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, SentinelTimeout)
-	defer cancel()
 	var promoted *Server
-	err = poll(ctx, func() error {
+	err = pollFor(ctx, SentinelTimeout, func(ctx context.Context) error {
 		if err := s.check(ctx); err != nil {
 			return err
 		}

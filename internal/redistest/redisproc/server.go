@@ -133,12 +133,9 @@ func Start(opts Options) (*Server, error) {
 		args:    append([]string(nil), opts.Args...),
 		conf:    opts.sentinelConf,
 	}
-	if s.dir == "" {
-		dir, err := os.MkdirTemp("", "redisproc-")
-		if err != nil {
-			return nil, fmt.Errorf("redisproc: %w", err)
-		}
-		s.dir, s.ownDir = dir, true
+	var err error
+	if s.dir, s.ownDir, err = workDir(s.dir, "redisproc-"); err != nil {
+		return nil, err
 	}
 	if opts.TLS != nil {
 		t := *opts.TLS
@@ -314,6 +311,28 @@ func (s *Server) Close() error {
 		return fmt.Errorf("redisproc: close %s: %w", s.Addr(), err)
 	}
 	return nil
+}
+
+// workDir returns dir, or when dir is "" a new temporary directory and
+// true: the caller removes it.
+func workDir(dir, pattern string) (string, bool, error) {
+	if dir != "" {
+		return dir, false, nil
+	}
+	dir, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		return "", false, fmt.Errorf("redisproc: %w", err)
+	}
+	return dir, true, nil
+}
+
+// startIn starts a server as Start does in the new directory parent/sub.
+func startIn(parent, sub string, opts Options) (*Server, error) {
+	opts.Dir = filepath.Join(parent, sub)
+	if err := os.Mkdir(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("redisproc: %w", err)
+	}
+	return Start(opts)
 }
 
 func (s *Server) removeDir() {
