@@ -6,9 +6,12 @@
 #   GOTEST_FLAGS='-short' bash scripts/test.sh
 #
 # Tests start their own redis-server processes on free ports (never the
-# server on 6379, if any); this script only makes sure the binary exists,
-# installing it with apt-get when run as root. It also installs the Node
-# peer of the interop tests (tests/interop) when node and npm exist.
+# server on 6379, if any); this script only makes sure the binary exists
+# and is Redis 7 or later, installing it with apt-get when run as root. The
+# same binary runs the Sentinel tests' sentinels (redis-server <conf>
+# --sentinel) and the TLS tests (Debian's redis-server is built with TLS),
+# so no redis-sentinel package is needed. It also installs the Node peer
+# of the interop tests (tests/interop) when node and npm exist.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -38,8 +41,10 @@ find_redis() {
 
 install_help() {
 	cat >&2 <<'HELP'
-The tests need redis-server (Redis 7 or later); they start their own
-processes on free ports, no running Redis service is needed. Install it:
+The tests need redis-server (Redis 7 or later, built with TLS, as Debian's
+is); they start their own processes on free ports, no running Redis
+service is needed, and they run Sentinel as redis-server --sentinel (no
+redis-sentinel package needed). Install it:
   Debian/Ubuntu:  sudo apt-get install redis-server
   macOS:          brew install redis
 or point REDIS_SERVER at a redis-server binary:
@@ -69,7 +74,16 @@ if ! redis_bin=$(find_redis); then
 	fi
 fi
 export REDIS_SERVER="$redis_bin"
-echo "test.sh: using $("$REDIS_SERVER" --version) at $REDIS_SERVER"
+redis_version=$("$REDIS_SERVER" --version)
+echo "test.sh: using $redis_version at $REDIS_SERVER"
+# "Redis server v=7.0.15 sha=..." : sharded Pub/Sub, CLUSTER ADDSLOTSRANGE
+# and the ACL channel rules need 7.0.
+redis_major=$(sed -n 's/.* v=\([0-9]*\)\..*/\1/p' <<<"$redis_version")
+if [[ -z "$redis_major" || "$redis_major" -lt 7 ]]; then
+	echo "test.sh: $REDIS_SERVER is not Redis 7 or later ($redis_version)" >&2
+	install_help
+	exit 1
+fi
 
 # 2. the Node peer of the interop tests
 interop=tests/interop

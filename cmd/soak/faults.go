@@ -12,7 +12,11 @@ func (s *soak) startFaults() {
 	if s.c.killEvery > 0 {
 		s.faultsWG.Add(1)
 		go s.every(s.c.killEvery, func() {
-			s.srv.kill()
+			if err := s.srv.Kill(); err != nil {
+				fmt.Println("soak: kill:", err)
+				s.faultErrs.Add(1)
+				return
+			}
 			select {
 			case <-time.After(s.c.down):
 			case <-s.faultsStop:
@@ -20,7 +24,7 @@ func (s *soak) startFaults() {
 			// Noted before the restart, so that no reconnect precedes it:
 			// resume times include the server's start (a few ms).
 			s.noteFault("kill")
-			if err := s.srv.restart(); err != nil {
+			if err := s.srv.Restart(); err != nil {
 				fmt.Println("soak: restart:", err)
 				s.faultErrs.Add(1)
 				return

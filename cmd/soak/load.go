@@ -15,11 +15,12 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	redispubsub "github.com/alkdev/watermill-redispubsub"
+	"github.com/alkdev/watermill-redispubsub/internal/redistest/redisproc"
 )
 
 type soak struct {
 	c      config
-	srv    *server
+	srv    *redisproc.Server
 	topics []string
 	admin  *redis.Client
 
@@ -89,18 +90,18 @@ type payload struct {
 	M bool `json:"m,omitempty"`
 }
 
-func newSoak(c config, srv *server) *soak {
+func newSoak(c config, srv *redisproc.Server) *soak {
 	s := &soak{c: c, srv: srv, faultsStop: make(chan struct{})}
 	for i := range c.topics {
 		s.topics = append(s.topics, fmt.Sprintf("soak.t%d", i))
 	}
-	s.admin = redis.NewClient(&redis.Options{Addr: srv.addr(), MaxRetries: -1, DialTimeout: time.Second})
+	s.admin = redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialTimeout: time.Second})
 	return s
 }
 
 func (s *soak) setup(ctx context.Context) error {
 	for i := range s.c.subscribers {
-		sb := &subscriber{index: i, client: redis.NewClient(&redis.Options{Addr: s.srv.addr()})}
+		sb := &subscriber{index: i, client: redis.NewClient(&redis.Options{Addr: s.srv.Addr()})}
 		sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
 			Client: sb.client,
 			OnReconnect: func(redispubsub.ReconnectEvent) {
@@ -134,7 +135,7 @@ func (s *soak) setup(ctx context.Context) error {
 		sb.consume(&subscription{name: fmt.Sprintf("sub%d/soak.*", i), topics: all}, ch)
 	}
 	for i := range s.c.publishers {
-		opts := &redis.Options{Addr: s.srv.addr(), MaxRetries: s.c.publisherRetries}
+		opts := &redis.Options{Addr: s.srv.Addr(), MaxRetries: s.c.publisherRetries}
 		p := &publisher{index: i, client: redis.NewClient(opts), next: make([]int, len(s.topics))}
 		pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: p.client}, nil)
 		if err != nil {

@@ -42,6 +42,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/alkdev/watermill-redispubsub/internal/redistest/redisproc"
 )
 
 type config struct {
@@ -99,25 +101,18 @@ func (l *countingLog) Printf(_ context.Context, format string, v ...any) {
 }
 
 func run(ctx context.Context, c config) int {
-	bin, err := redisBinary(c.redisServer)
+	srv, err := redisproc.Start(redisproc.Options{Binary: c.redisServer})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "soak:", err)
 		return 2
 	}
-	dir, err := os.MkdirTemp("", "soak-redis-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "soak:", err)
-		return 2
-	}
-	defer os.RemoveAll(dir)
-	srv, err := startServer(bin, dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "soak:", err)
-		return 2
-	}
-	defer srv.kill()
+	defer func() {
+		if err := srv.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "soak:", err)
+		}
+	}()
 	fmt.Printf("soak: %s on %s (%s); %v, %d publishers at %d msg/s each, %d subscribers, %d topics + 1 pattern; kill every %v (down %v), CLIENT KILL every %v\n",
-		bin, srv.addr(), dir, c.duration, c.publishers, c.rate, c.subscribers, c.topics, c.killEvery, c.down, c.clientKillEvery)
+		srv.Binary(), srv.Addr(), srv.Dir(), c.duration, c.publishers, c.rate, c.subscribers, c.topics, c.killEvery, c.down, c.clientKillEvery)
 
 	mem := startMemory()
 	s := newSoak(c, srv)

@@ -1,5 +1,10 @@
 // Package redistest starts real redis-server processes for tests: single
-// servers, small Redis Clusters, and a TCP proxy that can blackhole traffic.
+// servers (with TLS and ACL users if asked), Redis Clusters with or without
+// replicas (slot migration, failover), Sentinel setups (master killed,
+// replica promoted), and a TCP proxy that can blackhole traffic.
+// It wraps package redisproc, which does the process work and reports
+// errors, for use from tests: failures call t.Fatal and everything started
+// is stopped in t.Cleanup.
 //
 // Every server runs on a free 127.0.0.1 port in a directory from t.TempDir,
 // without persistence, and is stopped and reaped in t.Cleanup, so tests share
@@ -11,62 +16,19 @@
 // call them from the test goroutine.
 package redistest
 
-import (
-	"errors"
-	"os"
-	"os/exec"
-)
+import "github.com/alkdev/watermill-redispubsub/internal/redistest/redisproc"
 
 // EnvBinary is the environment variable that, when set, names the
 // redis-server binary to use instead of looking it up.
-const EnvBinary = "REDIS_SERVER"
+const EnvBinary = redisproc.EnvBinary
 
 // ErrNoBinary is returned by Binary when no redis-server can be found. Its
 // text names the ways to install one.
-var ErrNoBinary = errors.New("redis-server not found: run scripts/test.sh " +
-	"(installs it with apt when root), or install it: " +
-	"apt-get install redis-server / brew install redis, or set REDIS_SERVER")
+var ErrNoBinary = redisproc.ErrNoBinary
 
-// fallbackPaths are tried, in order, when redis-server is not on PATH.
-var fallbackPaths = []string{
-	"/usr/bin/redis-server",
-	"/usr/sbin/redis-server",
-	"/usr/local/bin/redis-server",
-}
-
-// Binary returns the path of redis-server: $REDIS_SERVER if set, else PATH
-// lookup, else /usr/bin/redis-server, /usr/sbin/redis-server,
-// /usr/local/bin/redis-server. It returns an error wrapping ErrNoBinary,
-// whose text names the install step, when none is found or when
-// $REDIS_SERVER names no executable file.
-func Binary() (string, error) {
-	if p := os.Getenv(EnvBinary); p != "" {
-		if isExecutable(p) {
-			return p, nil
-		}
-		return "", &binaryError{path: p}
-	}
-	if p, err := exec.LookPath("redis-server"); err == nil {
-		return p, nil
-	}
-	for _, p := range fallbackPaths {
-		if isExecutable(p) {
-			return p, nil
-		}
-	}
-	return "", ErrNoBinary
-}
-
-// binaryError reports a $REDIS_SERVER that names no executable file.
-type binaryError struct{ path string }
-
-func (e *binaryError) Error() string {
-	return EnvBinary + "=" + e.path + " is not an executable file; " + ErrNoBinary.Error()
-}
-
-func (e *binaryError) Unwrap() error { return ErrNoBinary }
-
-func isExecutable(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
-}
+// Binary returns the path of redis-server as redisproc.Binary does:
+// $REDIS_SERVER if set, else PATH lookup, else /usr/bin/redis-server,
+// /usr/sbin/redis-server, /usr/local/bin/redis-server. It returns an error
+// wrapping ErrNoBinary, whose text names the install step, when none is
+// found or when $REDIS_SERVER names no executable file.
+func Binary() (string, error) { return redisproc.Binary() }

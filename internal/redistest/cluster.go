@@ -1,68 +1,66 @@
 package redistest
 
 import (
-	"fmt"
-	"strconv"
-	"strings"
+	"context"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/alkdev/watermill-redispubsub/internal/redistest/redisproc"
 )
 
-// clusterTimeout bounds how long a cluster may take to reach
-// cluster_state:ok on every node.
-const clusterTimeout = 30 * time.Second
-
-// slotCount is the number of hash slots of a Redis Cluster.
-const slotCount = 16384
-
-// Cluster is a Redis Cluster of master-only nodes started by StartCluster.
+// Cluster is a Redis Cluster started by StartCluster or
+// StartClusterOptions, stopped in t.Cleanup. It embeds the
+// *redisproc.Cluster that runs it; its own methods take a testing.TB, fail
+// the test on error and return the nodes as *Server. Call them from the
+// test goroutine, and do not overlap its operations (MigrateSlot,
+// Failover, KillMaster).
 type Cluster struct {
-	nodes []*Server
+	*redisproc.Cluster
+	nodes  []*Server
+	byProc map[*redisproc.Server]*Server
 }
 
-// StartCluster starts a Redis Cluster of masters nodes (at least 1), each a
-// Server as from Start with args plus --cluster-enabled yes,
-// --cluster-config-file <Dir>/nodes.conf and --cluster-port on a second free
-// port. It splits the 16384 hash slots evenly between the nodes
-// (CLUSTER ADDSLOTSRANGE), joins them (CLUSTER MEET) and waits until every
-// node reports cluster_state:ok and knows every other node. There are no
-// replicas. The nodes are stopped in t.Cleanup.
+// StartCluster starts a Redis Cluster of masters nodes (at least 1) and no
+// replicas, each a Server as from Start with args plus --cluster-enabled
+// yes, --cluster-config-file <Dir>/nodes.conf and --cluster-port on a
+// second free port. It splits the 16384 hash slots evenly between the
+// nodes (CLUSTER ADDSLOTSRANGE), joins them (CLUSTER MEET) and waits until
+// every node reports cluster_state:ok and knows every other node. The
+// nodes are stopped in t.Cleanup.
 func StartCluster(t testing.TB, masters int, args ...string) *Cluster {
 	t.Helper()
-	if masters < 1 {
-		t.Fatalf("redistest: StartCluster: %d masters; need at least 1", masters)
+	return StartClusterOptions(t, redisproc.ClusterOptions{Masters: masters, Args: args})
+}
+
+// StartClusterOptions starts a cluster as redisproc.StartCluster does, for
+// example 3 masters with a replica each:
+//
+//	cl := redistest.StartClusterOptions(t, redisproc.ClusterOptions{Masters: 3, Replicas: 1})
+//
+// An empty opts.Dir becomes a directory from t.TempDir, and opts.Logf, if
+// nil, t.Logf. The nodes are stopped in t.Cleanup.
+func StartClusterOptions(t testing.TB, opts redisproc.ClusterOptions) *Cluster {
+	t.Helper()
+	pc := started(t, &opts.Dir, &opts.Logf, func() (*redisproc.Cluster, error) { return redisproc.StartCluster(opts) })
+	c := &Cluster{Cluster: pc, byProc: make(map[*redisproc.Server]*Server)}
+	for _, n := range pc.Nodes() {
+		s := &Server{Server: n, t: t}
+		c.nodes = append(c.nodes, s)
+		c.byProc[n] = s
 	}
-	c := &Cluster{nodes: make([]*Server, masters)}
-	for i := range c.nodes {
-		c.nodes[i] = start(t, true, args)
-	}
-	for i, n := range c.nodes {
-		first, last := i*slotCount/masters, (i+1)*slotCount/masters-1
-		n.Do(t, "CLUSTER", "ADDSLOTSRANGE", first, last)
-	}
-	// The cluster bus port is not port+10000 here, so MEET names it.
-	for _, n := range c.nodes[1:] {
-		c.nodes[0].Do(t, "CLUSTER", "MEET", "127.0.0.1", n.port, n.busPort)
-	}
-	c.WaitOK(t)
 	return c
 }
 
-// Nodes returns the cluster's nodes, in the order of their slot ranges:
-// node i serves slots i*16384/n to (i+1)*16384/n-1.
+// Nodes returns every node, running or not: the masters in the order of
+// their slot ranges (node i of n serves slots i*16384/n to
+// (i+1)*16384/n-1 until a slot is migrated), then the replicas of master
+// 0, of master 1, and so on. Roles change with failovers; Masters and
+// Replicas tell the current ones.
 func (c *Cluster) Nodes() []*Server { return append([]*Server(nil), c.nodes...) }
 
-// Addrs returns the addresses of the cluster's nodes, in the order of
-// Nodes.
-func (c *Cluster) Addrs() []string {
-	addrs := make([]string, len(c.nodes))
-	for i, n := range c.nodes {
-		addrs[i] = n.Addr()
-	}
-	return addrs
-}
+// NodeID returns the cluster node id of s.
+func (c *Cluster) NodeID(s *Server) string { return c.Cluster.NodeID(s.Server) }
 
 // NewClient returns a go-redis cluster client seeded with every node's
 // address, closed in t.Cleanup.
@@ -73,57 +71,104 @@ func (c *Cluster) NewClient(t testing.TB) *redis.ClusterClient {
 	return cc
 }
 
-// WaitOK waits, bounded by 30s, until every node reports cluster_state:ok,
-// all 16384 slots assigned and every node known; it fails the test
-// otherwise. StartCluster calls it; call it again after restarting a node.
+// WaitOK waits, bounded by 30s, until the cluster has settled as
+// redisproc.Cluster.WaitOK describes (cluster_state:ok on every running
+// node, every slot served, every node known, the same view everywhere,
+// replication links up); it fails the test otherwise. Call it after
+// restarting a node.
 func (c *Cluster) WaitOK(t testing.TB) {
 	t.Helper()
-	deadline := time.Now().Add(clusterTimeout)
-	backoff := 10 * time.Millisecond
-	for {
-		err := c.check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redistest: cluster not ok within %v: %v", clusterTimeout, err)
-		}
-		time.Sleep(backoff) // backoff of a bounded poll
-		backoff = min(2*backoff, 200*time.Millisecond)
+	if err := c.Cluster.WaitOK(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }
 
-// check returns nil when every node sees a healthy, complete cluster.
-func (c *Cluster) check() error {
-	for _, n := range c.nodes {
-		v, err := adminDo(n.Addr(), "CLUSTER", "INFO")
-		if err != nil {
-			return fmt.Errorf("%s: CLUSTER INFO: %w", n.Addr(), err)
-		}
-		s, _ := v.(string)
-		info := parseInfo(s)
-		want := map[string]string{
-			"cluster_state":          "ok",
-			"cluster_slots_assigned": strconv.Itoa(slotCount),
-			"cluster_slots_ok":       strconv.Itoa(slotCount),
-			"cluster_known_nodes":    strconv.Itoa(len(c.nodes)),
-		}
-		for k, w := range want {
-			if info[k] != w {
-				return fmt.Errorf("%s: %s is %q, want %q", n.Addr(), k, info[k], w)
-			}
-		}
+// Masters returns the masters that serve slots, ordered by their first
+// slot.
+func (c *Cluster) Masters(t testing.TB) []*Server {
+	t.Helper()
+	ms, err := c.Cluster.Masters(context.Background())
+	if err != nil {
+		t.Fatal(err)
 	}
-	return nil
+	return c.wrap(ms)
 }
 
-// parseInfo parses "key:value" lines as sent by INFO and CLUSTER INFO.
-func parseInfo(s string) map[string]string {
-	m := make(map[string]string)
-	for _, l := range strings.Split(s, "\n") {
-		if k, v, ok := strings.Cut(strings.TrimSpace(l), ":"); ok {
-			m[k] = v
-		}
+// Replicas returns the nodes that replicate master, running or not.
+func (c *Cluster) Replicas(t testing.TB, master *Server) []*Server {
+	t.Helper()
+	rs, err := c.Cluster.Replicas(context.Background(), master.Server)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return m
+	return c.wrap(rs)
+}
+
+// SlotOwner returns the master that serves slot.
+func (c *Cluster) SlotOwner(t testing.TB, slot int) *Server {
+	t.Helper()
+	s, err := c.Cluster.SlotOwner(context.Background(), slot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.byProc[s]
+}
+
+// ChannelOwner returns the master that serves the slot of channel
+// (redisproc.KeySlot): where its SPUBLISH and SSUBSCRIBE go.
+func (c *Cluster) ChannelOwner(t testing.TB, channel string) *Server {
+	t.Helper()
+	return c.SlotOwner(t, redisproc.KeySlot(channel))
+}
+
+// MigrateSlot moves slot to the master to (IMPORTING/MIGRATING, MIGRATE of
+// its keys, SETSLOT NODE on every master) and waits until the cluster has
+// settled with to serving it.
+func (c *Cluster) MigrateSlot(t testing.TB, slot int, to *Server) {
+	t.Helper()
+	if err := c.Cluster.MigrateSlot(context.Background(), slot, to.Server); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Failover runs CLUSTER FAILOVER on a running replica of master and
+// returns that replica once it is the master and the cluster has settled.
+func (c *Cluster) Failover(t testing.TB, master *Server) *Server {
+	t.Helper()
+	s, err := c.Cluster.Failover(context.Background(), master.Server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.byProc[s]
+}
+
+// KillMaster kills master and returns the replica the cluster promoted,
+// once the cluster has settled. master.Restart and WaitOK bring it back
+// as a replica.
+func (c *Cluster) KillMaster(t testing.TB, master *Server) *Server {
+	t.Helper()
+	s, err := c.Cluster.KillMaster(context.Background(), master.Server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.byProc[s]
+}
+
+// PubSubCounters reads the Pub/Sub counters of every node, in the order
+// of Nodes; a node that is not running has only its Addr set.
+func (c *Cluster) PubSubCounters(t testing.TB) []redisproc.PubSubCounters {
+	t.Helper()
+	pcs, err := c.Cluster.PubSubCounters(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pcs
+}
+
+func (c *Cluster) wrap(ss []*redisproc.Server) []*Server {
+	out := make([]*Server, len(ss))
+	for i, s := range ss {
+		out[i] = c.byProc[s]
+	}
+	return out
 }
