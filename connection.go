@@ -367,6 +367,9 @@ func (c *connection) run() {
 			return
 		}
 		backoff = min(2*backoff, c.s.config.ReconnectBackoffMax)
+		if c.node != "" && !c.s.followSlots(c) {
+			return // every channel moved to another node
+		}
 	}
 }
 

@@ -94,9 +94,9 @@ func hashSlot(key string) int {
 }
 
 // rehome moves a channel whose slot left c's node (Redis said so with an
-// unsolicited SUNSUBSCRIBE or a MOVED) to the slot's new owner. Its
-// subscriptions keep their queues; they resume once the new owner confirmed
-// the SSUBSCRIBE. Called with c.mu held.
+// unsolicited SUNSUBSCRIBE or a MOVED, or the node was lost) to the slot's
+// new owner. Its subscriptions keep their queues; they resume once the new
+// owner confirmed the SSUBSCRIBE. Called with c.mu held.
 func (s *Subscriber) rehome(c *connection, channel string) {
 	st := c.channels[channel]
 	if st == nil {
@@ -118,34 +118,82 @@ func (s *Subscriber) rehome(c *connection, channel string) {
 			moving = append(moving, sn)
 		}
 	}
-	c.logger.Info("Sharded channel moved to another node, following it", watermill.LogFields{
-		"channel": channel, "subscriptions": len(moving),
-	})
-	c.s.wg.Add(1)
-	go func() {
-		defer c.s.wg.Done()
-		s.move(channel, moving, st.sequences)
-	}()
+	s.moves.add(s, move{channel: channel, from: c.node, sns: moving, sequences: st.sequences})
 }
 
-// move subscribes channel at the owner of its slot after reloading the
-// slot map, and hands it the subscriptions.
-func (s *Subscriber) move(channel string, sns []*subscription, sequences sequenceTracker) {
-	if err := s.slots.load(s.ctx); err != nil {
-		s.logger.Error("Cannot reload the cluster's slot map; retrying from the current one", err, nil)
+// move is a channel on its way to another node.
+type move struct {
+	channel, from string
+	sns           []*subscription
+	sequences     sequenceTracker
+}
+
+// mover moves channels to their new nodes, with one reload of the slot map
+// for all the channels that moved together (a migrated slot, a lost node).
+type mover struct {
+	mu      sync.Mutex
+	pending []move
+	running bool
+}
+
+// add queues m, and starts the goroutine that moves the queue unless it
+// runs.
+func (mv *mover) add(s *Subscriber, m move) {
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	mv.pending = append(mv.pending, m)
+	if !mv.running {
+		mv.running = true
+		s.wg.Add(1)
+		go mv.run(s)
 	}
+}
+
+func (mv *mover) run(s *Subscriber) {
+	defer s.wg.Done()
+	for {
+		mv.mu.Lock()
+		batch := mv.pending
+		mv.pending = nil
+		if len(batch) == 0 {
+			mv.running = false
+			mv.mu.Unlock()
+			return
+		}
+		mv.mu.Unlock()
+		if err := s.slots.load(s.ctx); err != nil {
+			s.logger.Error("Cannot reload the cluster's slot map; moving by the current one", err, nil)
+		}
+		moved := map[string]int{}
+		for _, m := range batch {
+			if s.moveTo(m) {
+				moved[m.from]++
+			}
+		}
+		for from, n := range moved {
+			s.logger.Info("Sharded channels moved to another node, following them", watermill.LogFields{
+				"from": from, "channels": n,
+			})
+		}
+	}
+}
+
+// moveTo subscribes m's channel at the owner of its slot and hands it the
+// subscriptions. It reports false when the Subscriber is closed.
+func (s *Subscriber) moveTo(m move) bool {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return
+		return false
 	}
-	c, err := s.connectionFor(subscriptionKey{name: strings.TrimPrefix(channel, s.config.ChannelPrefix)})
+	c, err := s.connectionFor(subscriptionKey{name: strings.TrimPrefix(m.channel, s.config.ChannelPrefix)})
 	s.mu.Unlock()
 	if err != nil {
-		s.logger.Error("Cannot move a sharded channel", err, watermill.LogFields{"channel": channel})
-		return
+		s.logger.Error("Cannot move a sharded channel", err, watermill.LogFields{"channel": m.channel})
+		return false
 	}
-	c.adopt(channel, sns, sequences)
+	c.adopt(m.channel, m.sns, m.sequences)
+	return true
 }
 
 // adopt takes over the subscriptions of a channel that moved here: they
@@ -170,6 +218,28 @@ func (c *connection) adopt(channel string, sns []*subscription, sequences sequen
 		st.subscribed = true
 		c.queue(redisKey{name: channel}, true)
 	}
+}
+
+// followSlots reloads the slot map after c lost its node, and moves the
+// channels whose slot another node owns now (a replica was promoted). It
+// reports whether c still has channels to reconnect for; when it has none,
+// it is closed.
+func (s *Subscriber) followSlots(c *connection) bool {
+	if err := s.slots.load(s.ctx); err != nil {
+		c.logger.Debug("Cannot reload the cluster's slot map", watermill.LogFields{"err": err.Error()})
+	}
+	c.mu.Lock()
+	for name := range c.channels {
+		if owner, err := s.slots.owner(name); err == nil && owner != c.node {
+			s.rehome(c, name)
+		}
+	}
+	empty := len(c.channels) == 0
+	c.mu.Unlock()
+	if empty {
+		s.closeIfIdle(c)
+	}
+	return !c.isClosed()
 }
 
 // closeIfIdle closes a node connection that carries nothing any more.

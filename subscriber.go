@@ -66,6 +66,7 @@ type Subscriber struct {
 
 	budget *budget
 	hooks  *hookRunner
+	moves  mover // sharded channels on their way to another node
 	// stamps reads sequence stamps; nil when gap detection is off or the
 	// Marshaler carries no metadata.
 	stamps stampReader

@@ -95,9 +95,13 @@ func (sn *subscription) isDone() bool {
 // connection returns the connection that carries sn.
 func (sn *subscription) connection() *connection { return sn.conn.Load() }
 
-// started releases the Subscribe call waiting for sn. Called with conn.mu
-// held.
-func (sn *subscription) started() { close(sn.ready) }
+// started releases the Subscribe call waiting for sn, unless it started
+// before (on another node: its channel moved). Called with conn.mu held.
+func (sn *subscription) started() {
+	if !isClosed(sn.ready) {
+		close(sn.ready)
+	}
+}
 
 // fail ends sn with err, and releases the Subscribe call waiting for it, if
 // any. Called with conn.mu held.

@@ -34,11 +34,14 @@ func wmPubSub(t testing.TB, srv *redistest.Server, configure func(*redispubsub.S
 	return pub, wmSubscriber(t, srv, configure)
 }
 
-// wmSubscriber returns a Subscriber on srv with its own client, closed at
-// the end of the test.
+// wmSubscriber returns a Subscriber on srv with its own client (or the one
+// configure sets, when srv is nil), closed at the end of the test.
 func wmSubscriber(t testing.TB, srv *redistest.Server, configure func(*redispubsub.SubscriberConfig)) *redispubsub.Subscriber {
 	t.Helper()
-	config := redispubsub.SubscriberConfig{Client: srv.NewClient(t)}
+	var config redispubsub.SubscriberConfig
+	if srv != nil {
+		config.Client = srv.NewClient(t)
+	}
 	if configure != nil {
 		configure(&config)
 	}
