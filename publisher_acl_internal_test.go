@@ -38,17 +38,6 @@ func (h *gateHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 	}
 }
 
-// queued returns the number of calls waiting in the Publisher's queues.
-func (p *Publisher) queued() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for _, q := range p.queues {
-		n += len(q.pending)
-	}
-	return n
-}
-
 // A refused channel's call and allowed calls coalesced into one pipeline:
 // the refused call fails with ErrPublishRefused and publishes nothing, the
 // others are published.

@@ -9,8 +9,9 @@ import (
 // nodeQueue holds the Publish calls bound for one node, or for all of Redis
 // when the Publisher does not publish per node. One pipeline of a queue is
 // on the wire at a time, to keep the order of its calls; a writer goroutine
-// per queue sends them, batch after batch, until Close. The fields are
-// guarded by Publisher.mu.
+// per queue sends them, batch after batch, until Close. A queue lives until
+// Close: one per node address the Publisher has sent to, a handful even
+// after failovers. The fields are guarded by Publisher.mu.
 type nodeQueue struct {
 	node    string
 	pending []*publishCall

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -47,41 +48,20 @@ func TestShardedPublishGoesToTheOwningShardOnly(t *testing.T) {
 	cluster := redistest.StartCluster(t, 3)
 	nodes := cluster.Nodes()
 	const topics, perTopic = 30, 12
-	byNode := make([][]string, len(nodes))
-	for i := range topics {
-		topic := fmt.Sprintf("orders-%d", i)
-		owner := ownerIndex(t, cluster, topic)
-		byNode[owner] = append(byNode[owner], topic)
-	}
-	subs := make([]*redis.PubSub, len(nodes))
-	for i, n := range nodes {
-		require.NotEmpty(t, byNode[i], "every node owns some of the topics")
-		subs[i] = rawSSubscribe(t, n.Addr(), byNode[i]...)
-	}
+	byNode, subs := subscribeAtOwners(t, cluster, "orders-%d", topics)
 	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: cluster.NewClient(t), Sharded: true}, nil)
 	require.NoError(t, err)
 	defer pub.Close()
 
-	errs := make(chan error, topics)
-	var wg sync.WaitGroup
-	for i := range topics {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			topic := fmt.Sprintf("orders-%d", i)
-			for j := 0; j < perTopic; j += 3 {
-				if err := pub.Publish(topic, jsonMsg(j), jsonMsg(j+1), jsonMsg(j+2)); err != nil {
-					errs <- err
-					return
-				}
+	inParallel(t, topics, func(i int) error {
+		topic := fmt.Sprintf("orders-%d", i)
+		for j := 0; j < perTopic; j += 3 {
+			if err := pub.Publish(topic, jsonMsg(j), jsonMsg(j+1), jsonMsg(j+2)); err != nil {
+				return err
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
+		}
+		return nil
+	})
 
 	for i, n := range nodes {
 		next := make(map[string]int)
@@ -107,49 +87,27 @@ func TestShardedPublishConcurrentCallersKeepEachChannelsOrder(t *testing.T) {
 	cluster := redistest.StartCluster(t, 3)
 	nodes := cluster.Nodes()
 	const channels, callers, calls = 12, 8, 40
-	byNode := make([][]string, len(nodes))
-	for i := range channels {
-		topic := fmt.Sprintf("c%d", i)
-		owner := ownerIndex(t, cluster, topic)
-		byNode[owner] = append(byNode[owner], topic)
-	}
-	subs := make([]*redis.PubSub, len(nodes))
-	for i, n := range nodes {
-		if len(byNode[i]) > 0 {
-			subs[i] = rawSSubscribe(t, n.Addr(), byNode[i]...)
-		}
-	}
+	byNode, subs := subscribeAtOwners(t, cluster, "c%d", channels)
 	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: cluster.NewClient(t), Sharded: true}, nil)
 	require.NoError(t, err)
 	defer pub.Close()
 
 	sent := make([][channels]int, callers)
-	errs := make(chan error, callers)
-	var wg sync.WaitGroup
-	for c := range callers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(c), 7))
-			for range calls {
-				ch := rng.IntN(channels)
-				msgs := make([]*message.Message, 1+rng.IntN(3))
-				for k := range msgs {
-					msgs[k] = jsonMsg(k)
-				}
-				if err := pub.Publish(fmt.Sprintf("c%d", ch), msgs...); err != nil {
-					errs <- err
-					return
-				}
-				sent[c][ch] += len(msgs)
+	inParallel(t, callers, func(c int) error {
+		rng := rand.New(rand.NewPCG(uint64(c), 7))
+		for range calls {
+			ch := rng.IntN(channels)
+			msgs := make([]*message.Message, 1+rng.IntN(3))
+			for k := range msgs {
+				msgs[k] = jsonMsg(k)
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
+			if err := pub.Publish(fmt.Sprintf("c%d", ch), msgs...); err != nil {
+				return err
+			}
+			sent[c][ch] += len(msgs)
+		}
+		return nil
+	})
 
 	for i := range nodes {
 		want := 0
@@ -179,44 +137,119 @@ func TestShardedPublishNodesDoNotWaitForEachOther(t *testing.T) {
 		t.Skip("starts a 3-node cluster")
 	}
 	cluster := redistest.StartCluster(t, 3)
-	nodes := cluster.Nodes()
 	stalled, free := topicOn(t, cluster, 0, ""), topicOn(t, cluster, 1, "")
-	// No read timeout: the stalled pipeline waits for as long as the node
-	// does, as it would for a slow node within the timeout.
-	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs(), ReadTimeout: -1})
-	defer client.Close()
-	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: client, Sharded: true}, nil)
-	require.NoError(t, err)
-	defer pub.Close()
-	require.NoError(t, pub.Publish(stalled, jsonMsg(0)), "slot map loaded, connections made")
-
-	nodes[0].Do(t, "CLIENT", "PAUSE", "60000", "WRITE") // SPUBLISH may replicate: it waits
-	unpaused := false
-	defer func() {
-		if !unpaused {
-			nodes[0].Do(t, "CLIENT", "UNPAUSE")
-		}
-	}()
-	stalledErr := make(chan error, 1)
-	go func() { stalledErr <- pub.Publish(stalled, jsonMsg(1)) }()
-	eventually(t, func() bool { return infoField(t, nodes[0], "clients", "blocked_clients") == "1" },
-		"the SPUBLISH to node 0 waits in Redis")
+	st := stallPublish(t, cluster, stalled)
 
 	msg := jsonMsg(2)
 	msg.SetContext(waitCtx(t)) // in classic mode it would wait for node 0
-	require.NoError(t, pub.Publish(free, msg), "node 1 is published while node 0 holds its batch")
+	require.NoError(t, st.pub.Publish(free, msg), "node 1 is published while node 0 holds its batch")
 	select {
-	case err := <-stalledErr:
+	case err := <-st.result:
 		t.Fatalf("the Publish to the paused node returned: %v", err)
 	default:
 	}
-	nodes[0].Do(t, "CLIENT", "UNPAUSE")
-	unpaused = true
-	select {
-	case err := <-stalledErr:
+	st.unpause()
+	require.NoError(t, awaitError(t, st.result))
+}
+
+// subscribeAtOwners makes n topics from format and subscribes each, with a
+// raw SSUBSCRIBE, at the node that owns it. It returns the topics and the
+// subscription of each node, by node index.
+func subscribeAtOwners(t *testing.T, cluster *redistest.Cluster, format string, n int) ([][]string, []*redis.PubSub) {
+	t.Helper()
+	nodes := cluster.Nodes()
+	byNode := make([][]string, len(nodes))
+	for i := range n {
+		topic := fmt.Sprintf(format, i)
+		owner := ownerIndex(t, cluster, topic)
+		byNode[owner] = append(byNode[owner], topic)
+	}
+	subs := make([]*redis.PubSub, len(nodes))
+	for i, node := range nodes {
+		require.NotEmpty(t, byNode[i], "every node owns some of the topics")
+		subs[i] = rawSSubscribe(t, node.Addr(), byNode[i]...)
+	}
+	return byNode, subs
+}
+
+// inParallel runs fn(0) to fn(n-1) on goroutines of their own and fails the
+// test with the errors they return.
+func inParallel(t *testing.T, n int, fn func(i int) error) {
+	t.Helper()
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- fn(i)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
 		require.NoError(t, err)
+	}
+}
+
+// stalledPublish is a Publish of jsonMsg(1) that waits at the paused node
+// 0 of a cluster.
+type stalledPublish struct {
+	client  *redis.ClusterClient   // with no read timeout
+	pub     *redispubsub.Publisher // sharded, on client
+	unpause func()                 // lets node 0 go on
+	result  <-chan error           // the Publish's error
+}
+
+// stallPublish publishes jsonMsg(0) to topic, whose channel node 0 of
+// cluster owns, then pauses node 0's writes and publishes jsonMsg(1), which
+// waits there. The client has no read timeout: the batch waits for as long
+// as the node does, as it would for a slow node within the timeout.
+func stallPublish(t *testing.T, cluster *redistest.Cluster, topic string) stalledPublish {
+	t.Helper()
+	node := cluster.Nodes()[0]
+	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs(), ReadTimeout: -1})
+	t.Cleanup(func() { _ = client.Close() })
+	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: client, Sharded: true}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pub.Close() }) // after unpause
+	require.NoError(t, pub.Publish(topic, jsonMsg(0)), "slot map loaded, connections made")
+
+	unpause := pauseWrites(t, node)
+	result := publishAsync(pub, topic, jsonMsg(1))
+	eventually(t, func() bool { return infoField(t, node, "clients", "blocked_clients") == "1" },
+		"the SPUBLISH to node 0 waits in Redis")
+	return stalledPublish{client: client, pub: pub, unpause: unpause, result: result}
+}
+
+// pauseWrites holds srv's clients' write commands, SPUBLISH among them (it
+// may replicate), until the returned function or the end of the test.
+func pauseWrites(t *testing.T, srv *redistest.Server) (unpause func()) {
+	t.Helper()
+	srv.Do(t, "CLIENT", "PAUSE", "60000", "WRITE")
+	var once sync.Once
+	unpause = func() { once.Do(func() { srv.Do(t, "CLIENT", "UNPAUSE") }) }
+	t.Cleanup(unpause)
+	return unpause
+}
+
+// publishAsync publishes on a goroutine of its own; the channel gets the
+// result.
+func publishAsync(pub *redispubsub.Publisher, topic string, msgs ...*message.Message) <-chan error {
+	result := make(chan error, 1)
+	go func() { result <- pub.Publish(topic, msgs...) }()
+	return result
+}
+
+// awaitError waits, bounded by waitTimeout, for the result of publishAsync.
+func awaitError(t *testing.T, result <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-result:
+		return err
 	case <-waitCtx(t).Done():
-		t.Fatal("the Publish to node 0 did not return after CLIENT UNPAUSE")
+		t.Fatal("Publish did not return")
+		return nil
 	}
 }
 
@@ -298,9 +331,20 @@ func commandCalls(t *testing.T, srv *redistest.Server, command string) int64 {
 // infoField returns one field of an INFO section of srv.
 func infoField(t *testing.T, srv *redistest.Server, section, field string) string {
 	t.Helper()
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(field) + `:(\S*)`).FindStringSubmatch(srv.Do(t, "INFO", section).(string))
-	require.NotNil(t, m, "INFO %s has no %s", section, field)
-	return m[1]
+	v, ok := infoValue(srv.Do(t, "INFO", section).(string), field)
+	require.True(t, ok, "INFO %s has no %s", section, field)
+	return v
+}
+
+// infoValue returns a field of INFO's or CLUSTER INFO's "field:value"
+// lines.
+func infoValue(info, field string) (string, bool) {
+	for _, line := range strings.Split(info, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok && k == field {
+			return v, true
+		}
+	}
+	return "", false
 }
 
 // ownerIndex returns the index in cluster.Nodes() of the node that owns
@@ -325,4 +369,41 @@ func topicOn(t *testing.T, cluster *redistest.Cluster, i int, prefix string) str
 			return topic
 		}
 	}
+}
+
+// A slot that moves to another node while a channel's batch waits at the
+// old owner: the channel's next call waits for that batch rather than go
+// straight to the new owner, and the messages arrive in order (go-redis
+// follows the MOVED of the first batch).
+func TestShardedPublishKeepsOrderAcrossASlotMove(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	cluster := redistest.StartCluster(t, 3)
+	nodes := cluster.Nodes()
+	topic := topicOn(t, cluster, 0, "")
+	st := stallPublish(t, cluster, topic)
+
+	// Move the (keyless) slot to node 1, and let go-redis know.
+	slot := nodes[0].Do(t, "CLUSTER", "KEYSLOT", topic)
+	id0, id1 := nodes[0].Do(t, "CLUSTER", "MYID"), nodes[1].Do(t, "CLUSTER", "MYID")
+	nodes[1].Do(t, "CLUSTER", "SETSLOT", slot, "IMPORTING", id0)
+	nodes[0].Do(t, "CLUSTER", "SETSLOT", slot, "MIGRATING", id1)
+	for _, n := range nodes {
+		n.Do(t, "CLUSTER", "SETSLOT", slot, "NODE", id1)
+	}
+	ps := rawSSubscribe(t, nodes[1].Addr(), topic)
+	eventually(t, func() bool {
+		st.client.ReloadState(context.Background())
+		master, err := st.client.MasterForKey(context.Background(), topic)
+		return err == nil && master.Options().Addr == nodes[1].Addr()
+	}, "go-redis sees the slot at node 1")
+
+	second := publishAsync(st.pub, topic, jsonMsg(2))
+	eventually(t, func() bool { return redispubsub.PublisherQueued(st.pub) == 1 }, "the second call waits behind the first")
+	st.unpause()
+	require.NoError(t, awaitError(t, st.result))
+	require.NoError(t, awaitError(t, second))
+	require.Equal(t, 1, rawN(t, receiveRaw(t, ps)))
+	require.Equal(t, 2, rawN(t, receiveRaw(t, ps)))
 }
