@@ -32,3 +32,18 @@ var (
 	// Redis has no sharded patterns.
 	ErrShardedPattern = errors.New("redispubsub: SubscribePattern is not available in sharded mode")
 )
+
+// Errors of messages that are not published.
+var (
+	// ErrMessageTooLarge is wrapped by the error of a Publish call with a
+	// message whose encoded body is larger than
+	// PublisherConfig.MaxMessageBytes; the error names the message's UUID,
+	// its size and the limit. Nothing of the call was sent.
+	ErrMessageTooLarge = errors.New("redispubsub: message too large")
+	// ErrPublishRefused is wrapped by the error of a Publish call whose
+	// channel Redis refused (an ACL without it, or without the PUBLISH or
+	// SPUBLISH command: NOPERM), with the channel and Redis's words. Redis
+	// refuses a channel as a whole, so no message of the call was
+	// published; the calls of other callers are not affected.
+	ErrPublishRefused = errors.New("redispubsub: Redis refused to publish")
+)

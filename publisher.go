@@ -3,10 +3,8 @@ package redispubsub
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -16,12 +14,12 @@ import (
 // PublisherConfig configures a Publisher. The zero value of every field but
 // Client is a valid default.
 type PublisherConfig struct {
-	// Client sends the PUBLISH commands. Required. Any redis.UniversalClient
-	// works: *redis.Client, a failover client, or *redis.ClusterClient, on
-	// which PUBLISH reaches subscribers on every node and the messages of a
-	// channel all go through the node of the channel's hash slot, in order.
-	// (*redis.Ring is not supported: its shards do not share Pub/Sub.) The
-	// Publisher never closes it.
+	// Client sends the PUBLISH (or SPUBLISH) commands. Required. Any
+	// redis.UniversalClient works: *redis.Client, a failover client, or
+	// *redis.ClusterClient, on which PUBLISH reaches subscribers on every
+	// node and the messages of a channel all go through the node of the
+	// channel's hash slot, in order. (*redis.Ring is not supported: its
+	// shards do not share Pub/Sub.) The Publisher never closes it.
 	//
 	// go-redis honours a message context's cancellation while a command is
 	// on the wire only when the client's Options.ContextTimeoutEnabled is
@@ -42,11 +40,35 @@ type PublisherConfig struct {
 	// MetadataPublisher and MetadataSequence), with which Subscribers count
 	// the messages they never received. Default: false (stamped).
 	DisableSequenceNumbers bool
+
+	// Sharded publishes with SPUBLISH (Redis 7 sharded Pub/Sub) instead of
+	// PUBLISH: Subscribers with SubscriberConfig.Sharded (SSUBSCRIBE)
+	// receive the messages, classic ones do not. On a *redis.ClusterClient
+	// each message goes to the node that owns its channel's hash slot and
+	// stays inside that shard, instead of being broadcast to every node over
+	// the cluster bus, and the Publisher keeps one pipeline in flight per
+	// node rather than one in all, so that writes scale with the number of
+	// shards; each channel keeps its order. On a single server (Redis 7 or
+	// later) it works as classic mode does, with SPUBLISH. Default: false
+	// (PUBLISH, one pipeline in flight).
+	Sharded bool
+
+	// MaxMessageBytes refuses a Publish call when the encoded body of one
+	// of its messages is larger than this: nothing of the call is sent, and
+	// the error wraps ErrMessageTooLarge. Redis disconnects a subscriber
+	// whose Pub/Sub output buffer passes its hard limit (32 MB by default),
+	// so one larger message would cut off every subscriber of its channel.
+	// Default: DefaultMaxMessageBytes (8 MiB); a negative value removes the
+	// limit.
+	MaxMessageBytes int
 }
 
 func (c *PublisherConfig) setDefaults() {
 	if c.Marshaler == nil {
 		c.Marshaler = JSONEnvelopeMarshaler{}
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
 	}
 }
 
@@ -64,18 +86,26 @@ func (c PublisherConfig) Validate() error {
 // previous), so that messages reach Redis in the order their Publish calls
 // were made. (A pipeline abandoned because its callers' contexts ended may
 // still run after the next; its callers got an error.)
+//
+// In sharded mode on a cluster (PublisherConfig.Sharded with a
+// *redis.ClusterClient) there is such a sequence of pipelines per node, and
+// the nodes' pipelines run in parallel: the messages of one channel reach
+// Redis in the order of their Publish calls, those of channels on different
+// nodes may overtake each other. A channel stays with the node its calls
+// are queued for while any of them is queued or on the wire, so that a slot
+// migration does not reorder it (go-redis follows the MOVED).
 type Publisher struct {
-	config PublisherConfig
-	logger watermill.LoggerAdapter
-	id     string // stamped in MetadataPublisher
+	config  PublisherConfig
+	logger  watermill.LoggerAdapter
+	id      string               // stamped in MetadataPublisher
+	cluster *redis.ClusterClient // set in sharded mode on a cluster: a queue per node
 
 	mu        sync.Mutex
-	wake      *sync.Cond // signalled when pending grows or the Publisher closes
-	pending   []*publishCall
-	sending   bool              // a batch is on the wire: the next waits, to keep the order
-	sequences map[string]uint64 // last sequence number per channel
+	queues    map[string]*nodeQueue    // by node address; only "" unless cluster is set
+	routes    map[string]*channelRoute // with cluster: the node of each channel with calls in a queue
+	sequences map[string]uint64        // last sequence number per channel
 	closed    bool
-	done      sync.WaitGroup // the writer goroutine
+	done      sync.WaitGroup // the queues' writer goroutines
 
 	published     atomic.Uint64
 	noSubscribers atomic.Uint64
@@ -105,23 +135,28 @@ func NewPublisher(config PublisherConfig, logger watermill.LoggerAdapter) (*Publ
 	p := &Publisher{
 		config:    config,
 		id:        watermill.NewShortUUID(),
+		queues:    make(map[string]*nodeQueue),
 		sequences: make(map[string]uint64),
 	}
+	if cluster, ok := config.Client.(*redis.ClusterClient); ok && config.Sharded {
+		p.cluster = cluster
+		p.routes = make(map[string]*channelRoute)
+	}
 	p.logger = logger.With(watermill.LogFields{"component": "redispubsub.Publisher", "publisher_id": p.id})
-	p.wake = sync.NewCond(&p.mu)
-	p.done.Add(1)
-	go p.write()
 	return p, nil
 }
 
 // Publish sends msgs to the channel ChannelPrefix+topic, in order, and
 // returns after Redis answered for every one of them. All messages are
-// encoded before anything is sent: an encoding error sends nothing. Publish
-// returns early with the context's error when the context of any message
-// ends first; messages already on the wire may still arrive. A nil error
-// means Redis accepted every message; it does not mean anyone was subscribed
-// (Redis Pub/Sub keeps nothing): Stats counts the messages that reached no
-// subscriber.
+// encoded before anything is sent: an encoding error, or a body larger than
+// MaxMessageBytes (ErrMessageTooLarge), sends nothing. Publish returns early
+// with the context's error when the context of any message ends first;
+// messages already on the wire may still arrive. A nil error means Redis
+// accepted every message; it does not mean anyone was subscribed (Redis
+// Pub/Sub keeps nothing): Stats counts the messages that reached no
+// subscriber. A channel that Redis refuses (an ACL without it: NOPERM) has
+// every message of the call refused, and the error wraps
+// ErrPublishRefused; other callers' messages are not affected.
 func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	if len(msgs) == 0 {
 		return nil
@@ -136,12 +171,13 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		ctx: ctx, topic: topic, channel: p.config.ChannelPrefix + topic, msgs: msgs,
 		done: make(chan struct{}),
 	}
-	sendHere, err := p.enqueue(call)
+	q, sendHere, err := p.enqueue(call, p.nodeOf(ctx, call.channel))
 	if err != nil {
+		p.failed.Add(uint64(len(msgs)))
 		return err
 	}
 	if sendHere {
-		p.sendInline()
+		p.sendInline(q)
 		return call.err
 	}
 	select {
@@ -152,18 +188,35 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	}
 }
 
-// enqueue stamps and encodes the messages of call and queues it. Both happen
-// under mu, so that sequence numbers follow the wire order. It reports
-// whether the caller is to send the queue itself: when nothing is being
-// sent and the call cannot be cancelled (a caller that can must be able to
-// return while its pipeline waits for Redis), sending from the calling
-// goroutine saves two goroutine switches.
-func (p *Publisher) enqueue(call *publishCall) (sendHere bool, err error) {
+// enqueue stamps and encodes the messages of call and queues it for node,
+// or for the node its channel stays with. Both happen under mu, so that
+// sequence numbers follow the wire order. It reports whether the caller is
+// to send the queue itself: when nothing is being sent to the node and the
+// call cannot be cancelled (a caller that can must be able to return while
+// its pipeline waits for Redis), sending from the calling goroutine saves
+// two goroutine switches.
+func (p *Publisher) enqueue(call *publishCall, node string) (q *nodeQueue, sendHere bool, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return false, ErrPublisherClosed
+		return nil, false, ErrPublisherClosed
 	}
+	if err := p.encode(call); err != nil {
+		return nil, false, err
+	}
+	q = p.queueFor(call.channel, node)
+	q.pending = append(q.pending, call)
+	if !q.sending && len(q.pending) == 1 && call.ctx.Done() == nil {
+		q.sending = true
+		return q, true, nil
+	}
+	q.wake.Signal()
+	return q, false, nil
+}
+
+// encode stamps and encodes every message of call into call.bodies, or
+// returns why one of them cannot be sent. Called with mu held.
+func (p *Publisher) encode(call *publishCall) error {
 	seq := p.sequence(call.channel)
 	call.bodies = make([][]byte, len(call.msgs))
 	for i, msg := range call.msgs {
@@ -174,33 +227,18 @@ func (p *Publisher) enqueue(call *publishCall) (sendHere bool, err error) {
 		}
 		body, err := marshal(p.config.Marshaler, call.topic, msg, st)
 		if err != nil {
-			return false, fmt.Errorf("redispubsub: cannot marshal message %s for topic %q: %w", msg.UUID, call.topic, err)
+			return fmt.Errorf("redispubsub: cannot marshal message %s for topic %q: %w", msg.UUID, call.topic, err)
+		}
+		if limit := p.config.MaxMessageBytes; limit > 0 && len(body) > limit {
+			return fmt.Errorf("%w: message %s for topic %q is %d bytes encoded, MaxMessageBytes is %d; nothing of the call was sent",
+				ErrMessageTooLarge, msg.UUID, call.topic, len(body), limit)
 		}
 		call.bodies[i] = body
 	}
 	if !p.config.DisableSequenceNumbers {
 		p.sequences[call.channel] = seq
 	}
-	p.pending = append(p.pending, call)
-	if !p.sending && len(p.pending) == 1 && call.ctx.Done() == nil {
-		p.sending = true
-		return true, nil
-	}
-	p.wake.Signal()
-	return false, nil
-}
-
-// sendInline sends the queue from the calling goroutine, which enqueue made
-// the sender, then leaves whatever was queued meanwhile to the writer.
-func (p *Publisher) sendInline() {
-	p.mu.Lock()
-	batch := p.takeBatch()
-	p.mu.Unlock()
-	p.send(batch)
-	p.mu.Lock()
-	p.sending = false
-	p.wake.Signal() // the writer: for what was queued meanwhile, or to see Close
-	p.mu.Unlock()
+	return nil
 }
 
 // maxTrackedChannels bounds the sequence numbers a Publisher remembers.
@@ -220,185 +258,6 @@ func (p *Publisher) sequence(channel string) uint64 {
 	return seq
 }
 
-// maxBatchMessages bounds the messages of one pipeline.
-const maxBatchMessages = 1024
-
-// write sends the pending calls, batch after batch, until Close.
-func (p *Publisher) write() {
-	defer p.done.Done()
-	for {
-		batch := p.nextBatch()
-		if batch == nil {
-			return
-		}
-		p.send(batch)
-		p.mu.Lock()
-		p.sending = false
-		p.mu.Unlock()
-	}
-}
-
-// nextBatch waits for pending calls and takes whole calls up to
-// maxBatchMessages (at least one). It returns nil once closed and drained.
-func (p *Publisher) nextBatch() []*publishCall {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for len(p.pending) == 0 || p.sending {
-		if p.closed && len(p.pending) == 0 && !p.sending {
-			return nil
-		}
-		p.wake.Wait()
-	}
-	p.sending = true
-	return p.takeBatch()
-}
-
-// takeBatch takes whole calls from the queue, up to maxBatchMessages (at
-// least one). Called with mu held.
-func (p *Publisher) takeBatch() []*publishCall {
-	n, count := 0, 0
-	for n < len(p.pending) && (n == 0 || count+len(p.pending[n].msgs) <= maxBatchMessages) {
-		count += len(p.pending[n].msgs)
-		n++
-	}
-	batch := slices.Clone(p.pending[:n])
-	p.pending = slices.Delete(p.pending, 0, n)
-	return batch
-}
-
-// send publishes a batch in one pipeline and answers every call. Calls whose
-// context ended while they waited are not sent.
-func (p *Publisher) send(batch []*publishCall) {
-	live := batch[:0]
-	for _, call := range batch {
-		if call.ctx.Err() != nil {
-			call.finish(p, nil, context.Cause(call.ctx))
-			continue
-		}
-		live = append(live, call)
-	}
-	if len(live) == 0 {
-		return
-	}
-	ctx, cancel := batchContext(live)
-	defer cancel()
-	cmds := make([][]*redis.IntCmd, len(live))
-	_, err := p.config.Client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for i, call := range live {
-			cmds[i] = make([]*redis.IntCmd, len(call.bodies))
-			for j, body := range call.bodies {
-				cmd := pipe.Publish(call.ctx, call.channel, body)
-				// PUBLISH has no key, so a ClusterClient would send each one
-				// to a random node, and messages would overtake each other
-				// on their way through the cluster bus. Hashing the channel
-				// as a key sends a channel's messages through one node.
-				cmd.SetFirstKeyPos(1)
-				cmds[i][j] = cmd
-			}
-		}
-		return nil
-	})
-	for i, call := range live {
-		call.finish(p, cmds[i], err)
-	}
-}
-
-// finish counts the replies of one call and wakes its caller with an error
-// naming how many messages failed.
-func (call *publishCall) finish(p *Publisher, cmds []*redis.IntCmd, pipeErr error) {
-	defer close(call.done)
-	if cmds == nil {
-		p.failed.Add(uint64(len(call.msgs)))
-		call.err = fmt.Errorf("redispubsub: publish to %q: nothing sent: %w", call.topic, pipeErr)
-		return
-	}
-	var failed int
-	var firstErr error
-	for i, cmd := range cmds {
-		receivers, err := cmd.Result()
-		if err != nil {
-			failed++
-			if firstErr == nil {
-				firstErr = err
-			}
-			p.logger.Error("Publish failed", err, watermill.LogFields{"topic": call.topic, "message_uuid": call.msgs[i].UUID})
-			continue
-		}
-		p.published.Add(1)
-		if receivers == 0 {
-			p.noSubscribers.Add(1)
-		}
-	}
-	if failed > 0 {
-		p.failed.Add(uint64(failed))
-		call.err = fmt.Errorf("redispubsub: publish to %q: %d of %d messages not sent: %w",
-			call.topic, failed, len(call.msgs), firstErr)
-	}
-}
-
-// batchContext returns the context of a pipeline: it ends when no caller
-// waits for it any more, and has the latest deadline of its calls, if they
-// all have one. (go-redis applies both to the socket only with
-// ContextTimeoutEnabled; a stuck pipeline would otherwise hold up every
-// later one for the client's ReadTimeout.)
-func batchContext(calls []*publishCall) (context.Context, context.CancelFunc) {
-	var latest time.Time
-	for _, call := range calls {
-		deadline, ok := call.ctx.Deadline()
-		if !ok || call.ctx.Done() == nil {
-			// This caller may wait for ever: so may the pipeline.
-			return context.Background(), func() {}
-		}
-		if deadline.After(latest) {
-			latest = deadline
-		}
-	}
-	ctx, cancel := context.WithDeadline(context.Background(), latest)
-	var waiting atomic.Int64
-	waiting.Store(int64(len(calls)))
-	stops := make([]func() bool, len(calls))
-	for i, call := range calls {
-		stops[i] = context.AfterFunc(call.ctx, func() {
-			if waiting.Add(-1) == 0 {
-				cancel()
-			}
-		})
-	}
-	return ctx, func() {
-		for _, stop := range stops {
-			stop()
-		}
-		cancel()
-	}
-}
-
-// messagesContext returns a context that is done as soon as the context of
-// any of msgs is done.
-func messagesContext(msgs []*message.Message) (context.Context, context.CancelFunc) {
-	first := msgs[0].Context()
-	if len(msgs) == 1 {
-		return first, func() {}
-	}
-	ctx, cancel := context.WithCancelCause(first)
-	stops := make([]func() bool, 0, len(msgs)-1)
-	for _, msg := range msgs[1:] {
-		mctx := msg.Context()
-		if mctx == first || mctx.Done() == nil {
-			continue
-		}
-		if mctx.Err() != nil {
-			cancel(context.Cause(mctx)) // now, not in AfterFunc's goroutine
-		}
-		stops = append(stops, context.AfterFunc(mctx, func() { cancel(context.Cause(mctx)) }))
-	}
-	return ctx, func() {
-		for _, stop := range stops {
-			stop()
-		}
-		cancel(nil)
-	}
-}
-
 // Close stops accepting messages: Publish then returns ErrPublisherClosed.
 // It waits until the calls already accepted have been answered. Close is
 // idempotent and never closes PublisherConfig.Client.
@@ -406,7 +265,9 @@ func (p *Publisher) Close() error {
 	p.mu.Lock()
 	already := p.closed
 	p.closed = true
-	p.wake.Broadcast()
+	for _, q := range p.queues {
+		q.wake.Broadcast()
+	}
 	p.mu.Unlock()
 	p.done.Wait()
 	if !already {
