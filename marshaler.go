@@ -2,7 +2,6 @@ package redispubsub
 
 import (
 	"errors"
-	"slices"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 )
@@ -46,16 +45,6 @@ var ErrMalformedMessage = errors.New("redispubsub: malformed message body")
 // JSONEnvelopeMarshaler and MsgpackMarshaler carry any payload.
 var ErrPayloadNotJSON = errors.New("redispubsub: payload is not valid JSON; " +
 	"RawJSONMarshaler carries only JSON, JSONEnvelopeMarshaler and MsgpackMarshaler carry any payload")
-
-// appendSortedMetadataKeys appends the keys of md to keys and sorts them in
-// increasing order.
-func appendSortedMetadataKeys(keys []string, md message.Metadata) []string {
-	for k := range md {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
 
 // errNilMessage is returned by Marshal for a nil *message.Message.
 var errNilMessage = errors.New("redispubsub: cannot marshal a nil message")

@@ -3,7 +3,9 @@ package redispubsub
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -24,19 +26,36 @@ const clusterSlots = 16384
 
 func newSlotMap(cluster *redis.ClusterClient) *slotMap { return &slotMap{cluster: cluster} }
 
-// load asks the cluster who owns each slot.
+// load asks the cluster who owns each slot (CLUSTER SHARDS: the master of
+// each shard).
 func (m *slotMap) load(ctx context.Context) error {
-	ranges, err := m.cluster.ClusterSlots(ctx).Result()
+	shards, err := m.cluster.ClusterShards(ctx).Result()
 	if err != nil {
-		return fmt.Errorf("CLUSTER SLOTS: %w", err)
+		return fmt.Errorf("CLUSTER SHARDS: %w", err)
 	}
 	owners := make([]string, clusterSlots)
-	for _, r := range ranges {
-		if len(r.Nodes) == 0 {
+	for _, shard := range shards {
+		addr := ""
+		for _, node := range shard.Nodes {
+			if node.Role == "master" && node.Health != "fail" {
+				host := node.Endpoint
+				if host == "" || host == "?" {
+					host = node.IP
+				}
+				port := node.Port
+				if port == 0 {
+					port = node.TLSPort
+				}
+				addr = net.JoinHostPort(host, strconv.FormatInt(port, 10))
+			}
+		}
+		if addr == "" {
 			continue
 		}
-		for slot := r.Start; slot <= r.End && slot < clusterSlots; slot++ {
-			owners[slot] = r.Nodes[0].Addr
+		for _, r := range shard.Slots {
+			for slot := r.Start; slot <= r.End && slot < clusterSlots; slot++ {
+				owners[slot] = addr
+			}
 		}
 	}
 	m.mu.Lock()

@@ -86,7 +86,7 @@ type subscriptionKey struct {
 
 type subscriberCounters struct {
 	received, decodeFailures, delivered, acked, nacked, dropped, discarded, duplicates,
-	reconnects, gaps, oversized, refused atomic.Uint64
+	reconnects, gaps, oversized atomic.Uint64
 }
 
 // NewSubscriber returns a Subscriber; logger may be nil. A Redis that cannot
