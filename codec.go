@@ -12,6 +12,7 @@ import (
 type stamp struct {
 	publisher string
 	seq       uint64
+	since     int64 // MetadataSince; 0 when unknown
 }
 
 // codec is implemented by the package's own marshalers, which the Publisher
@@ -34,7 +35,7 @@ func marshal(m Marshaler, topic string, msg *message.Message, st *stamp) ([]byte
 	if c, ok := m.(codec); ok {
 		return c.marshalStamped(topic, msg, *st)
 	}
-	return m.Marshal(topic, stamped(msg, st.publisher, st.seq))
+	return m.Marshal(topic, stamped(msg, st.publisher, st.seq, st.since))
 }
 
 // unmarshal decodes body, and removes the stamp from the message's metadata.
@@ -46,6 +47,7 @@ func unmarshal(m Marshaler, topic, body string) (*message.Message, error) {
 	if err == nil {
 		delete(msg.Metadata, MetadataPublisher)
 		delete(msg.Metadata, MetadataSequence)
+		delete(msg.Metadata, MetadataSince)
 	}
 	return msg, err
 }
@@ -58,12 +60,15 @@ func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)
 // not nil, sorted; keys may be used as the buffer.
 func stampedKeys(keys []string, md message.Metadata, st *stamp) []string {
 	for k := range md {
-		if st == nil || (k != MetadataPublisher && k != MetadataSequence) {
+		if st == nil || !isStampKey([]byte(k)) {
 			keys = append(keys, k)
 		}
 	}
 	if st != nil {
 		keys = append(keys, MetadataPublisher, MetadataSequence)
+		if st.since != 0 {
+			keys = append(keys, MetadataSince)
+		}
 	}
 	slices.Sort(keys)
 	return keys
@@ -72,5 +77,5 @@ func stampedKeys(keys []string, md message.Metadata, st *stamp) []string {
 // isStampKey reports whether the metadata key k (raw bytes) is one of the
 // stamp's.
 func isStampKey(k []byte) bool {
-	return string(k) == MetadataPublisher || string(k) == MetadataSequence
+	return string(k) == MetadataPublisher || string(k) == MetadataSequence || string(k) == MetadataSince
 }

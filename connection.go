@@ -82,8 +82,13 @@ type channelState struct {
 	subscribed bool
 	// refused is set when Redis refused the channel's SUBSCRIBE.
 	refused error
-	// sequences finds the gaps in what this Redis subscription received.
-	sequences sequenceTracker
+	// sequences finds the gaps in what this Redis subscription received;
+	// confirmedAt is when Redis first confirmed it, and interrupted is set
+	// once a connection was lost since: the start of a stream may then have
+	// been lost.
+	sequences   sequenceTracker
+	confirmedAt time.Time
+	interrupted bool
 }
 
 func (st *channelState) members() int { return len(st.subs) + len(st.starting) + st.waiting }
@@ -523,6 +528,11 @@ func (c *connection) disconnect(ps *redis.PubSub, cause error) (wasLive bool) {
 	c.live, c.awaiting, c.reconnect = false, 0, nil
 	if c.pubsub == ps {
 		c.pubsub = nil
+	}
+	for _, table := range []map[string]*channelState{c.channels, c.patterns} {
+		for _, st := range table {
+			st.interrupted = !st.confirmedAt.IsZero()
+		}
 	}
 	for _, cmd := range c.sent {
 		for _, sns := range cmd.starters {

@@ -218,9 +218,12 @@ func (c *connection) confirm(ps *redis.PubSub, reply *redis.Subscription) {
 		if st != nil {
 			// The stream breaks here: what is published until the next
 			// SUBSCRIBE is confirmed is not missed, nobody listened.
-			st.sequences = nil
+			st.sequences, st.confirmedAt, st.interrupted = nil, time.Time{}, false
 		}
 		return
+	}
+	if st != nil && st.confirmedAt.IsZero() {
+		st.confirmedAt = time.Now()
 	}
 	if st != nil {
 		c.start(st, cmd.starters[i])

@@ -110,7 +110,7 @@ func marshalEnvelope(topic string, msg *message.Message, st *stamp) ([]byte, err
 		size += len(k) + len(v) + len(`"":"",`)
 	}
 	if st != nil {
-		size += len(`"rps_pub":"","rps_seq":"18446744073709551615",`) + len(st.publisher)
+		size += len(`"rps_pub":"","rps_seq":"18446744073709551615","rps_since":"-9223372036854775808",`) + len(st.publisher)
 	}
 	b := make([]byte, 0, size+size/16)
 
@@ -139,6 +139,10 @@ func marshalEnvelope(topic string, msg *message.Message, st *stamp) ([]byte, err
 			case st != nil && k == MetadataSequence:
 				b = append(b, '"')
 				b = strconv.AppendUint(b, st.seq, 10)
+				b = append(b, '"')
+			case st != nil && k == MetadataSince:
+				b = append(b, '"')
+				b = strconv.AppendInt(b, st.since, 10)
 				b = append(b, '"')
 			case st != nil && k == MetadataPublisher:
 				b = appendJSONString(b, st.publisher)

@@ -62,7 +62,7 @@ func marshalMsgpack(msg *message.Message, st *stamp) ([]byte, error) {
 	var keysBuf [8]string
 	keys := stampedKeys(keysBuf[:0], msg.Metadata, st)
 	if st != nil {
-		size += 2*5 + len(MetadataPublisher) + len(MetadataSequence) + len(st.publisher) + 20
+		size += 3*5 + len(MetadataPublisher) + len(MetadataSequence) + len(MetadataSince) + len(st.publisher) + 40
 	}
 	var buf bytes.Buffer
 	buf.Grow(size)
@@ -84,6 +84,8 @@ func marshalMsgpack(msg *message.Message, st *stamp) ([]byte, error) {
 			v = st.publisher
 		} else if st != nil && k == MetadataSequence {
 			v = strconv.FormatUint(st.seq, 10)
+		} else if st != nil && k == MetadataSince {
+			v = strconv.FormatInt(st.since, 10)
 		}
 		err = errors.Join(err, enc.EncodeString(k), enc.EncodeString(v))
 	}

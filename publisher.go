@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -103,7 +104,7 @@ type Publisher struct {
 	mu        sync.Mutex
 	queues    map[string]*nodeQueue    // by node address; only "" unless cluster is set
 	routes    map[string]*channelRoute // with cluster: the node of each channel with calls in a queue
-	sequences map[string]uint64        // last sequence number per channel
+	sequences map[string]channelStream // sequence per channel
 	closed    bool
 	done      sync.WaitGroup // the queues' writer goroutines
 
@@ -136,7 +137,7 @@ func NewPublisher(config PublisherConfig, logger watermill.LoggerAdapter) (*Publ
 		config:    config,
 		id:        watermill.NewShortUUID(),
 		queues:    make(map[string]*nodeQueue),
-		sequences: make(map[string]uint64),
+		sequences: make(map[string]channelStream),
 	}
 	if cluster, ok := config.Client.(*redis.ClusterClient); ok && config.Sharded {
 		p.cluster = cluster
@@ -217,13 +218,16 @@ func (p *Publisher) enqueue(call *publishCall, node string) (q *nodeQueue, sendH
 // encode stamps and encodes every message of call into call.bodies, or
 // returns why one of them cannot be sent. Called with mu held.
 func (p *Publisher) encode(call *publishCall) error {
-	seq := p.sequence(call.channel)
+	stream := p.sequence(call.channel)
+	if stream.last == 0 {
+		stream.since = time.Now().UnixMilli()
+	}
 	call.bodies = make([][]byte, len(call.msgs))
 	for i, msg := range call.msgs {
 		var st *stamp
 		if !p.config.DisableSequenceNumbers {
-			seq++
-			st = &stamp{publisher: p.id, seq: seq}
+			stream.last++
+			st = &stamp{publisher: p.id, seq: stream.last, since: stream.since}
 		}
 		body, err := marshal(p.config.Marshaler, call.topic, msg, st)
 		if err != nil {
@@ -236,9 +240,16 @@ func (p *Publisher) encode(call *publishCall) error {
 		call.bodies[i] = body
 	}
 	if !p.config.DisableSequenceNumbers {
-		p.sequences[call.channel] = seq
+		p.sequences[call.channel] = stream
 	}
 	return nil
+}
+
+// channelStream is a Publisher's sequence on one channel: the last number
+// used, and when number 1 was (MetadataSince).
+type channelStream struct {
+	last  uint64
+	since int64
 }
 
 // maxTrackedChannels bounds the sequence numbers a Publisher remembers.
@@ -248,10 +259,10 @@ const maxTrackedChannels = 4096
 // channel would exceed maxTrackedChannels, the Publisher forgets every
 // channel and takes a new id: Subscribers see new streams, which start
 // without a gap, rather than numbers that start again. Called with mu held.
-func (p *Publisher) sequence(channel string) uint64 {
+func (p *Publisher) sequence(channel string) channelStream {
 	seq, ok := p.sequences[channel]
 	if !ok && len(p.sequences) >= maxTrackedChannels {
-		p.sequences = make(map[string]uint64)
+		p.sequences = make(map[string]channelStream)
 		p.id = watermill.NewShortUUID()
 		p.logger.Debug("Sequence numbers restarted under a new publisher id", watermill.LogFields{"new_publisher_id": p.id})
 	}

@@ -64,7 +64,7 @@ func FuzzReadStamp(f *testing.F) {
 		for _, payload := range []string{`{"a":1}`, "x", ""} {
 			msg := msg.Copy()
 			msg.Payload = []byte(payload)
-			body, err := m.Marshal("t:id", stamped(msg, "dP6DdXXZR6ya6JcxqLn54V", 42))
+			body, err := m.Marshal("t:id", stamped(msg, "dP6DdXXZR6ya6JcxqLn54V", 42, 0))
 			require.NoError(f, err)
 			f.Add(body)
 		}
@@ -120,7 +120,7 @@ func BenchmarkReadStamp(b *testing.B) {
 	msg.Metadata.Set("correlation_id", "b2c3d4e5-f6a7-4b8c-9d0e-1f2a3b4c5d6e")
 	for name, m := range stampReaders {
 		b.Run(name, func(b *testing.B) {
-			body, err := m.Marshal("t", stamped(msg, "dP6DdXXZR6ya6JcxqLn54V", 12345))
+			body, err := m.Marshal("t", stamped(msg, "dP6DdXXZR6ya6JcxqLn54V", 12345, 0))
 			require.NoError(b, err)
 			s := string(body)
 			b.ReportAllocs()

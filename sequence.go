@@ -16,17 +16,25 @@ import (
 const (
 	MetadataPublisher = "rps_pub"
 	MetadataSequence  = "rps_seq"
+	// MetadataSince is the Unix time in milliseconds, by the Publisher's
+	// clock, at which it published number 1 on the channel. A Subscriber
+	// that was away compares it with when it subscribed, to tell whether the
+	// start of a stream it never saw was lost or came before its time.
+	MetadataSince = "rps_since"
 )
 
 // stamped returns a copy of msg carrying the sequence stamp; msg itself is
 // not modified, so one message may be published on several topics at once.
-func stamped(msg *message.Message, publisher string, seq uint64) *message.Message {
-	metadata := make(message.Metadata, len(msg.Metadata)+2)
+func stamped(msg *message.Message, publisher string, seq uint64, since int64) *message.Message {
+	metadata := make(message.Metadata, len(msg.Metadata)+3)
 	for k, v := range msg.Metadata {
 		metadata[k] = v
 	}
 	metadata[MetadataPublisher] = publisher
 	metadata[MetadataSequence] = strconv.FormatUint(seq, 10)
+	if since != 0 {
+		metadata[MetadataSince] = strconv.FormatInt(since, 10)
+	}
 	// Only for the Marshaler, which reads these three fields: no Ack state.
 	return &message.Message{UUID: msg.UUID, Metadata: metadata, Payload: msg.Payload}
 }
@@ -35,6 +43,7 @@ func stamped(msg *message.Message, publisher string, seq uint64) *message.Messag
 // to read the sequence stamp without decoding a whole body: the Subscriber's
 // reader does it for every message, and must keep up with Redis.
 type stampReader interface {
+	stampOf(body string) (stamp, bool)
 	readStamp(body string) (publisher string, seq uint64, ok bool)
 }
 
@@ -47,108 +56,130 @@ type stampReader interface {
 // found is the one in the decoded metadata (a repeated key counts by its last
 // value, as in Unmarshal); a body with whitespace around the metadata may
 // have its stamp missed, never misread.
-func (JSONEnvelopeMarshaler) readStamp(body string) (string, uint64, bool) {
+func (JSONEnvelopeMarshaler) stampOf(body string) (stamp, bool) {
 	i := strings.LastIndex(body, `"metadata":{`)
 	if i < 0 {
-		return "", 0, false
+		return stamp{}, false
 	}
 	object := body[i+len(`"metadata":`):]
 	end := endOfJSONValue(object, 0)
 	if object[end:] != "}" {
-		return "", 0, false
+		return stamp{}, false
 	}
-	publisher, seqText, ok := stampMembers(object[:end])
-	if !ok || publisher == "" {
-		return "", 0, false
+	publisher, seqText, sinceText, ok := stampMembers(object[:end])
+	if !ok {
+		return stamp{}, false
 	}
+	return parseStamp(publisher, seqText, sinceText)
+}
+
+// parseStamp checks and parses a stamp's members; since is optional
+// (Publishers before it was added do not write it).
+func parseStamp(publisher, seqText, sinceText string) (stamp, bool) {
 	seq, err := strconv.ParseUint(seqText, 10, 64)
-	if err != nil || seq == 0 {
-		return "", 0, false
+	if publisher == "" || err != nil || seq == 0 {
+		return stamp{}, false
 	}
-	return publisher, seq, true
+	since, _ := strconv.ParseInt(sinceText, 10, 64)
+	return stamp{publisher: publisher, seq: seq, since: since}, true
+}
+
+// readStamp is stampOf without the time: the stamp's identity.
+func (m JSONEnvelopeMarshaler) readStamp(body string) (string, uint64, bool) {
+	st, ok := m.stampOf(body)
+	return st.publisher, st.seq, ok
 }
 
 // stampMembers returns the last values of the MetadataPublisher and
 // MetadataSequence members of the metadata object. ok is false when one is
 // missing, or when the object is not an object of string members as far as
 // the scan can tell.
-func stampMembers(object string) (publisher, seqText string, ok bool) {
+func stampMembers(object string) (publisher, seqText, sinceText string, ok bool) {
 	last := len(object) - 1 // the closing brace
 	if last < 1 || object[last] != '}' {
-		return "", "", false
+		return "", "", "", false
 	}
 	var havePublisher, haveSeq bool
 	for i := skipJSONSpace(object, 1); i < last; {
 		if object[i] != '"' {
-			return "", "", false
+			return "", "", "", false
 		}
 		keyEnd := endOfJSONString(object, i)
 		key := object[i:keyEnd]
 		i = skipJSONSpace(object, keyEnd)
 		if i >= last || object[i] != ':' {
-			return "", "", false
+			return "", "", "", false
 		}
 		i = skipJSONSpace(object, i+1)
 		if i >= last || object[i] != '"' {
-			return "", "", false // not a string: the body does not decode
+			return "", "", "", false // not a string: the body does not decode
 		}
 		valueEnd := endOfJSONString(object, i)
 		if valueEnd > last {
-			return "", "", false
+			return "", "", "", false
 		}
 		switch {
 		case jsonStringEquals(key, MetadataPublisher):
 			publisher, havePublisher = unquoteJSONString(object[i:valueEnd])
 		case jsonStringEquals(key, MetadataSequence):
 			seqText, haveSeq = unquoteJSONString(object[i:valueEnd])
+		case jsonStringEquals(key, MetadataSince):
+			sinceText, _ = unquoteJSONString(object[i:valueEnd])
 		}
 		i = skipJSONSpace(object, valueEnd)
 		if i < last {
 			if object[i] != ',' {
-				return "", "", false
+				return "", "", "", false
 			}
 			i = skipJSONSpace(object, i+1)
 			if i >= last {
-				return "", "", false // a trailing comma
+				return "", "", "", false // a trailing comma
 			}
 		}
 	}
-	return publisher, seqText, havePublisher && haveSeq
+	return publisher, seqText, sinceText, havePublisher && haveSeq
 }
 
-// readStamp decodes the head of the body (version, UUID, metadata), which
+// stampOf decodes the head of the body (version, UUID, metadata), which
 // precedes the payload.
-func (MsgpackMarshaler) readStamp(body string) (string, uint64, bool) {
+func (MsgpackMarshaler) stampOf(body string) (stamp, bool) {
 	dec := msgpack.NewDecoder(strings.NewReader(body))
 	if n, err := dec.DecodeArrayLen(); err != nil || n != 4 {
-		return "", 0, false
+		return stamp{}, false
 	}
 	if v, err := dec.DecodeUint(); err != nil || v != msgpackVersion {
-		return "", 0, false
+		return stamp{}, false
 	}
 	if err := dec.Skip(); err != nil { // UUID
-		return "", 0, false
+		return stamp{}, false
 	}
 	n, err := dec.DecodeMapLen()
 	if err != nil {
-		return "", 0, false
+		return stamp{}, false
 	}
-	var publisher, seqText string
+	var publisher, seqText, sinceText string
 	for range n {
 		k, err1 := dec.DecodeString()
 		v, err2 := dec.DecodeString()
 		if err1 != nil || err2 != nil {
-			return "", 0, false
+			return stamp{}, false
 		}
 		switch k {
 		case MetadataPublisher:
 			publisher = v
 		case MetadataSequence:
 			seqText = v
+		case MetadataSince:
+			sinceText = v
 		}
 	}
-	seq, err := strconv.ParseUint(seqText, 10, 64)
-	return publisher, seq, publisher != "" && err == nil && seq > 0
+	return parseStamp(publisher, seqText, sinceText)
+}
+
+// readStamp is stampOf without the time: the stamp's identity.
+func (m MsgpackMarshaler) readStamp(body string) (string, uint64, bool) {
+	st, ok := m.stampOf(body)
+	return st.publisher, st.seq, ok
 }
 
 // maxTrackedStreams bounds the streams (publisher and channel) one Redis
@@ -164,6 +195,12 @@ type GapEvent struct {
 	Topic       string
 	Publisher   string
 	First, Last uint64
+	// Possible is set when the messages may as well have been published
+	// before the Subscriber subscribed: the first message of a stream it
+	// had never seen arrived after a reconnect, and the stream began (by
+	// MetadataSince) before the subscription, or its Publisher did not say
+	// when. Such gaps count in SubscriberStats.PossibleGaps, not Gaps.
+	Possible bool
 }
 
 // Missing is the number of messages in the gap.
@@ -180,12 +217,15 @@ type streamKey struct{ publisher, channel string }
 type sequenceVerdict int
 
 const (
-	inSequence sequenceVerdict = iota // the next, or the first of its stream
-	gapFound                          // numbers were skipped
-	duplicate                         // seen already: a retried pipeline sent it again
+	inSequence  sequenceVerdict = iota // the next number
+	newStream                          // the first number seen of its stream
+	gapFound                           // numbers were skipped
+	possibleGap                        // numbers before the first seen may have been lost
+	duplicate                          // seen already: a retried pipeline sent it again
 )
 
-// observe records seq. The first message of a stream reveals no gap; a
+// observe records seq. The first message of a stream reveals no gap by
+// itself (the caller knows whether it could have missed its start); a
 // number not above the last one seen is a duplicate (a Publisher never
 // reuses one: it takes a new id instead). A gap's first missing number is
 // returned; its last is seq-1.
@@ -206,7 +246,10 @@ func (t sequenceTracker) observe(publisher, channel string, seq uint64) (verdict
 		key = streamKey{strings.Clone(publisher), strings.Clone(channel)}
 	}
 	t[key] = seq
-	if known && seq > prev+1 {
+	switch {
+	case !known:
+		return newStream, 0
+	case seq > prev+1:
 		return gapFound, prev + 1
 	}
 	return inSequence, 0

@@ -14,7 +14,7 @@ func TestSequenceTrackerFindsGapsAndDuplicates(t *testing.T) {
 		verdict      sequenceVerdict
 		firstMissing uint64
 	}{
-		{seq: 7, verdict: inSequence},                 // joined mid-stream
+		{seq: 7, verdict: newStream},                  // joined mid-stream
 		{seq: 8, verdict: inSequence},                 // in order
 		{seq: 12, verdict: gapFound, firstMissing: 9}, // 9 to 11 missing
 		{seq: 12, verdict: duplicate},                 // a retried pipeline
@@ -27,7 +27,7 @@ func TestSequenceTrackerFindsGapsAndDuplicates(t *testing.T) {
 		require.Equal(t, step.firstMissing, firstMissing, "seq %d", step.seq)
 	}
 	verdict, _ := tr.observe("other", "ch", 5)
-	require.Equal(t, inSequence, verdict, "streams are per publisher")
+	require.Equal(t, newStream, verdict, "streams are per publisher")
 }
 
 func TestReadStampFromEveryStampingMarshaler(t *testing.T) {
@@ -35,7 +35,7 @@ func TestReadStampFromEveryStampingMarshaler(t *testing.T) {
 	msg.Metadata.Set("k", "v")
 	for name, m := range map[string]Marshaler{"envelope": JSONEnvelopeMarshaler{}, "msgpack": MsgpackMarshaler{}} {
 		t.Run(name, func(t *testing.T) {
-			body, err := m.Marshal("t", stamped(msg, "pub-1", 42))
+			body, err := m.Marshal("t", stamped(msg, "pub-1", 42, 0))
 			require.NoError(t, err)
 			publisher, seq, ok := m.(stampReader).readStamp(string(body))
 			require.True(t, ok)
@@ -59,7 +59,7 @@ func TestReadStampIgnoresStampsInsidePayload(t *testing.T) {
 	payload := `{"metadata":{"rps_pub":"P","rps_seq":"5"},"s":"\"metadata\":{\"}"}`
 	for name, msg := range map[string]*message.Message{
 		"no metadata":   message.NewMessage("u", []byte(payload)),
-		"own metadata":  stamped(message.NewMessage("u", []byte(payload)), "real", 7),
+		"own metadata":  stamped(message.NewMessage("u", []byte(payload)), "real", 7, 0),
 		"other members": message.NewMessage("u", []byte(`[{"metadata":{"rps_pub":"P","rps_seq":"5"}}]`)),
 	} {
 		body, err := JSONEnvelopeMarshaler{}.Marshal("t", msg)
@@ -78,7 +78,7 @@ func TestReadStampIgnoresStampsInsidePayload(t *testing.T) {
 func TestStampedDoesNotModifyTheMessage(t *testing.T) {
 	msg := message.NewMessage("u", []byte(`1`))
 	msg.Metadata.Set("k", "v")
-	out := stamped(msg, "p", 3)
+	out := stamped(msg, "p", 3, 0)
 	require.Equal(t, message.Metadata{"k": "v"}, msg.Metadata)
 	require.Equal(t, "3", out.Metadata.Get(MetadataSequence))
 	require.Equal(t, "p", out.Metadata.Get(MetadataPublisher))

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/redis/go-redis/v9"
@@ -137,7 +138,7 @@ func (s *Subscriber) rehome(c *connection, channel string) {
 			moving = append(moving, sn)
 		}
 	}
-	s.moves.add(s, move{channel: channel, from: c.node, sns: moving, sequences: st.sequences})
+	s.moves.add(s, move{channel: channel, from: c.node, sns: moving, sequences: st.sequences, confirmedAt: st.confirmedAt})
 }
 
 // move is a channel on its way to another node.
@@ -145,6 +146,7 @@ type move struct {
 	channel, from string
 	sns           []*subscription
 	sequences     sequenceTracker
+	confirmedAt   time.Time
 }
 
 // mover moves channels to their new nodes, with one reload of the slot map
@@ -211,21 +213,23 @@ func (s *Subscriber) moveTo(m move) bool {
 		s.logger.Error("Cannot move a sharded channel", err, watermill.LogFields{"channel": m.channel})
 		return false
 	}
-	c.adopt(m.channel, m.sns, m.sequences)
+	c.adopt(m)
 	return true
 }
 
 // adopt takes over the subscriptions of a channel that moved here: they
 // resume at the confirmation of its SUBSCRIBE.
-func (c *connection) adopt(channel string, sns []*subscription, sequences sequenceTracker) {
+func (c *connection) adopt(m move) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	channel := m.channel
 	st := c.channels[channel]
 	if st == nil {
-		st = &channelState{name: channel, sequences: sequences}
+		// Messages published while it moved may be lost.
+		st = &channelState{name: channel, sequences: m.sequences, confirmedAt: m.confirmedAt, interrupted: !m.confirmedAt.IsZero()}
 		c.channels[channel] = st
 	}
-	for _, sn := range sns {
+	for _, sn := range m.sns {
 		if sn.isDone() || c.closed {
 			continue
 		}

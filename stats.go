@@ -44,8 +44,17 @@ type SubscriberStats struct {
 	Reconnects uint64
 	// Gaps counts messages this Subscriber never received: sequence numbers
 	// a Publisher stamped on a subscribed channel that never arrived (see
-	// GapEvent). Messages lost to a full queue count in Dropped instead.
+	// GapEvent). Counted: a hole in a stream already seen, and the start of
+	// a stream first seen after a reconnect when the stream began after the
+	// subscription (MetadataSince against the Subscriber's clock). Not
+	// counted: messages lost to the buffer (Dropped), and the end of a
+	// stream, which shows only when the next message of that publisher
+	// arrives: a channel's lost last message shows as a reconnect alone.
 	Gaps uint64
+	// PossibleGaps counts the streams first seen after a reconnect whose
+	// start may have been lost or may have come before the subscription:
+	// the stream began before it, or its Publisher did not stamp when.
+	PossibleGaps uint64
 	// Duplicates counts stamped messages received a second time (go-redis
 	// retried a Publisher's pipeline after Redis had run it); they are
 	// dropped, not delivered.

@@ -86,7 +86,7 @@ type subscriptionKey struct {
 
 type subscriberCounters struct {
 	received, decodeFailures, delivered, acked, nacked, dropped, discarded, duplicates,
-	reconnects, gaps, oversized atomic.Uint64
+	reconnects, gaps, possibleGaps, oversized atomic.Uint64
 }
 
 // NewSubscriber returns a Subscriber; logger may be nil. A Redis that cannot
@@ -380,6 +380,7 @@ func (s *Subscriber) Stats() SubscriberStats {
 		Discarded:      c.discarded.Load(),
 		Reconnects:     c.reconnects.Load(),
 		Gaps:           c.gaps.Load(),
+		PossibleGaps:   c.possibleGaps.Load(),
 		Duplicates:     c.duplicates.Load(),
 		Oversized:      c.oversized.Load(),
 		BufferedBytes:  s.budget.used.Load(),

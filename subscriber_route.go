@@ -75,7 +75,7 @@ func (s *Subscriber) route(c *connection, m *redis.Message) {
 		}
 	}
 	switch verdict {
-	case gapFound:
+	case gapFound, possibleGap:
 		s.reportGap(ev)
 	case duplicate:
 		s.stats.duplicates.Add(1)
@@ -87,35 +87,57 @@ func (s *Subscriber) route(c *connection, m *redis.Message) {
 
 // checkSequence reads m's sequence stamp and says whether it is new, a
 // duplicate (its GapEvent's First is the duplicate's number) or reveals a
-// gap in what st received. Called with the connection's mu held.
+// gap in what st received. The first message of a stream it never saw, after
+// the connection was interrupted, reveals that its start was lost when the
+// stream began after the subscription (by MetadataSince), or may have been
+// when it began before or does not say. Called with the connection's mu
+// held.
 func (s *Subscriber) checkSequence(st *channelState, m *redis.Message) (GapEvent, sequenceVerdict) {
 	if s.stamps == nil {
 		return GapEvent{}, inSequence
 	}
-	publisher, seq, ok := s.stamps.readStamp(m.Payload)
+	stp, ok := s.stamps.stampOf(m.Payload)
 	if !ok {
 		return GapEvent{}, inSequence
 	}
 	if st.sequences == nil {
 		st.sequences = sequenceTracker{}
 	}
-	ev := GapEvent{Topic: strings.TrimPrefix(m.Channel, s.config.ChannelPrefix), Publisher: publisher}
-	verdict, firstMissing := st.sequences.observe(publisher, m.Channel, seq)
+	ev := GapEvent{Topic: strings.TrimPrefix(m.Channel, s.config.ChannelPrefix), Publisher: stp.publisher}
+	verdict, firstMissing := st.sequences.observe(stp.publisher, m.Channel, stp.seq)
 	switch verdict {
 	case duplicate:
-		ev.First = seq
+		ev.First = stp.seq
 	case gapFound:
-		ev.First, ev.Last = firstMissing, seq-1
+		ev.First, ev.Last = firstMissing, stp.seq-1
+	case newStream:
+		if stp.seq == 1 || !st.interrupted {
+			return ev, inSequence
+		}
+		ev.First, ev.Last = 1, stp.seq-1
+		if stp.since == 0 || stp.since < st.confirmedAt.UnixMilli() {
+			ev.Possible = true
+			return ev, possibleGap
+		}
+		return ev, gapFound
 	}
 	return ev, verdict
 }
 
-// reportGap counts, logs and reports messages never received.
+// reportGap counts, logs and reports messages never received, or maybe
+// never received.
 func (s *Subscriber) reportGap(ev GapEvent) {
-	s.stats.gaps.Add(ev.Missing())
-	s.logger.Error("Messages never received (Redis Pub/Sub does not keep them)", errGap, watermill.LogFields{
+	fields := watermill.LogFields{
 		"topic": ev.Topic, "publisher": ev.Publisher, "first": ev.First, "last": ev.Last, "missing": ev.Missing(),
-	})
+	}
+	if ev.Possible {
+		s.stats.possibleGaps.Add(1)
+		s.logger.Error("Messages perhaps never received: a stream first seen after a reconnect began before the subscription",
+			errGap, fields)
+	} else {
+		s.stats.gaps.Add(ev.Missing())
+		s.logger.Error("Messages never received (Redis Pub/Sub does not keep them)", errGap, fields)
+	}
 	if hook := s.config.OnGap; hook != nil {
 		s.hooks.call(func() { hook(ev) })
 	}

@@ -76,6 +76,7 @@ func TestCollectorReadsRealStats(t *testing.T) {
 		`redispubsub_subscriber_discarded_total{name="orders"}`:       0,
 		`redispubsub_subscriber_reconnects_total{name="orders"}`:      0,
 		`redispubsub_subscriber_gaps_total{name="orders"}`:            0,
+		`redispubsub_subscriber_possible_gaps_total{name="orders"}`:   0,
 		`redispubsub_subscriber_duplicates_total{name="orders"}`:      0,
 	}
 	require.Equal(t, want, got)

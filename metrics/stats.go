@@ -42,6 +42,7 @@ var subscriberStats = []stat[redispubsub.SubscriberStats]{
 	{"discarded_total", "Messages still queued or unacknowledged when their subscription ended.", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.Discarded) }},
 	{"reconnects_total", "Connections to Redis re-established after a loss.", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.Reconnects) }},
 	{"gaps_total", "Stamped messages never received (lost by Redis Pub/Sub or never sent).", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.Gaps) }},
+	{"possible_gaps_total", "Streams first seen after a reconnect whose start may have been lost (or came before the subscription).", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.PossibleGaps) }},
 	{"duplicates_total", "Stamped messages received a second time (a retried pipeline) and dropped.", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.Duplicates) }},
 }
 
