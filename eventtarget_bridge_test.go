@@ -268,13 +268,16 @@ func TestEventTarget_SubscriptionClosedBySubscriber(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	gc := newGoChannel(t, false)
 	var (
-		mu    sync.Mutex
-		chans []chan *message.Message
+		mu     sync.Mutex
+		closes []func()
 	)
 	sub := stubSubscriber{subscribe: func(ctx context.Context, _ string) (<-chan *message.Message, error) {
+		// Closed by the test, or when ctx is done (Watermill's contract).
 		ch := make(chan *message.Message)
+		closeCh := sync.OnceFunc(func() { close(ch) })
+		context.AfterFunc(ctx, closeCh)
 		mu.Lock()
-		chans = append(chans, ch)
+		closes = append(closes, closeCh)
 		mu.Unlock()
 		return ch, nil
 	}}
@@ -292,7 +295,7 @@ func TestEventTarget_SubscriptionClosedBySubscriber(t *testing.T) {
 	_, err = target.AddEventListener(context.Background(), "t", noop)
 	require.NoError(t, err)
 	mu.Lock()
-	close(chans[0])
+	closes[0]()
 	mu.Unlock()
 
 	select {
@@ -306,7 +309,7 @@ func TestEventTarget_SubscriptionClosedBySubscriber(t *testing.T) {
 	h, err := target.AddEventListener(context.Background(), "t", noop)
 	require.NoError(t, err)
 	mu.Lock()
-	assert.Len(t, chans, 2, "the next listener subscribes again")
+	assert.Len(t, closes, 2, "the next listener subscribes again")
 	mu.Unlock()
 	h.Remove()
 }
