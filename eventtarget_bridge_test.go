@@ -169,6 +169,7 @@ func TestEventTarget_SubscribeErrorIsReturned(t *testing.T) {
 	noop := func(context.Context, redispubsub.Event[testPayload]) {}
 	h, err := target.AddEventListener(context.Background(), "t", noop)
 	assert.ErrorIs(t, err, failure)
+	assert.EqualError(t, err, `redispubsub: subscribe to "t": no server`, "an error that does not name the topic gets it")
 	assert.Nil(t, h)
 
 	h, err = target.AddEventListener(context.Background(), "t", noop)
