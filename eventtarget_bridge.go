@@ -6,10 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime/debug"
+	"maps"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -62,15 +63,19 @@ type Event[T any] struct {
 //
 //   - A topic is "type" or "type:id" (see Topic). The first listener of a
 //     topic makes one Subscribe of that topic; further listeners share it;
-//     removing the last listener cancels that subscription's context.
+//     removing the last listener cancels that subscription's context, and the
+//     EventTarget then keeps nothing of the topic.
 //   - AddEventListener returns once Subscribe has returned, so with a
 //     Subscriber whose Subscribe returns after the subscription is live (this
 //     package's and gochannel's do) an event dispatched after
 //     AddEventListener returned is received.
-//   - Each topic has its own goroutine that calls the topic's listeners
-//     synchronously, in the order they were added, for one event after
-//     another in the order the Subscriber delivers them. A slow listener
-//     delays only its own topic.
+//   - Each live topic has one goroutine of the EventTarget, which reads the
+//     topic's channel and calls the topic's listeners synchronously, in the
+//     order they were added, for one event after another in the order the
+//     Subscriber delivers them. A slow listener delays only its own topic.
+//     Besides what the Subscriber holds for the subscription, a topic with
+//     one listener costs that goroutine (a 2 KiB stack) and under 1 KiB of
+//     heap, most of it the goroutine's.
 //   - A message is Acked after every listener ran, including when one of
 //     them panicked (the panic is recovered and reported to the error hook)
 //     and when its payload does not decode (reported, no listener called). A
@@ -90,68 +95,14 @@ type EventTarget[T any] struct {
 	mu     sync.Mutex
 	closed bool
 	topics map[string]*targetTopic[T]
+	// peak is the most topics the map held since it was made: a Go map
+	// keeps the room of its peak, so forget makes a smaller one when most
+	// topics are gone.
+	peak int
 
-	topicsWg sync.WaitGroup
-}
-
-// targetTopic is one topic's subscription and its listeners.
-type targetTopic[T any] struct {
-	name   string
-	typ    string
-	id     string
-	cancel context.CancelFunc
-	logger watermill.LoggerAdapter
-
-	ready chan struct{} // closed when Subscribe returned
-	err   error         // Subscribe's error, set before ready is closed
-
-	// listeners is replaced, never modified in place, so that a delivery can
-	// use a snapshot without holding the lock. Guarded by EventTarget.mu.
-	listeners []*targetListener[T]
-}
-
-type targetListener[T any] struct {
-	fn     func(context.Context, Event[T])
-	once   bool
-	handle *Listener
-}
-
-// Listener is the handle of a listener added with AddEventListener. Go
-// functions are not comparable, so it is the way to remove the listener.
-type Listener struct {
-	removed atomic.Bool
-	done    chan struct{} // closed when removed
-	detach  func()
-
-	mu   sync.Mutex
-	stop func() bool // stops the WithContext watch; nil without one
-}
-
-// Remove removes the listener. It does not wait: a call of the listener that
-// is running goes on, and no call starts after Remove returned. When it was
-// the last listener of its topic, the topic's subscription is ended. Remove
-// is idempotent, safe to call from inside any listener and after Close, and
-// a no-op on a nil Listener.
-func (l *Listener) Remove() {
-	if l == nil || !l.markRemoved() {
-		return
-	}
-	l.detach()
-}
-
-// markRemoved marks l removed; it reports whether this call did it.
-func (l *Listener) markRemoved() bool {
-	if !l.removed.CompareAndSwap(false, true) {
-		return false
-	}
-	close(l.done)
-	l.mu.Lock()
-	stop := l.stop
-	l.mu.Unlock()
-	if stop != nil {
-		stop()
-	}
-	return true
+	// wg counts the first AddEventListener calls of topics while they
+	// subscribe, and the topics' goroutines.
+	wg sync.WaitGroup
 }
 
 // NewEventTarget returns an EventTarget that dispatches events with pub and
@@ -188,7 +139,8 @@ func NewEventTarget[T any](pub message.Publisher, sub message.Subscriber, opts .
 //
 // The first listener of a topic subscribes to it, and AddEventListener
 // returns only after the Subscriber's Subscribe returned; a later listener of
-// the same topic also waits for that. Because that wait is I/O (on Redis, a
+// the same topic also waits for that (and subscribes anew if the first one
+// gives up, its context ended). Because that wait is I/O (on Redis, a
 // round trip to the server), AddEventListener takes ctx as its first
 // argument, as Go's blocking calls do: ctx bounds the wait, and only the
 // wait (like the context of net.Dialer.DialContext, which bounds the dial
@@ -198,90 +150,122 @@ func NewEventTarget[T any](pub message.Publisher, sub message.Subscriber, opts .
 //
 // It returns an error wrapping ErrInvalidEventType for a topic whose type is
 // empty, the Subscriber's error when Subscribe fails (the listener is then
-// not added), and ErrEventTargetClosed after Close.
+// not added; the error names the topic once), and ErrEventTargetClosed after
+// Close.
 func (t *EventTarget[T]) AddEventListener(ctx context.Context, topic string, listener func(context.Context, Event[T]), opts ...ListenerOption) (*Listener, error) {
 	if listener == nil {
 		return nil, errors.New("redispubsub: AddEventListener: nil listener")
 	}
-	typ, id := SplitTopic(topic)
-	if _, err := Topic(typ, id); err != nil {
-		return nil, fmt.Errorf("redispubsub: AddEventListener %q: %w", topic, err)
+	if _, err := Topic(SplitTopic(topic)); err != nil {
+		return nil, topicError("AddEventListener", topic, err)
 	}
 	var o listenerOptions
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.ctx != nil {
-		if err := o.ctx.Err(); err != nil {
+	for {
+		if o.ctx != nil {
+			if err := o.ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		tl, first, wait, err := t.join(topic, listener, o.once)
+		if err != nil {
+			return nil, err
+		}
+		if o.ctx != nil {
+			tl.watch(o.ctx)
+		}
+		switch {
+		case first:
+			err = t.subscribe(ctx, tl)
+		case wait != nil:
+			err = t.await(ctx, o.ctx, wait)
+		}
+		if err != nil || tl.removed.Load() {
+			// Subscribe failed, or the listener was removed (by Close, by
+			// o.ctx, or because ctx ended) before it was live.
+			tl.Remove()
+			if err = t.addError(ctx, o.ctx, err); err == errRetry {
+				continue
+			}
+			return nil, err
+		}
+		return &tl.Listener, nil
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
+}
 
-	h := &Listener{done: make(chan struct{})}
-	tl := &targetListener[T]{fn: listener, once: o.once, handle: h}
+// errRetry tells the listeners that waited for a first listener that its
+// Subscribe was abandoned (its AddEventListener's context ended): they start
+// over, and one of them subscribes.
+var errRetry = errors.New("redispubsub: subscription abandoned by its first listener")
 
+// join adds a listener to topic. first reports that it is the topic's first
+// listener, which is to subscribe; otherwise wait, when not nil, is what the
+// listener waits for until the first listener's Subscribe returned.
+func (t *EventTarget[T]) join(topic string, fn func(context.Context, Event[T]), once bool) (tl *targetListener[T], first bool, wait *topicWait, err error) {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	if t.closed {
-		t.mu.Unlock()
-		return nil, ErrEventTargetClosed
+		return nil, false, nil, ErrEventTargetClosed
 	}
 	tt := t.topics[topic]
 	if tt == nil {
-		subCtx, cancel := context.WithCancel(context.Background())
-		tt = &targetTopic[T]{
-			name:   topic,
-			typ:    typ,
-			id:     id,
-			cancel: cancel,
-			logger: t.logger.With(watermill.LogFields{"topic": topic}),
-			ready:  make(chan struct{}),
-		}
+		tt = newTargetTopic(t, topic)
 		t.topics[topic] = tt
-		t.topicsWg.Add(1)
-		go t.runTopic(subCtx, tt)
+		t.peak = max(t.peak, len(t.topics))
+		t.wg.Add(1) // Done by subscribe
+		first = true
 	}
+	tl = &targetListener[T]{topic: tt, fn: fn}
+	tl.once, tl.owner = once, tl
 	tt.listeners = append(slices.Clip(tt.listeners), tl)
-	h.detach = func() { t.detach(tt, tl) }
-	t.mu.Unlock()
-
-	if o.ctx != nil {
-		stop := context.AfterFunc(o.ctx, h.Remove)
-		h.mu.Lock()
-		h.stop = stop
-		h.mu.Unlock()
-		if h.removed.Load() {
-			stop()
+	switch {
+	case first:
+		tt.first = tl
+	case tt.state == topicSubscribing:
+		if tt.wait == nil {
+			tt.wait = &topicWait{ready: make(chan struct{})}
 		}
+		wait = tt.wait
 	}
+	return tl, first, wait, nil
+}
 
+// await waits until the first listener of a topic is done subscribing (w),
+// ctx is done or lifetime (the listener's WithContext, or nil) is done.
+func (t *EventTarget[T]) await(ctx, lifetime context.Context, w *topicWait) error {
+	var lifetimeDone <-chan struct{}
+	if lifetime != nil {
+		lifetimeDone = lifetime.Done()
+	}
 	select {
-	case <-tt.ready:
-	case <-h.done:
+	case <-w.ready:
+		return w.err
 	case <-ctx.Done():
-		h.Remove()
-		return nil, ctx.Err()
+	case <-lifetimeDone:
 	}
-	if h.removed.Load() {
-		// Removed by Close, by o.ctx, by a failed Subscribe, or (once
-		// live) by Once after its event.
-		if t.isClosed() {
-			return nil, ErrEventTargetClosed
-		}
-		if o.ctx != nil && o.ctx.Err() != nil {
-			return nil, o.ctx.Err()
-		}
-	}
-	select {
-	case <-tt.ready:
-		if tt.err != nil {
-			return nil, tt.err
-		}
-		return h, nil
+	return t.addError(ctx, lifetime, nil)
+}
+
+// addError is the error of an AddEventListener whose listener was removed,
+// or whose topic failed with err, before it returned: ErrEventTargetClosed
+// after Close, else the error of ctx or lifetime when it is done, else err.
+func (t *EventTarget[T]) addError(ctx, lifetime context.Context, err error) error {
+	switch {
+	case t.isClosed():
+		return ErrEventTargetClosed
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case lifetime != nil && lifetime.Err() != nil:
+		return lifetime.Err()
+	case err != nil:
+		return err
 	default:
-		return nil, fmt.Errorf("redispubsub: AddEventListener %q: listener removed before its subscription was live", topic)
+		return errors.New("redispubsub: AddEventListener: listener removed before its subscription was live")
 	}
 }
 
@@ -293,9 +277,10 @@ func (t *EventTarget[T]) RemoveEventListener(l *Listener) {
 // DispatchEvent publishes ev on the topic Topic(ev.Type, ev.ID), with
 // ev.Payload encoded as JSON (encoding/json) as the message payload, a new
 // message UUID, ev.Message's metadata if ev.Message is not nil, and ctx as
-// the message's context. It returns the Publisher's error, an error wrapping
-// ErrInvalidEventType for an invalid ev.Type, the JSON encoding error, ctx's
-// error if ctx is already done, or ErrEventTargetClosed after Close.
+// the message's context. It returns the Publisher's error (naming the topic
+// once), an error wrapping ErrInvalidEventType for an invalid ev.Type, the
+// JSON encoding error, ctx's error if ctx is already done, or
+// ErrEventTargetClosed after Close.
 //
 // Listeners of this EventTarget are not called directly: the event reaches
 // them, like every other subscriber of the topic, through the Subscriber.
@@ -305,7 +290,7 @@ func (t *EventTarget[T]) DispatchEvent(ctx context.Context, ev Event[T]) error {
 	}
 	topic, err := Topic(ev.Type, ev.ID)
 	if err != nil {
-		return fmt.Errorf("redispubsub: DispatchEvent: %w", err)
+		return topicError("DispatchEvent", ev.Type, err)
 	}
 	payload, err := marshalPayload(ev.Payload)
 	if err != nil {
@@ -322,16 +307,19 @@ func (t *EventTarget[T]) DispatchEvent(ctx context.Context, ev Event[T]) error {
 	}
 	msg.SetContext(ctx)
 	if err := t.pub.Publish(topic, msg); err != nil {
-		return fmt.Errorf("redispubsub: DispatchEvent %q: %w", topic, err)
+		return topicError("DispatchEvent", topic, err)
 	}
 	return nil
 }
 
 // Close removes every listener, ends every subscription of the EventTarget
 // and waits until no listener runs and every goroutine of the EventTarget
-// has returned. It does not close the Publisher and the Subscriber, which
-// the caller owns. Close is idempotent and always returns nil; every call
-// waits as the first does.
+// has returned, which is once the Subscriber closed the channels of the
+// subscriptions it ended (Watermill's contract: it closes them when the
+// Subscribe context is cancelled) and the AddEventListener calls still in
+// Subscribe returned. It does not close the Publisher and the Subscriber,
+// which the caller owns. Close is idempotent and always returns nil; every
+// call waits as the first does.
 //
 // Close must not be called from inside a listener, as it would wait for that
 // listener to return; a listener may call it in a new goroutine.
@@ -339,25 +327,26 @@ func (t *EventTarget[T]) Close() error {
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
-		t.topicsWg.Wait()
+		t.wg.Wait()
 		return nil
 	}
 	t.closed = true
 	topics := t.topics
 	t.topics = nil
+	var stops []func() bool
+	for _, tt := range topics {
+		tt.state = topicEnded
+		stops = tt.removeAll(stops)
+	}
 	t.mu.Unlock()
 
+	for _, stop := range stops {
+		stop()
+	}
 	for _, tt := range topics {
-		t.mu.Lock()
-		listeners := tt.listeners
-		tt.listeners = nil
-		t.mu.Unlock()
-		for _, tl := range listeners {
-			tl.handle.markRemoved()
-		}
 		tt.cancel()
 	}
-	t.topicsWg.Wait()
+	t.wg.Wait()
 	t.logger.Debug("Event target closed", nil)
 	return nil
 }
@@ -368,143 +357,52 @@ func (t *EventTarget[T]) isClosed() bool {
 	return t.closed
 }
 
-// detach removes tl from tt, and ends tt's subscription when tl was its last
-// listener.
-func (t *EventTarget[T]) detach(tt *targetTopic[T], tl *targetListener[T]) {
-	t.mu.Lock()
-	if i := slices.Index(tt.listeners, tl); i >= 0 {
-		tt.listeners = slices.Delete(slices.Clone(tt.listeners), i, i+1)
-	}
-	last := len(tt.listeners) == 0 && t.topics[tt.name] == tt
-	if last {
-		delete(t.topics, tt.name)
-	}
-	t.mu.Unlock()
-	if last {
-		tt.logger.Debug("Last listener removed, ending subscription", nil)
-		tt.cancel()
-	}
-}
-
-// drop forgets tt and its listeners after its subscription failed with
-// subscribeErr, or ended by itself (subscribeErr nil).
-func (t *EventTarget[T]) drop(tt *targetTopic[T], subscribeErr error) {
-	t.mu.Lock()
-	if t.topics[tt.name] == tt {
-		delete(t.topics, tt.name)
-	}
-	listeners := tt.listeners
-	tt.listeners = nil
-	t.mu.Unlock()
-	// Only now, so that an AddEventListener after a failed one subscribes
-	// again instead of joining tt; and before the listeners are marked
-	// removed, so that their AddEventListener returns subscribeErr.
-	if subscribeErr != nil {
-		tt.err = subscribeErr
-		close(tt.ready)
-	}
-	for _, tl := range listeners {
-		tl.handle.markRemoved()
-	}
-	tt.cancel()
-}
-
-// runTopic subscribes to tt and delivers its messages until ctx is done.
-func (t *EventTarget[T]) runTopic(ctx context.Context, tt *targetTopic[T]) {
-	defer t.topicsWg.Done()
-
-	msgs, err := t.sub.Subscribe(ctx, tt.name)
-	if err != nil {
-		if ctx.Err() == nil {
-			tt.logger.Error("Cannot subscribe", err, nil)
-		}
-		t.drop(tt, fmt.Errorf("redispubsub: subscribe to %q: %w", tt.name, err))
+// forget removes tt from the topics and marks it ended. Called with mu held.
+func (t *EventTarget[T]) forget(tt *targetTopic[T]) {
+	tt.state = topicEnded
+	if t.topics[tt.name] != tt {
 		return
 	}
-	close(tt.ready)
-	tt.logger.Debug("Subscribed", nil)
-
-	for {
-		select {
-		case <-ctx.Done():
-			// The Subscriber closes msgs when ctx is done, also when nobody
-			// reads it (Watermill's contract), so it needs no draining.
-			tt.logger.Debug("Subscription ended", nil)
-			return
-		case msg, ok := <-msgs:
-			if !ok {
-				if ctx.Err() == nil {
-					t.drop(tt, nil) // before report: once reported, a new listener subscribes again
-					t.report(tt, ErrSubscriptionClosed, nil)
-				}
-				return
-			}
-			t.deliver(tt, msg)
-		}
+	delete(t.topics, tt.name)
+	// Go maps never shrink: once most topics are gone, copy the rest to a
+	// map of their size, so that an EventTarget that held many topics does
+	// not keep their room. Each copy follows at least three times as many
+	// removals, so the copies cost O(1) per removal.
+	if n := len(t.topics); t.peak >= mapShrinkMin && n <= t.peak/4 {
+		topics := make(map[string]*targetTopic[T], n) // maps.Clone would keep the room
+		maps.Copy(topics, t.topics)
+		t.topics, t.peak = topics, n
 	}
 }
 
-// deliver calls tt's listeners with msg, then Acks it.
-func (t *EventTarget[T]) deliver(tt *targetTopic[T], msg *message.Message) {
-	defer msg.Ack()
+// mapShrinkMin is the peak below which forget never copies the topics map.
+const mapShrinkMin = 1024
 
-	ev := Event[T]{Type: tt.typ, ID: tt.id, Message: msg}
-	if len(msg.Payload) > 0 {
-		if err := json.Unmarshal(msg.Payload, &ev.Payload); err != nil {
-			t.report(tt, fmt.Errorf("%w into %T (message %s): %w", ErrPayloadDecode, ev.Payload, msg.UUID, err), nil)
-			return
-		}
+// topicError returns err, the error of op on topic, worded so that it names
+// the topic and says "redispubsub:" once: as it is when its text already
+// names topic (as the errors of this package's Publisher and Subscriber do,
+// a channel being its prefix and its topic), otherwise with
+// `redispubsub: <op> "<topic>": ` before it. It wraps err.
+func topicError(op, topic string, err error) error {
+	msg := err.Error()
+	// A quoted name that is topic or ends with it: the topic or its channel.
+	if topic != "" && strings.Contains(msg, strconv.Quote(topic)[1:]) {
+		return err
 	}
-
-	t.mu.Lock()
-	listeners := tt.listeners
-	t.mu.Unlock()
-
-	ctx := msg.Context()
-	for _, tl := range listeners {
-		if tl.once {
-			if !tl.handle.markRemoved() {
-				continue
-			}
-			tl.handle.detach()
-		} else if tl.handle.removed.Load() {
-			continue
-		}
-		t.call(tt, tl, ctx, ev)
+	return &wrappedError{
+		msg: "redispubsub: " + op + " " + strconv.Quote(topic) + ": " + strings.TrimPrefix(msg, "redispubsub: "),
+		err: err,
 	}
 }
 
-// call calls one listener, recovering a panic.
-func (t *EventTarget[T]) call(tt *targetTopic[T], tl *targetListener[T], ctx context.Context, ev Event[T]) {
-	defer func() {
-		r := recover()
-		if r == nil {
-			return
-		}
-		var err error
-		if rerr, ok := r.(error); ok {
-			err = fmt.Errorf("%w on topic %q: %w", ErrListenerPanic, tt.name, rerr)
-		} else {
-			err = fmt.Errorf("%w on topic %q: %v", ErrListenerPanic, tt.name, r)
-		}
-		t.report(tt, err, watermill.LogFields{"message_uuid": ev.Message.UUID, "stack": string(debug.Stack())})
-	}()
-	tl.fn(ctx, ev)
+// wrappedError is an error with its own text that wraps err.
+type wrappedError struct {
+	msg string
+	err error
 }
 
-// report logs err and passes it to the error hook.
-func (t *EventTarget[T]) report(tt *targetTopic[T], err error, fields watermill.LogFields) {
-	tt.logger.Error("Event delivery failed", err, fields)
-	if t.onError == nil {
-		return
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			tt.logger.Error("Error handler panicked", fmt.Errorf("%v", r), watermill.LogFields{"stack": string(debug.Stack())})
-		}
-	}()
-	t.onError(tt.name, err)
-}
+func (e *wrappedError) Error() string { return e.msg }
+func (e *wrappedError) Unwrap() error { return e.err }
 
 // marshalPayload encodes a payload as JavaScript's JSON.stringify would as
 // far as encoding/json allows: '<', '>' and '&' are not escaped (U+2028 and

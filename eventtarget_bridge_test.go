@@ -3,7 +3,10 @@ package redispubsub_test
 import (
 	"context"
 	"errors"
+	"runtime"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -166,6 +169,7 @@ func TestEventTarget_SubscribeErrorIsReturned(t *testing.T) {
 	noop := func(context.Context, redispubsub.Event[testPayload]) {}
 	h, err := target.AddEventListener(context.Background(), "t", noop)
 	assert.ErrorIs(t, err, failure)
+	assert.EqualError(t, err, `redispubsub: subscribe to "t": no server`, "an error that does not name the topic gets it")
 	assert.Nil(t, h)
 
 	h, err = target.AddEventListener(context.Background(), "t", noop)
@@ -268,13 +272,16 @@ func TestEventTarget_SubscriptionClosedBySubscriber(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	gc := newGoChannel(t, false)
 	var (
-		mu    sync.Mutex
-		chans []chan *message.Message
+		mu     sync.Mutex
+		closes []func()
 	)
 	sub := stubSubscriber{subscribe: func(ctx context.Context, _ string) (<-chan *message.Message, error) {
+		// Closed by the test, or when ctx is done (Watermill's contract).
 		ch := make(chan *message.Message)
+		closeCh := sync.OnceFunc(func() { close(ch) })
+		context.AfterFunc(ctx, closeCh)
 		mu.Lock()
-		chans = append(chans, ch)
+		closes = append(closes, closeCh)
 		mu.Unlock()
 		return ch, nil
 	}}
@@ -292,7 +299,7 @@ func TestEventTarget_SubscriptionClosedBySubscriber(t *testing.T) {
 	_, err = target.AddEventListener(context.Background(), "t", noop)
 	require.NoError(t, err)
 	mu.Lock()
-	close(chans[0])
+	closes[0]()
 	mu.Unlock()
 
 	select {
@@ -306,7 +313,7 @@ func TestEventTarget_SubscriptionClosedBySubscriber(t *testing.T) {
 	h, err := target.AddEventListener(context.Background(), "t", noop)
 	require.NoError(t, err)
 	mu.Lock()
-	assert.Len(t, chans, 2, "the next listener subscribes again")
+	assert.Len(t, closes, 2, "the next listener subscribes again")
 	mu.Unlock()
 	h.Remove()
 }
@@ -336,4 +343,90 @@ func TestEventTarget_ErrorHandlerPanicIsRecovered(t *testing.T) {
 			t.Fatal("no event")
 		}
 	}
+}
+
+// waitForGoroutine waits until a goroutine runs a function whose name
+// contains fn: the way to know that a goroutine blocks where the test wants
+// it, when nothing else tells.
+func waitForGoroutine(t *testing.T, fn string) {
+	t.Helper()
+	deadline := time.Now().Add(eventTargetTestTimeout)
+	buf := make([]byte, 1<<20)
+	for !strings.Contains(string(buf[:runtime.Stack(buf, true)]), fn) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no goroutine in %s", fn)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestEventTarget_FirstListenerGivesUp: the first listener of a topic makes
+// its Subscribe on its own AddEventListener. When that call's context ends
+// while a second listener waits for the same subscription, the first returns
+// its context's error at once, its Subscribe is cancelled, and the second
+// subscribes anew and gets the topic's events.
+func TestEventTarget_FirstListenerGivesUp(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	gc := newGoChannel(t, false)
+	var calls atomic.Int32
+	entered := make(chan struct{}, 2)
+	sub := stubSubscriber{subscribe: func(ctx context.Context, topic string) (<-chan *message.Message, error) {
+		entered <- struct{}{}
+		if calls.Add(1) == 1 {
+			<-ctx.Done() // the first Subscribe waits until it is given up
+			return nil, ctx.Err()
+		}
+		return gc.Subscribe(ctx, topic)
+	}}
+	target, err := redispubsub.NewEventTarget[testPayload](gc, sub)
+	require.NoError(t, err)
+	defer target.Close()
+
+	firstCtx, cancelFirst := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() {
+		_, err := target.AddEventListener(firstCtx, "t", func(context.Context, redispubsub.Event[testPayload]) {})
+		first <- err
+	}()
+	select {
+	case <-entered:
+	case <-time.After(eventTargetTestTimeout):
+		t.Fatal("Subscribe not called")
+	}
+
+	got := make(chan int, 1)
+	second := make(chan error, 1)
+	var handle *redispubsub.Listener
+	go func() {
+		h, err := target.AddEventListener(context.Background(), "t", func(_ context.Context, ev redispubsub.Event[testPayload]) {
+			got <- ev.Payload.Seq
+		})
+		handle = h
+		second <- err
+	}()
+	waitForGoroutine(t, "redispubsub.(*EventTarget[...]).await")
+
+	cancelFirst()
+	select {
+	case err := <-first:
+		assert.ErrorIs(t, err, context.Canceled)
+	case <-time.After(eventTargetTestTimeout):
+		t.Fatal("the first AddEventListener did not return when its context ended")
+	}
+	select {
+	case err := <-second:
+		require.NoError(t, err)
+	case <-time.After(eventTargetTestTimeout):
+		t.Fatal("the second AddEventListener did not return")
+	}
+	assert.EqualValues(t, 2, calls.Load(), "the second listener subscribed anew")
+
+	require.NoError(t, target.DispatchEvent(context.Background(), redispubsub.Event[testPayload]{Type: "t", Payload: testPayload{Seq: 7}}))
+	select {
+	case seq := <-got:
+		assert.Equal(t, 7, seq)
+	case <-time.After(eventTargetTestTimeout):
+		t.Fatal("no event")
+	}
+	handle.Remove()
 }

@@ -1,0 +1,6 @@
+//go:build race
+
+package redispubsub_test
+
+// raceEnabled reports that the tests run under the race detector.
+const raceEnabled = true
