@@ -102,9 +102,12 @@ fi
 # shellcheck disable=SC2086
 go test -race -count=1 -timeout 15m ${GOTEST_FLAGS:-} "$@" ./...
 
-# 4. the stalled-consumer test once more without the race detector, which
-# makes it slow: only so does it push the full 1 GiB past a stalled
-# subscription (under -race it sends 128 MiB).
+# 4. the tests whose full size the race detector makes too slow, once more
+# without it: 1 GiB past a stalled subscription (128 MiB under -race),
+# 100,000 topics on one Subscriber (10,000) and the 100,000-message burst
+# into a slow consumer (20,000).
 if [[ $# -eq 0 ]]; then
-	go test -count=1 -timeout 5m ${GOTEST_FLAGS:-} -run '^TestFaultStalledConsumerHeapBounded$' ./tests/
+	go test -count=1 -timeout 5m ${GOTEST_FLAGS:-} \
+		-run '^(TestFaultStalledConsumerHeapBounded|TestHundredThousandTopics|TestBurstIntoASlowConsumerIsDeliveredWhole)$' ./tests/
+	go test -count=1 -timeout 5m ${GOTEST_FLAGS:-} -run '^TestEventTarget_ManyTopicsAddedAndRemoved$' .
 fi

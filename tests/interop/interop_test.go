@@ -468,6 +468,20 @@ func interopStamp(t *testing.T, body string, seq int) string {
 	return pubID
 }
 
+// interopSince returns the MetadataSince member of a stamped body: when its
+// publisher began the channel's sequence, in Unix milliseconds.
+func interopSince(t *testing.T, body string) string {
+	t.Helper()
+	var env struct {
+		Metadata map[string]string `json:"metadata"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &env))
+	since := env.Metadata[redispubsub.MetadataSince]
+	_, err := strconv.ParseInt(since, 10, 64)
+	require.NoError(t, err, "the time of the stream's start in %s", body)
+	return since
+}
+
 // What the TypeScript peer sends in (a): the detail of its CustomEvent, as
 // JSON.stringify writes it (non-ASCII, quotes and '<' included), with and
 // without an id.
@@ -588,12 +602,15 @@ func TestInterop_EnvelopeToTypeScript(t *testing.T) {
 	pubID := interopStamp(t, wire[0].body, 1)
 	require.Equal(t, pubID, interopStamp(t, wire[1].body, 2))
 	require.Equal(t, pubID, interopStamp(t, wire[3].body, 1))
+	since := interopSince(t, wire[0].body)
+	require.Equal(t, since, interopSince(t, wire[1].body))
+	since4 := interopSince(t, wire[3].body)
 
 	want := []interopWire{
 		{"call.responded:uuid-123", `{"type":"call.responded","id":"uuid-123","payload":{"ok":true,"n":1,"text":"é"},"uuid":"` + env1.UUID +
-			`","metadata":{"rps_pub":"` + pubID + `","rps_seq":"1"}}`},
+			`","metadata":{"rps_pub":"` + pubID + `","rps_seq":"1","rps_since":"` + since + `"}}`},
 		{"call.responded:uuid-123", `{"type":"call.responded","id":"uuid-123","payload":{"ok":true,"n":2},"uuid":"` + withMeta.UUID +
-			`","metadata":{"rps_pub":"` + pubID + `","rps_seq":"2","trace":"t-1"}}`},
+			`","metadata":{"rps_pub":"` + pubID + `","rps_seq":"2","rps_since":"` + since + `","trace":"t-1"}}`},
 		{"call.responded:uuid-123", `{"type":"call.responded","id":"uuid-123","payload":{"ok":true,"n":3},"uuid":"` + plain.UUID + `"}`},
 		{"user.created", ""}, // the UUID of a dispatched event is known from the wire only: below
 		{"user.created", `{"type":"user.created","payload":null,"uuid":"` + empty.UUID + `"}`},
@@ -601,7 +618,7 @@ func TestInterop_EnvelopeToTypeScript(t *testing.T) {
 	var env4 struct{ UUID string }
 	require.NoError(t, json.Unmarshal([]byte(wire[3].body), &env4))
 	want[3].body = `{"type":"user.created","payload":{"ok":false,"n":4},"uuid":"` + env4.UUID +
-		`","metadata":{"rps_pub":"` + pubID + `","rps_seq":"1"}}`
+		`","metadata":{"rps_pub":"` + pubID + `","rps_seq":"1","rps_since":"` + since4 + `"}}`
 	assert.Equal(t, want, wire, "Go's envelope bytes")
 	assert.Regexp(t, interopUUID, env1.UUID)
 	assert.Regexp(t, interopUUID, env4.UUID)
@@ -616,12 +633,12 @@ func TestInterop_EnvelopeToTypeScript(t *testing.T) {
 		case 0:
 			assert.JSONEq(t, `{"ok":true,"n":1,"text":"é"}`, string(d["payload"]))
 			assert.Equal(t, env1.UUID, d.str(t, "uuid"))
-			assert.JSONEq(t, `{"rps_pub":"`+pubID+`","rps_seq":"1"}`, string(d["metadata"]))
+			assert.JSONEq(t, `{"rps_pub":"`+pubID+`","rps_seq":"1","rps_since":"`+since+`"}`, string(d["metadata"]))
 			assert.Equal(t, []string{"id", "metadata", "payload", "type", "uuid"}, d.keys())
 		case 1:
 			assert.JSONEq(t, `{"ok":true,"n":2}`, string(d["payload"]))
 			assert.Equal(t, withMeta.UUID, d.str(t, "uuid"))
-			assert.JSONEq(t, `{"rps_pub":"`+pubID+`","rps_seq":"2","trace":"t-1"}`, string(d["metadata"]))
+			assert.JSONEq(t, `{"rps_pub":"`+pubID+`","rps_seq":"2","rps_since":"`+since+`","trace":"t-1"}`, string(d["metadata"]))
 			assert.Equal(t, []string{"id", "metadata", "payload", "type", "uuid"}, d.keys())
 		case 2:
 			assert.JSONEq(t, `{"ok":true,"n":3}`, string(d["payload"]))
@@ -978,14 +995,15 @@ func TestInterop_BinaryPayloadToTypeScript(t *testing.T) {
 
 	wire := tap.take(len(msgs))
 	pubID := interopStamp(t, wire[0].body, 1)
+	since := interopSince(t, wire[0].body)
 	b64 := func(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 	assert.Equal(t, []interopWire{
 		{topic, `{"type":"file.uploaded","id":"f-1","payload":"` + b64(interopBinary) + `","payload_encoding":"base64","uuid":"` +
-			msgs[0].UUID + `","metadata":{"rps_pub":"` + pubID + `","rps_seq":"1","trace":"t-1"}}`},
+			msgs[0].UUID + `","metadata":{"rps_pub":"` + pubID + `","rps_seq":"1","rps_since":"` + since + `","trace":"t-1"}}`},
 		{topic, `{"type":"file.uploaded","id":"f-1","payload":"` + b64([]byte("not json")) + `","payload_encoding":"base64","uuid":"` +
-			msgs[1].UUID + `","metadata":{"rps_pub":"` + pubID + `","rps_seq":"2"}}`},
+			msgs[1].UUID + `","metadata":{"rps_pub":"` + pubID + `","rps_seq":"2","rps_since":"` + since + `"}}`},
 		{topic, `{"type":"file.uploaded","id":"f-1","payload":{"ok":true},"uuid":"` +
-			msgs[2].UUID + `","metadata":{"rps_pub":"` + pubID + `","rps_seq":"3"}}`},
+			msgs[2].UUID + `","metadata":{"rps_pub":"` + pubID + `","rps_seq":"3","rps_since":"` + since + `"}}`},
 	}, wire, "Go's envelope bytes")
 
 	for i, w := range wire[:2] {
