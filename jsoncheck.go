@@ -2,6 +2,7 @@ package redispubsub
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -188,6 +189,14 @@ func (c *jsonChecker) next(closing byte) (more, ok bool) {
 func (c *jsonChecker) string() bool {
 	b := c.b
 	for i := c.i + 1; i < len(b); i++ {
+		// Eight bytes at a time while none is a quote, a backslash or a
+		// control character: most of a long string.
+		for i+8 <= len(b) && plainStringBytes(binary.LittleEndian.Uint64(b[i:])) {
+			i += 8
+		}
+		if i >= len(b) {
+			break
+		}
 		switch ch := b[i]; {
 		case ch == '"':
 			c.i = i + 1
@@ -212,6 +221,15 @@ func (c *jsonChecker) string() bool {
 		}
 	}
 	return false
+}
+
+// plainStringBytes reports whether none of the eight bytes of w needs a
+// look in a JSON string: no '"', no '\\' and nothing below 0x20 (the
+// classic SWAR tests for a zero byte, and for a byte less than n).
+func plainStringBytes(w uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	hasZero := func(v uint64) bool { return (v-ones)&^v&highs != 0 }
+	return !hasZero(w^('"'*ones)) && !hasZero(w^('\\'*ones)) && (w-0x20*ones)&^w&highs == 0
 }
 
 func isHex(c byte) bool {
