@@ -83,11 +83,11 @@ type channelState struct {
 	// refused is set when Redis refused the channel's SUBSCRIBE.
 	refused error
 	// sequences finds the gaps in what this Redis subscription received;
-	// confirmedAt is when Redis first confirmed it, and interrupted is set
+	// confirmedMs is when Redis first confirmed it, and interrupted is set
 	// once a connection was lost since: the start of a stream may then have
 	// been lost.
 	sequences   sequenceTracker
-	confirmedAt time.Time
+	confirmedMs int64 // Unix milliseconds; 0: not yet
 	interrupted bool
 }
 
@@ -316,17 +316,39 @@ func (c *connection) remove(sn *subscription) {
 	c.s.connectionIdle(c)
 }
 
+// subscriptions returns every subscription the connection carries, started
+// or waiting. Called with mu held.
+func (c *connection) subscriptions() []*subscription {
+	var sns []*subscription
+	for _, table := range []map[string]*channelState{c.channels, c.patterns} {
+		for _, st := range table {
+			sns = append(sns, st.subs...)
+			sns = append(sns, st.starting...)
+		}
+	}
+	for _, cmd := range c.sent {
+		for _, starters := range cmd.starters {
+			sns = append(sns, starters...)
+		}
+		sns = append(sns, cmd.joiners...)
+	}
+	return append(sns, c.pending.joiners...)
+}
+
 // empty reports whether the connection carries no Redis subscription and
 // owes no reply. Called with mu held.
 func (c *connection) empty() bool {
 	return len(c.channels) == 0 && len(c.patterns) == 0 && len(c.sent) == 0 && c.pending.empty()
 }
 
-// close ends the connection for good and fails whatever waits on it.
+// close ends the connection for good, and every subscription it carries.
 func (c *connection) close() {
 	c.mu.Lock()
 	c.closed = true
 	ps := c.pubsub
+	for _, sn := range c.subscriptions() {
+		sn.end()
+	}
 	c.mu.Unlock()
 	c.stopOnce.Do(func() { close(c.stop) })
 	if ps != nil {
@@ -531,7 +553,7 @@ func (c *connection) disconnect(ps *redis.PubSub, cause error) (wasLive bool) {
 	}
 	for _, table := range []map[string]*channelState{c.channels, c.patterns} {
 		for _, st := range table {
-			st.interrupted = !st.confirmedAt.IsZero()
+			st.interrupted = st.confirmedMs != 0
 		}
 	}
 	for _, cmd := range c.sent {

@@ -218,12 +218,12 @@ func (c *connection) confirm(ps *redis.PubSub, reply *redis.Subscription) {
 		if st != nil {
 			// The stream breaks here: what is published until the next
 			// SUBSCRIBE is confirmed is not missed, nobody listened.
-			st.sequences, st.confirmedAt, st.interrupted = nil, time.Time{}, false
+			st.sequences, st.confirmedMs, st.interrupted = nil, 0, false
 		}
 		return
 	}
-	if st != nil && st.confirmedAt.IsZero() {
-		st.confirmedAt = time.Now()
+	if st != nil && st.confirmedMs == 0 {
+		st.confirmedMs = time.Now().UnixMilli()
 	}
 	if st != nil {
 		c.start(st, cmd.starters[i])

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/redis/go-redis/v9"
@@ -138,7 +137,7 @@ func (s *Subscriber) rehome(c *connection, channel string) {
 			moving = append(moving, sn)
 		}
 	}
-	s.moves.add(s, move{channel: channel, from: c.node, sns: moving, sequences: st.sequences, confirmedAt: st.confirmedAt})
+	s.moves.add(s, move{channel: channel, from: c.node, sns: moving, sequences: st.sequences, confirmedMs: st.confirmedMs})
 }
 
 // move is a channel on its way to another node.
@@ -146,7 +145,7 @@ type move struct {
 	channel, from string
 	sns           []*subscription
 	sequences     sequenceTracker
-	confirmedAt   time.Time
+	confirmedMs   int64
 }
 
 // mover moves channels to their new nodes, with one reload of the slot map
@@ -205,12 +204,18 @@ func (s *Subscriber) moveTo(m move) bool {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		for _, sn := range m.sns {
+			sn.end()
+		}
 		return false
 	}
 	c, err := s.connectionFor(subscriptionKey{name: strings.TrimPrefix(m.channel, s.config.ChannelPrefix)})
 	s.mu.Unlock()
 	if err != nil {
-		s.logger.Error("Cannot move a sharded channel", err, watermill.LogFields{"channel": m.channel})
+		s.logger.Error("Cannot move a sharded channel; its subscriptions end", err, watermill.LogFields{"channel": m.channel})
+		for _, sn := range m.sns {
+			sn.end()
+		}
 		return false
 	}
 	c.adopt(m)
@@ -226,11 +231,14 @@ func (c *connection) adopt(m move) {
 	st := c.channels[channel]
 	if st == nil {
 		// Messages published while it moved may be lost.
-		st = &channelState{name: channel, sequences: m.sequences, confirmedAt: m.confirmedAt, interrupted: !m.confirmedAt.IsZero()}
+		st = &channelState{name: channel, sequences: m.sequences, confirmedMs: m.confirmedMs, interrupted: m.confirmedMs != 0}
 		c.channels[channel] = st
 	}
 	for _, sn := range m.sns {
-		if sn.isDone() || c.closed {
+		if c.closed {
+			sn.end()
+		}
+		if sn.isDone() {
 			continue
 		}
 		sn.conn.Store(c)

@@ -176,7 +176,7 @@ func (s *Subscriber) SubscribeInitialize(topic string) error {
 		conn.add(sn, s.redisName(key))
 	}
 	err := s.await(context.Background(), sn)
-	if err != nil && sn.err != nil {
+	if err != nil && sn.failure != nil {
 		// Refused: the next call starts over.
 		s.mu.Lock()
 		if s.initialized[topic] == sn {
@@ -237,7 +237,7 @@ func (s *Subscriber) takeInitialized(ctx context.Context, topic string) (out <-c
 		if !held {
 			return nil, false, nil
 		}
-		if err := s.await(ctx, sn); err != nil && sn.err == nil {
+		if err := s.await(ctx, sn); err != nil && sn.failure == nil {
 			return nil, true, err
 		}
 		s.mu.Lock()
@@ -250,7 +250,7 @@ func (s *Subscriber) takeInitialized(ctx context.Context, topic string) (out <-c
 			continue // another Subscribe took it, or it was refused
 		}
 		delete(s.initialized, topic)
-		if sn.err != nil {
+		if sn.failure != nil {
 			s.mu.Unlock()
 			return nil, false, nil // refused: start over
 		}
@@ -266,7 +266,7 @@ func (s *Subscriber) await(ctx context.Context, sn *subscription) error {
 	defer timer.Stop()
 	select {
 	case <-sn.ready:
-		return sn.err
+		return sn.failed()
 	case <-s.ctx.Done():
 		return ErrSubscriberClosed
 	case <-ctx.Done():

@@ -115,7 +115,7 @@ func (s *Subscriber) checkSequence(st *channelState, m *redis.Message) (GapEvent
 			return ev, inSequence
 		}
 		ev.First, ev.Last = 1, stp.seq-1
-		if stp.since == 0 || stp.since < st.confirmedAt.UnixMilli() {
+		if stp.since == 0 || stp.since < st.confirmedMs {
 			ev.Possible = true
 			return ev, possibleGap
 		}

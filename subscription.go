@@ -31,10 +31,12 @@ type subscription struct {
 	sub *Subscriber
 
 	out chan *message.Message
-	// The subscription ends when the Subscriber closes, when the consumer's
-	// context ends (once attached), or when stop is closed (by end: Redis
-	// refused the subscription, or Subscribe gave up).
-	stop chan struct{}
+	// The subscription ends when the consumer's context ends (once
+	// attached), or when end is called: the Subscriber closes, Redis
+	// refused the subscription, or Subscribe gave up. end sets ending and
+	// signals wake, so that an idle subscription waits on two channels only:
+	// wake and the consumer's context.
+	ending atomic.Bool
 	// consumerCtx is the context passed to Subscribe, parent of every
 	// delivered message's context; consumerDone is its Done channel. Set by
 	// attach, before the delivery goroutine starts.
@@ -49,21 +51,28 @@ type subscription struct {
 	phase subscriptionPhase
 
 	// ready is closed once the subscription receives what is published, or
-	// failed; err says why it failed. Both are written once, under conn.mu.
-	ready chan struct{}
-	err   error
+	// failed; failure says why it failed. Both are written once, under
+	// conn.mu.
+	ready   chan struct{}
+	failure *error
 
 	// held is the bytes queued, counted in the Subscriber's budget; it is
 	// read without mu to find the heaviest subscription.
 	held atomic.Int64
 
-	mu         sync.Mutex
-	queue      deque
-	ended      bool
-	heavy      bool          // in the budget's set of heavy subscriptions
-	wake       chan struct{} // capacity 1: the queue got a message
-	dropsToLog uint64
-	lastDropAt time.Time
+	mu    sync.Mutex
+	queue deque
+	ended bool
+	heavy bool          // in the budget's set of heavy subscriptions
+	idle  bool          // the delivery goroutine waits for a message
+	wake  chan struct{} // capacity 1: a message for an idle subscription, or end
+	drops *dropLog      // nil until the first drop
+}
+
+// dropLog counts the drops of a subscription since it last logged them.
+type dropLog struct {
+	count  uint64
+	logged time.Time
 }
 
 func newSubscription(s *Subscriber, key subscriptionKey) *subscription {
@@ -72,7 +81,6 @@ func newSubscription(s *Subscriber, key subscriptionKey) *subscription {
 		sub:   s,
 		out:   make(chan *message.Message),
 		ready: make(chan struct{}),
-		stop:  make(chan struct{}),
 		wake:  make(chan struct{}, 1),
 	}
 	return sn
@@ -80,16 +88,28 @@ func newSubscription(s *Subscriber, key subscriptionKey) *subscription {
 
 // end makes the subscription end.
 func (sn *subscription) end() {
-	sn.mu.Lock()
-	if !isClosed(sn.stop) {
-		close(sn.stop)
+	sn.ending.Store(true)
+	sn.signal()
+}
+
+func (sn *subscription) signal() {
+	select {
+	case sn.wake <- struct{}{}:
+	default:
 	}
-	sn.mu.Unlock()
 }
 
 // isDone reports whether the subscription is to end, or has ended.
 func (sn *subscription) isDone() bool {
-	return isClosed(sn.stop) || sn.sub.ctx.Err() != nil || (sn.consumerCtx != nil && sn.consumerCtx.Err() != nil)
+	return sn.ending.Load() || sn.sub.ctx.Err() != nil || (sn.consumerCtx != nil && sn.consumerCtx.Err() != nil)
+}
+
+// failed returns why sn failed, once ready is closed; nil when it started.
+func (sn *subscription) failed() error {
+	if sn.failure == nil {
+		return nil
+	}
+	return *sn.failure
 }
 
 // connection returns the connection that carries sn.
@@ -107,7 +127,7 @@ func (sn *subscription) started() {
 // any. Called with conn.mu held.
 func (sn *subscription) fail(err error) {
 	if !isClosed(sn.ready) {
-		sn.err = err
+		sn.failure = &err
 		close(sn.ready)
 	}
 	sn.end()
@@ -160,10 +180,10 @@ func (sn *subscription) push(in *incoming) {
 	}
 	sn.queue.pushBack(in)
 	sn.hold(in.size)
+	idle := sn.idle
 	sn.mu.Unlock()
-	select {
-	case sn.wake <- struct{}{}:
-	default:
+	if idle {
+		sn.signal()
 	}
 }
 
@@ -213,12 +233,15 @@ const dropLogInterval = time.Second
 func (sn *subscription) noteDrop(in *incoming) {
 	s := sn.sub
 	s.countDrop(sn.key.name)
-	sn.dropsToLog++
-	if now := time.Now(); now.Sub(sn.lastDropAt) >= dropLogInterval {
+	if sn.drops == nil {
+		sn.drops = &dropLog{}
+	}
+	sn.drops.count++
+	if now := time.Now(); now.Sub(sn.drops.logged) >= dropLogInterval {
 		s.logger.Error("Subscriber buffer full, messages dropped", errBufferFull, watermill.LogFields{
 			"topic":          sn.key.name,
 			"pattern":        sn.key.pattern,
-			"dropped":        sn.dropsToLog,
+			"dropped":        sn.drops.count,
 			"held_bytes":     sn.held.Load(),
 			"held_messages":  sn.queue.len(),
 			"buffer_bytes":   s.config.BufferBytes,
@@ -226,27 +249,28 @@ func (sn *subscription) noteDrop(in *incoming) {
 			"policy":         s.config.Overflow.String(),
 			"channel":        in.channel,
 		})
-		sn.dropsToLog = 0
-		sn.lastDropAt = now
+		sn.drops.count = 0
+		sn.drops.logged = now
 	}
 }
 
 // next waits for a queued message; ok is false when the subscription ended.
 func (sn *subscription) next() (in *incoming, ok bool) {
 	for {
+		if sn.ending.Load() {
+			return nil, false
+		}
 		sn.mu.Lock()
 		if sn.queue.len() > 0 {
 			in = sn.take(sn.queue.popFront())
+			sn.idle = false
 			sn.mu.Unlock()
 			return in, true
 		}
+		sn.idle = true
 		sn.mu.Unlock()
 		select {
 		case <-sn.wake:
-		case <-sn.stop:
-			return nil, false
-		case <-sn.sub.ctx.Done():
-			return nil, false
 		case <-sn.consumerDone:
 			return nil, false
 		}
@@ -278,7 +302,6 @@ func (sn *subscription) run() {
 // first.
 func (sn *subscription) deliver(msg *message.Message, shared bool) bool {
 	stats := &sn.sub.stats
-	stop, closing, consumerDone := sn.stop, sn.sub.ctx.Done(), sn.consumerDone
 	for first := true; ; first = false {
 		// A Nacked message cannot be Acked again, and consumers of one
 		// topic must not share Ack state: every attempt but the first of
@@ -292,46 +315,63 @@ func (sn *subscription) deliver(msg *message.Message, shared bool) bool {
 		// contract says.
 		ctx, cancel := context.WithCancel(sn.consumerCtx)
 		attempt.SetContext(ctx)
-		select {
-		case sn.out <- attempt:
-			stats.delivered.Add(1)
-		case <-stop:
-			cancel()
-			stats.discarded.Add(1)
-			return false
-		case <-closing:
-			cancel()
-			stats.discarded.Add(1)
-			return false
-		case <-consumerDone:
-			cancel()
-			stats.discarded.Add(1)
-			return false
-		}
-		select {
-		case <-attempt.Acked():
-			cancel()
+		answer := sn.handOver(attempt)
+		cancel()
+		switch answer {
+		case acked:
 			stats.acked.Add(1)
 			return true
-		case <-attempt.Nacked():
-			cancel()
+		case nacked:
 			stats.nacked.Add(1)
 			if !sn.sleep(sn.sub.config.NackResendSleep) {
 				stats.discarded.Add(1)
 				return false
 			}
-		case <-stop:
-			cancel()
+		default:
 			stats.discarded.Add(1)
 			return false
-		case <-closing:
-			cancel()
-			stats.discarded.Add(1)
-			return false
-		case <-consumerDone:
-			cancel()
-			stats.discarded.Add(1)
-			return false
+		}
+	}
+}
+
+// answer is what became of a message handed to the consumer.
+type answer int
+
+const (
+	ended answer = iota // the subscription ended first
+	acked
+	nacked
+)
+
+// handOver sends msg on the output channel and waits for its Ack or Nack,
+// unless the subscription ends first. (wake fires only for end while the
+// goroutine is not idle.)
+func (sn *subscription) handOver(msg *message.Message) answer {
+	for sent := false; !sent; {
+		select {
+		case sn.out <- msg:
+			sn.sub.stats.delivered.Add(1)
+			sent = true
+		case <-sn.wake:
+			if sn.ending.Load() {
+				return ended
+			}
+		case <-sn.consumerDone:
+			return ended
+		}
+	}
+	for {
+		select {
+		case <-msg.Acked():
+			return acked
+		case <-msg.Nacked():
+			return nacked
+		case <-sn.wake:
+			if sn.ending.Load() {
+				return ended
+			}
+		case <-sn.consumerDone:
+			return ended
 		}
 	}
 }
@@ -343,15 +383,17 @@ func (sn *subscription) sleep(d time.Duration) bool {
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-sn.stop:
-		return false
-	case <-sn.sub.ctx.Done():
-		return false
-	case <-sn.consumerDone:
-		return false
+	for {
+		select {
+		case <-t.C:
+			return true
+		case <-sn.wake:
+			if sn.ending.Load() {
+				return false
+			}
+		case <-sn.consumerDone:
+			return false
+		}
 	}
 }
 
@@ -386,34 +428,35 @@ func (sn *subscription) discard() int {
 // memory back when emptied, so that an idle subscription holds nothing.
 type deque struct {
 	buf        []*incoming
-	head, size int
+	head, size int32 // int32: an idle subscription's struct stays in a smaller size class
 }
 
-func (d *deque) len() int { return d.size }
+func (d *deque) len() int { return int(d.size) }
 
 func (d *deque) pushBack(m *incoming) {
-	if d.size == len(d.buf) {
-		grown := make([]*incoming, max(4, 2*len(d.buf)))
+	n := int32(len(d.buf))
+	if d.size == n {
+		grown := make([]*incoming, max(4, 2*n))
 		for i := range d.size {
-			grown[i] = d.buf[(d.head+i)%len(d.buf)]
+			grown[i] = d.buf[(d.head+i)%n]
 		}
-		d.buf, d.head = grown, 0
+		d.buf, d.head, n = grown, 0, int32(len(grown))
 	}
-	d.buf[(d.head+d.size)%len(d.buf)] = m
+	d.buf[(d.head+d.size)%n] = m
 	d.size++
 }
 
 func (d *deque) popFront() *incoming {
 	m := d.buf[d.head]
 	d.buf[d.head] = nil
-	d.head = (d.head + 1) % len(d.buf)
+	d.head = (d.head + 1) % int32(len(d.buf))
 	d.size--
 	d.shrink()
 	return m
 }
 
 func (d *deque) popBack() *incoming {
-	i := (d.head + d.size - 1) % len(d.buf)
+	i := (d.head + d.size - 1) % int32(len(d.buf))
 	m := d.buf[i]
 	d.buf[i] = nil
 	d.size--
