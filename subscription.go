@@ -62,11 +62,16 @@ type subscription struct {
 
 	mu    sync.Mutex
 	queue deque
-	ended bool
-	heavy bool          // in the budget's set of heavy subscriptions
-	idle  bool          // the delivery goroutine waits for a message
-	wake  chan struct{} // capacity 1: a message for an idle subscription, or end
-	drops *dropLog      // nil until the first drop
+	ended bool // the queue takes nothing more
+	heavy bool // in the budget's set of heavy subscriptions
+	// attached is set once a consumer took the subscription; running while
+	// its delivery goroutine lives (only while there are messages to hand
+	// over: an idle subscription has no goroutine); finishing once its end
+	// was taken care of.
+	attached, running, finishing bool
+	stopWatch                    func() bool   // stops the AfterFunc on the consumer's context
+	wake                         chan struct{} // capacity 1: end, for a goroutine waiting on the consumer
+	drops                        *dropLog      // nil until the first drop
 }
 
 // dropLog counts the drops of a subscription since it last logged them.
@@ -86,10 +91,20 @@ func newSubscription(s *Subscriber, key subscriptionKey) *subscription {
 	return sn
 }
 
-// end makes the subscription end.
+// end makes the subscription end: its delivery goroutine stops, or, when
+// none runs, one finishes it. It may be called with a connection's mu held.
 func (sn *subscription) end() {
 	sn.ending.Store(true)
 	sn.signal()
+	sn.mu.Lock()
+	finish := sn.attached && !sn.running && !sn.finishing
+	if finish {
+		sn.finishing = true
+	}
+	sn.mu.Unlock()
+	if finish {
+		go sn.finish()
+	}
 }
 
 func (sn *subscription) signal() {
@@ -133,14 +148,27 @@ func (sn *subscription) fail(err error) {
 	sn.end()
 }
 
-// attach ties sn to the consumer's context and starts its delivery
-// goroutine. Called with the Subscriber's mu held, so that Close waits for
-// the goroutine.
+// attach ties sn to the consumer's context: the subscription ends with it.
+// The Subscriber's WaitGroup counts the subscription until it finished.
+// Called with the Subscriber's mu held, so that Close waits for it.
 func (sn *subscription) attach(ctx context.Context) {
 	s := sn.sub
 	sn.consumerCtx, sn.consumerDone = ctx, ctx.Done()
 	s.wg.Add(1)
-	go sn.run()
+	sn.mu.Lock()
+	sn.attached = true
+	start := sn.queue.len() > 0 // held by SubscribeInitialize
+	sn.running = start
+	sn.mu.Unlock()
+	if start {
+		go sn.run()
+	}
+	if sn.consumerDone != nil {
+		stop := context.AfterFunc(ctx, sn.end)
+		sn.mu.Lock()
+		sn.stopWatch = stop
+		sn.mu.Unlock()
+	}
 }
 
 // isClosed reports whether ch is closed.
@@ -180,10 +208,13 @@ func (sn *subscription) push(in *incoming) {
 	}
 	sn.queue.pushBack(in)
 	sn.hold(in.size)
-	idle := sn.idle
+	start := sn.attached && !sn.running && !sn.finishing
+	if start {
+		sn.running = true
+	}
 	sn.mu.Unlock()
-	if idle {
-		sn.signal()
+	if start {
+		go sn.run()
 	}
 }
 
@@ -254,37 +285,32 @@ func (sn *subscription) noteDrop(in *incoming) {
 	}
 }
 
-// next waits for a queued message; ok is false when the subscription ended.
-func (sn *subscription) next() (in *incoming, ok bool) {
-	for {
-		if sn.ending.Load() {
-			return nil, false
-		}
-		sn.mu.Lock()
-		if sn.queue.len() > 0 {
-			in = sn.take(sn.queue.popFront())
-			sn.idle = false
-			sn.mu.Unlock()
-			return in, true
-		}
-		sn.idle = true
-		sn.mu.Unlock()
-		select {
-		case <-sn.wake:
-		case <-sn.consumerDone:
-			return nil, false
-		}
+// next takes the oldest queued message. When there is none, or the
+// subscription is ending, the goroutine stops running: ok is false, and
+// finish reports whether it is to finish the subscription.
+func (sn *subscription) next() (in *incoming, ok, finish bool) {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	if sn.queue.len() > 0 && !sn.ending.Load() {
+		return sn.take(sn.queue.popFront()), true, false
 	}
+	sn.running = false
+	if sn.ending.Load() && !sn.finishing {
+		sn.finishing = true
+		return nil, false, true
+	}
+	return nil, false, false
 }
 
-// run delivers queued messages until the subscription's context ends, then
-// closes the output channel and leaves the topic.
+// run hands the queued messages over one at a time until the queue is
+// empty or the subscription ends; the next message starts it again.
 func (sn *subscription) run() {
-	defer sn.sub.wg.Done()
-	defer sn.finish()
 	for {
-		in, ok := sn.next()
+		in, ok, finish := sn.next()
 		if !ok {
+			if finish {
+				sn.finish()
+			}
 			return
 		}
 		msg, err := in.decode(sn.sub)
@@ -292,7 +318,7 @@ func (sn *subscription) run() {
 			continue // counted and logged by decode
 		}
 		if !sn.deliver(msg, in.shared) {
-			return
+			sn.ending.Store(true) // the consumer's context ended: AfterFunc ends it too
 		}
 	}
 }
@@ -397,15 +423,23 @@ func (sn *subscription) sleep(d time.Duration) bool {
 	}
 }
 
-// finish closes the output channel, counts what was left in the queue and
-// removes the subscription from its topic.
+// finish closes the output channel, counts what was left in the queue,
+// removes the subscription from its topic and releases the Subscriber's
+// WaitGroup. It runs once, when no delivery goroutine runs.
 func (sn *subscription) finish() {
 	left := sn.discard()
 	sn.sub.leave(sn)
 	close(sn.out)
+	sn.mu.Lock()
+	stop := sn.stopWatch
+	sn.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
 	sn.sub.logger.Debug("Subscription ended", watermill.LogFields{
 		"topic": sn.key.name, "pattern": sn.key.pattern, "discarded": left,
 	})
+	sn.sub.wg.Done()
 }
 
 // discard ends the queue, releasing what it held, and returns how many
