@@ -10,7 +10,9 @@
 package exampleredis
 
 import (
+	"errors"
 	"fmt"
+	neturl "net/url"
 	"os"
 
 	"github.com/alicebob/miniredis/v2"
@@ -24,11 +26,18 @@ import (
 // redis.ParseURL accepts) it connects there; otherwise it starts miniredis on
 // a free local port and connects to it. Either way the client has
 // ContextTimeoutEnabled, so that a message's context bounds a PUBLISH.
-// The report names the server's address only, never the URL's password.
+// The report names the server's address only, and the error of a URL that
+// does not parse leaves the URL out: neither shows the URL's password.
 func Client() (redis.UniversalClient, func(), error) {
 	if url := os.Getenv("REDIS_URL"); url != "" {
 		opts, err := redis.ParseURL(url)
 		if err != nil {
+			// net/url puts the whole URL, password included, in its
+			// errors: report only what is wrong with it.
+			var urlErr *neturl.Error
+			if errors.As(err, &urlErr) {
+				err = urlErr.Err
+			}
 			return nil, nil, fmt.Errorf("exampleredis: REDIS_URL: %w", err)
 		}
 		opts.ContextTimeoutEnabled = true
