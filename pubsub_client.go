@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"net"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -151,7 +152,27 @@ func isPermanent(err error) bool {
 		alert            tls.AlertError
 	)
 	return errors.As(err, &unknownAuthority) || errors.As(err, &invalid) || errors.As(err, &hostname) ||
-		errors.As(err, &verification) || errors.As(err, &alert)
+		errors.As(err, &verification) || errors.As(err, &alert) || refusedByServer(err)
+}
+
+// refusalAlerts are the TLS alerts (RFC 8446 section 6) with which a server
+// refuses the handshake for good: handshake_failure, bad_certificate,
+// unsupported_certificate, certificate_revoked, certificate_expired,
+// certificate_unknown, unknown_ca, access_denied, protocol_version and
+// certificate_required.
+var refusalAlerts = map[uint64]bool{40: true, 42: true, 43: true, 44: true, 45: true, 46: true, 48: true, 49: true, 70: true, 116: true}
+
+// refusedByServer reports whether err carries a TLS alert of refusalAlerts
+// that the server sent. crypto/tls reports one as a *net.OpError "remote
+// error" around a value of its unexported alert type (a uint8), not as a
+// tls.AlertError, which only QUIC uses.
+func refusedByServer(err error) bool {
+	var opErr *net.OpError
+	if !errors.As(err, &opErr) || opErr.Op != "remote error" || opErr.Err == nil {
+		return false
+	}
+	v := reflect.ValueOf(opErr.Err)
+	return v.Kind() == reflect.Uint8 && v.Type().PkgPath() == "crypto/tls" && refusalAlerts[v.Uint()]
 }
 
 // isMoved reports whether err is Redis's MOVED redirection.
