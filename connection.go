@@ -351,6 +351,8 @@ func (c *connection) close() {
 	}
 	c.mu.Unlock()
 	c.stopOnce.Do(func() { close(c.stop) })
+	// The socket first: PubSub.Close waits for a command being written.
+	c.client.abort()
 	if ps != nil {
 		_ = ps.Close()
 	}

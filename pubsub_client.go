@@ -8,6 +8,7 @@ import (
 	"net"
 	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +27,10 @@ type pubsubClient struct {
 	close func()
 	// activity grows with every byte read (when counted) and every reply.
 	activity atomic.Uint64
+
+	// conns are the open sockets of the private client, for abort.
+	mu    sync.Mutex
+	conns map[*countingConn]struct{}
 }
 
 func newPubsubClient(client redis.UniversalClient) *pubsubClient {
@@ -106,7 +111,30 @@ func (pc *pubsubClient) counting(dial dialFunc, tlsConfig *tls.Config, timeout t
 		if err != nil {
 			return nil, err
 		}
-		return &countingConn{Conn: conn, activity: &pc.activity}, nil
+		cc := &countingConn{Conn: conn, pc: pc}
+		pc.mu.Lock()
+		if pc.conns == nil {
+			pc.conns = make(map[*countingConn]struct{})
+		}
+		pc.conns[cc] = struct{}{}
+		pc.mu.Unlock()
+		return cc, nil
+	}
+}
+
+// abort closes the sockets of the private client, so that a command being
+// written on a socket that takes no more bytes fails at once: go-redis's
+// PubSub.Close waits for it, up to the client's WriteTimeout (or for ever
+// without one). It does nothing for a client that is not private.
+func (pc *pubsubClient) abort() {
+	pc.mu.Lock()
+	conns := make([]*countingConn, 0, len(pc.conns))
+	for cc := range pc.conns {
+		conns = append(conns, cc)
+	}
+	pc.mu.Unlock()
+	for _, cc := range conns {
+		_ = cc.Close()
 	}
 }
 
@@ -120,15 +148,22 @@ func cmpOr(d, fallback time.Duration) time.Duration {
 // countingConn counts the bytes read from a connection.
 type countingConn struct {
 	net.Conn
-	activity *atomic.Uint64
+	pc *pubsubClient
 }
 
 func (c *countingConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
-		c.activity.Add(uint64(n))
+		c.pc.activity.Add(uint64(n))
 	}
 	return n, err
+}
+
+func (c *countingConn) Close() error {
+	c.pc.mu.Lock()
+	delete(c.pc.conns, c)
+	c.pc.mu.Unlock()
+	return c.Conn.Close()
 }
 
 // isPermanent reports whether retrying cannot heal err: Redis refused the
