@@ -58,6 +58,9 @@ type connection struct {
 	// a successful one; permanent is set when retrying cannot heal it.
 	dialErr   error
 	permanent bool
+	// sending is set while the writer writes the commands take returned;
+	// take returns none once the connection is broken or closed.
+	sending bool
 	// closed ends the connection for good; done is closed once its
 	// goroutines have returned.
 	closed   bool
@@ -345,14 +348,17 @@ func (c *connection) empty() bool {
 func (c *connection) close() {
 	c.mu.Lock()
 	c.closed = true
-	ps := c.pubsub
+	ps, sending := c.pubsub, c.sending
 	for _, sn := range c.subscriptions() {
 		sn.end()
 	}
 	c.mu.Unlock()
 	c.stopOnce.Do(func() { close(c.stop) })
-	// The socket first: PubSub.Close waits for a command being written.
-	c.client.abort()
+	if sending {
+		// PubSub.Close waits for the command being written, which a
+		// socket that takes no more bytes holds: close the socket first.
+		c.client.abort()
+	}
 	if ps != nil {
 		_ = ps.Close()
 	}
@@ -592,5 +598,10 @@ func (c *connection) fault(ps *redis.PubSub, err error) {
 		return
 	}
 	c.broken = err
+	if c.sending {
+		// PubSub.Close waits for the command being written, which a
+		// socket that takes no more bytes holds: close the socket first.
+		c.client.abort()
+	}
 	_ = ps.Close()
 }

@@ -5,25 +5,39 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/redis/go-redis/v9"
 )
 
-// serve runs the writer and reads the connection until it fails, never
-// blocking on consumers. It sets no read deadline (one that expired in the
-// middle of a large message would desynchronise the stream); the writer's
-// health check closes a silent connection instead.
+// serve runs the writer and the health check, and reads the connection
+// until it fails, never blocking on consumers. It sets no read deadline (one
+// that expired in the middle of a large message would desynchronise the
+// stream); the health check closes a silent connection instead.
 func (c *connection) serve(ps *redis.PubSub) error {
-	stop, stopped := make(chan struct{}), make(chan struct{})
+	stop := make(chan struct{})
+	var helpers sync.WaitGroup
+	helpers.Add(2)
 	go func() {
-		defer close(stopped)
+		defer helpers.Done()
 		c.write(ps, stop)
+	}()
+	go func() {
+		defer helpers.Done()
+		c.watch(ps, stop)
 	}()
 	defer func() {
 		close(stop)
-		<-stopped
+		c.mu.Lock()
+		if c.sending {
+			// A command still being written on a socket that takes
+			// no more bytes must not hold the writer.
+			c.client.abort()
+		}
+		c.mu.Unlock()
+		helpers.Wait()
 	}()
 	for {
 		reply, err := ps.Receive(c.s.ctx)
@@ -58,13 +72,40 @@ func (c *connection) serve(ps *redis.PubSub) error {
 	}
 }
 
-// write writes the pending commands whenever there are some, and checks the
-// connection's health every quarter of the health-check interval: after a
-// quarter without a byte read it sends a PING; after three in a row it
-// closes the connection. So a connection that stopped answering is dropped
-// after between 3/4 and 1 HealthCheckInterval of silence, and a PONG has at
-// least half of it to come back.
+// write writes the pending commands whenever there are some.
 func (c *connection) write(ps *redis.PubSub, stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-c.wake:
+		}
+		cmds := c.take(ps)
+		for _, cmd := range cmds {
+			if err := c.send(ps, cmd); err != nil {
+				c.mu.Lock()
+				c.sending = false
+				c.fault(ps, fmt.Errorf("%s: %w", cmd.replyKind(c.s.config.Sharded), err))
+				c.mu.Unlock()
+				return
+			}
+		}
+		if len(cmds) > 0 {
+			c.mu.Lock()
+			c.sending = false
+			c.mu.Unlock()
+		}
+	}
+}
+
+// watch checks the connection's health every quarter of the health-check
+// interval: after a quarter without a byte read it has a PING sent; after
+// three in a row it closes the connection. So a connection that stopped
+// answering is dropped after between 3/4 and 1 HealthCheckInterval of
+// silence, and a PONG has at least half of it to come back. It runs apart
+// from the writer, so that a command blocked on a socket that takes no more
+// bytes does not stop it.
+func (c *connection) watch(ps *redis.PubSub, stop <-chan struct{}) {
 	ticker := time.NewTicker(c.s.config.HealthCheckInterval / 4)
 	defer ticker.Stop()
 	seen, silent := c.client.activity.Load(), 0
@@ -72,33 +113,24 @@ func (c *connection) write(ps *redis.PubSub, stop <-chan struct{}) {
 		select {
 		case <-stop:
 			return
-		case <-c.wake:
 		case <-ticker.C:
-			if now := c.client.activity.Load(); now != seen {
-				seen, silent = now, 0
-				break
-			}
-			silent++
-			if silent >= 3 {
-				c.mu.Lock()
-				c.fault(ps, errHealthCheck)
-				c.mu.Unlock()
-				return
-			}
-			if silent == 1 {
-				c.mu.Lock()
-				c.pending.ping = true
-				c.mu.Unlock()
-			}
 		}
-		for _, cmd := range c.take(ps) {
-			if err := c.send(ps, cmd); err != nil {
-				c.mu.Lock()
-				c.fault(ps, fmt.Errorf("%s: %w", cmd.replyKind(c.s.config.Sharded), err))
-				c.mu.Unlock()
-				return
-			}
+		if now := c.client.activity.Load(); now != seen {
+			seen, silent = now, 0
+			continue
 		}
+		silent++
+		c.mu.Lock()
+		if silent >= 3 {
+			c.fault(ps, errHealthCheck)
+			c.mu.Unlock()
+			return
+		}
+		if silent == 1 {
+			c.pending.ping = true
+			c.signal()
+		}
+		c.mu.Unlock()
 	}
 }
 
@@ -107,7 +139,7 @@ func (c *connection) write(ps *redis.PubSub, stop <-chan struct{}) {
 func (c *connection) take(ps *redis.PubSub) []*command {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.pubsub != ps || c.pending.empty() {
+	if c.pubsub != ps || c.broken != nil || c.closed || c.pending.empty() {
 		return nil
 	}
 	var cmds []*command
@@ -163,6 +195,7 @@ func (c *connection) take(ps *redis.PubSub) []*command {
 		c.pending.joiners, c.pending.ping = nil, false
 	}
 	c.sent = append(c.sent, cmds...)
+	c.sending = len(cmds) > 0
 	return cmds
 }
 

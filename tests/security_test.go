@@ -90,6 +90,16 @@ func secCtx(t *testing.T) context.Context {
 	return ctx
 }
 
+// secSubscribePattern is wmSubscribe for a pattern.
+func secSubscribePattern(t *testing.T, sub *redispubsub.Subscriber, pattern string) (<-chan *message.Message, context.CancelFunc) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ch, err := sub.SubscribePattern(ctx, pattern)
+	require.NoError(t, err)
+	return ch, cancel
+}
+
 // secRequireRefused checks that err is the refusal of a subscription that
 // Redis answered at once: ErrSubscriptionRefused, not a timeout, naming what
 // was refused and Redis's words.
@@ -134,15 +144,13 @@ func TestACLLeastPrivilegeRunsPublisherSubscriberAndEventTarget(t *testing.T) {
 	joined, cancelJoined := wmSubscribe(t, sub, "orders")
 	// Redis compares a PSUBSCRIBE's pattern with the ACL's literally: "*"
 	// (Redis's "myapp:events:*") is the one pattern this user may use.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	all, err := sub.SubscribePattern(ctx, "*")
-	require.NoError(t, err)
+	all, cancelAll := secSubscribePattern(t, sub, "*")
 	secPublishReceive(t, pub, "orders", orders, joined)
 	msg := wmReceive(t, all)
 	require.Equal(t, "orders", msg.Metadata.Get(redispubsub.MetadataTopic))
 	msg.Ack()
 
+	ctx := secCtx(t)
 	target, err := redispubsub.NewEventTarget[secEvent](pub, sub, redispubsub.WithLogger(log))
 	require.NoError(t, err)
 	got := make(chan redispubsub.Event[secEvent], 1)
@@ -165,7 +173,7 @@ func TestACLLeastPrivilegeRunsPublisherSubscriberAndEventTarget(t *testing.T) {
 	wmRequireClosed(t, joined)
 	cancelOrders()
 	wmRequireClosed(t, orders)
-	cancel()
+	cancelAll()
 	wmRequireClosed(t, all)
 	wmEventually(t, func() bool {
 		return wmNumsub(t, srv, secPrefix+"orders") == 0 && wmNumsub(t, srv, secPrefix+"call.responded:uuid-1") == 0 &&
@@ -285,10 +293,7 @@ func TestTLSPublisherAndSubscriber(t *testing.T) {
 			pub := secPublisher(t, client, "", log)
 			sub := secSubscriber(t, redispubsub.SubscriberConfig{Client: client}, log)
 			ch, _ := wmSubscribe(t, sub, "tls")
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			all, err := sub.SubscribePattern(ctx, "tl*")
-			require.NoError(t, err)
+			all, _ := secSubscribePattern(t, sub, "tl*")
 			secPublishReceive(t, pub, "tls", ch, all)
 
 			srv.KillClients(t, "TYPE", "pubsub")
@@ -625,11 +630,15 @@ func TestSecretNotInExampleOutput(t *testing.T) {
 	}
 }
 
-// secStall makes the connections its dialer opens stop taking bytes, as a
+// secStall makes the connections its dialer opened stop taking bytes, as a
 // socket whose send buffer is full does: once stalled, every Write blocks
-// until the connection is closed or its write deadline passes. Reads go on.
+// until the connection is closed, its write deadline passes or release is
+// called. Reads go on, and connections dialled later are not stalled.
+// (redistest's Proxy.Blackhole reads and discards what clients send, so
+// their writes never block.)
 type secStall struct {
-	stalled  atomic.Bool
+	mu       sync.Mutex
+	conns    []*secStallConn
 	released chan struct{} // closed by release: blocked Writes fail
 	blocked  atomic.Int64  // Writes blocked now
 	once     sync.Once
@@ -642,7 +651,20 @@ func (s *secStall) dial(ctx context.Context, network, addr string) (net.Conn, er
 	if err != nil {
 		return nil, err
 	}
-	return &secStallConn{Conn: conn, stall: s, closed: make(chan struct{})}, nil
+	c := &secStallConn{Conn: conn, stall: s, closed: make(chan struct{})}
+	s.mu.Lock()
+	s.conns = append(s.conns, c)
+	s.mu.Unlock()
+	return c, nil
+}
+
+// stallOpen stalls the connections dialled so far.
+func (s *secStall) stallOpen() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.conns {
+		c.stalled.Store(true)
+	}
 }
 
 // release makes the blocked Writes fail; it is idempotent.
@@ -651,6 +673,7 @@ func (s *secStall) release() { s.once.Do(func() { close(s.released) }) }
 type secStallConn struct {
 	net.Conn
 	stall     *secStall
+	stalled   atomic.Bool
 	closed    chan struct{}
 	closeOnce sync.Once
 	mu        sync.Mutex
@@ -672,7 +695,7 @@ func (c *secStallConn) SetDeadline(t time.Time) error {
 }
 
 func (c *secStallConn) Write(p []byte) (int, error) {
-	if !c.stall.stalled.Load() {
+	if !c.stalled.Load() {
 		return c.Conn.Write(p)
 	}
 	c.stall.blocked.Add(1)
@@ -701,6 +724,34 @@ func (c *secStallConn) Close() error {
 	return c.Conn.Close()
 }
 
+// secStalledSubscriber returns a Subscriber whose client dials through
+// stall, with a WriteTimeout of a minute (so that only the Subscriber can
+// end a blocked write in time), closed at the end of the test.
+func secStalledSubscriber(t *testing.T, srv *redistest.Server, stall *secStall, configure func(*redispubsub.SubscriberConfig)) *redispubsub.Subscriber {
+	t.Helper()
+	t.Cleanup(stall.release) // last: whatever happened, nothing stays blocked
+	client := faultClient(t, srv.Addr(), func(o *redis.Options) {
+		o.Dialer, o.WriteTimeout = stall.dial, time.Minute
+	})
+	config := redispubsub.SubscriberConfig{Client: client, SubscribeTimeout: time.Minute}
+	if configure != nil {
+		configure(&config)
+	}
+	sub, err := redispubsub.NewSubscriber(config, newFaultLog(t))
+	require.NoError(t, err)
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		<-stall.released
+		_ = sub.Close()
+	}()
+	t.Cleanup(func() {
+		stall.release()
+		<-closed
+	})
+	return sub
+}
+
 // With the Subscriber's socket taking no more bytes while many SUBSCRIBEs
 // wait to be written (the client's WriteTimeout is a minute), a concurrent
 // Subscribe, SubscribePattern or joining Subscribe with a 300 ms context
@@ -709,25 +760,10 @@ func (c *secStallConn) Close() error {
 func TestSecurityFullSocketStallsNeitherSubscribeNorClose(t *testing.T) {
 	srv := redistest.Start(t)
 	stall := newSecStall()
-	t.Cleanup(stall.release) // whatever happens, nothing stays blocked
-	client := faultClient(t, srv.Addr(), func(o *redis.Options) {
-		o.Dialer, o.WriteTimeout = stall.dial, time.Minute
-	})
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{Client: client, SubscribeTimeout: time.Minute}, newFaultLog(t))
-	require.NoError(t, err)
-	closed := make(chan struct{})
-	t.Cleanup(func() {
-		stall.release()
-		<-closed
-	})
-	go func() {
-		defer close(closed)
-		<-stall.released
-		_ = sub.Close()
-	}()
+	sub := secStalledSubscriber(t, srv, stall, nil)
 	wmSubscribe(t, sub, "ok")
 
-	stall.stalled.Store(true)
+	stall.stallOpen()
 	const n = 50
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(context.Background())
@@ -775,4 +811,39 @@ func TestSecurityFullSocketStallsNeitherSubscribeNorClose(t *testing.T) {
 		close(subscribed)
 	}()
 	wmWait(t, subscribed, "the blocked Subscribes")
+}
+
+// A connection whose socket takes no more bytes, while Redis sends nothing,
+// is silent: the health check drops it within HealthCheckInterval, also
+// while a command is blocked on it (the client's WriteTimeout is a minute),
+// and the Subscriber reconnects; the Subscribe whose SUBSCRIBE was blocked
+// is confirmed on the new connection.
+func TestSecurityFullSocketIsDroppedByTheHealthCheck(t *testing.T) {
+	srv := redistest.Start(t)
+	stall := newSecStall()
+	sub := secStalledSubscriber(t, srv, stall, func(c *redispubsub.SubscriberConfig) {
+		c.HealthCheckInterval = 300 * time.Millisecond
+	})
+	pub, _ := wmPubSub(t, srv, nil)
+	ok, _ := wmSubscribe(t, sub, "ok")
+
+	stall.stallOpen()
+	type result struct {
+		ch  <-chan *message.Message
+		err error
+	}
+	done := make(chan result, 1)
+	ctx := secCtx(t)
+	go func() {
+		ch, err := sub.Subscribe(ctx, "after")
+		done <- result{ch, err}
+	}()
+	faultPoll(t, "the SUBSCRIBE blocked", func() bool { return stall.blocked.Load() > 0 })
+	r := wmWait(t, done, "the Subscribe")
+	require.NoError(t, r.err)
+	// The reconnect is counted once every resubscription is confirmed,
+	// which may be just after this one.
+	wmEventually(t, func() bool { return sub.Stats().Reconnects == 1 }, "one reconnect")
+	secPublishReceive(t, pub, "after", r.ch)
+	secPublishReceive(t, pub, "ok", ok)
 }
