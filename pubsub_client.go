@@ -125,8 +125,9 @@ func (pc *pubsubClient) counting(dial dialFunc, tlsConfig *tls.Config, timeout t
 // abort closes the sockets of the private client, so that a command being
 // written on a socket that takes no more bytes fails at once: go-redis's
 // PubSub.Close waits for it, up to the client's WriteTimeout (or for ever
-// without one). It does nothing for a client that is not private. go-redis
-// redials when the command fails, as after any failed command.
+// without one). It does nothing for a client that is not private. (The
+// failed command makes go-redis's PubSub redial, as any failed command does;
+// the connection closes that PubSub next.)
 func (pc *pubsubClient) abort() {
 	pc.mu.Lock()
 	conns := make([]*countingConn, 0, len(pc.conns))
