@@ -202,19 +202,21 @@ func (c *connection) table(pattern bool) map[string]*channelState {
 // call: the confirmation of the SUBSCRIBE it causes, or of the one already
 // queued, or else the PONG of the next PING. Messages that Redis sent before
 // it was called are never its. sn.ready is closed when it starts or fails.
-func (c *connection) add(sn *subscription, name string) {
+// It reports false, without touching sn, when the connection is closed:
+// the Subscriber closed, or (sharded) it closed an idle node connection; the
+// caller then asks for a connection again.
+func (c *connection) add(sn *subscription, name string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if sn.isDone() {
-		return // ended before it was added
+		return true // ended before it was added
 	}
 	if c.closed {
-		sn.fail(ErrSubscriberClosed)
-		return
+		return false
 	}
 	if c.permanent {
 		sn.fail(c.dialError())
-		return
+		return true
 	}
 	key := redisKey{name, sn.key.pattern}
 	table := c.table(key.pattern)
@@ -251,6 +253,7 @@ func (c *connection) add(sn *subscription, name string) {
 	default:
 		c.join(st, sn)
 	}
+	return true
 }
 
 // join makes sn start at the PONG of the next PING. Called with mu held.
@@ -291,6 +294,10 @@ func (c *connection) signal() {
 func (c *connection) remove(sn *subscription) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if sn.connection() != c {
+		// It moved to another node meanwhile: the caller tries again.
+		return
+	}
 	st := sn.state
 	switch sn.phase {
 	case phaseStarting:
@@ -585,10 +592,45 @@ func (c *connection) restart(sns []*subscription) {
 		if sn.phase != phaseWaiting {
 			continue
 		}
-		sn.phase = phaseStarting
+		sn.phase, sn.awaits = phaseStarting, nil
 		sn.state.waiting--
 		sn.state.starting = append(sn.state.starting, sn)
 	}
+}
+
+// restartJoiners moves the subscriptions of st that wait for a PING's PONG
+// to its next SUBSCRIBE. Called with mu held.
+func (c *connection) restartJoiners(st *channelState) {
+	of := func(sns []*subscription) []*subscription {
+		var mine []*subscription
+		for _, sn := range sns {
+			if sn.state == st && sn.phase == phaseWaiting {
+				mine = append(mine, sn)
+			}
+		}
+		return mine
+	}
+	for _, cmd := range c.sent {
+		if cmd.kind == cmdPing {
+			c.restart(of(cmd.joiners))
+		}
+	}
+	c.restart(of(c.pending.joiners))
+}
+
+// forget removes the subscriptions of st from the commands written or to
+// write: st's channel moved to another connection. Called with mu held.
+func (c *connection) forget(st *channelState) {
+	other := func(sns []*subscription) []*subscription {
+		return slices.DeleteFunc(sns, func(sn *subscription) bool { return sn.state == st })
+	}
+	for _, cmd := range c.sent {
+		for i := range cmd.starters {
+			cmd.starters[i] = other(cmd.starters[i])
+		}
+		cmd.joiners = other(cmd.joiners)
+	}
+	c.pending.joiners = other(c.pending.joiners)
 }
 
 // fault closes ps because of err, unless it broke already. The reader then

@@ -143,21 +143,29 @@ func (c *connection) take(ps *redis.PubSub) []*command {
 		return nil
 	}
 	var cmds []*command
-	var batch [4]*command // SUBSCRIBE, PSUBSCRIBE, UNSUBSCRIBE, PUNSUBSCRIBE
+	// The command being filled per kind (SUBSCRIBE, PSUBSCRIBE, UNSUBSCRIBE,
+	// PUNSUBSCRIBE) and, in sharded mode, per hash slot: Redis refuses an
+	// SSUBSCRIBE or SUNSUBSCRIBE whose channels are in different slots.
+	type batchKey struct{ kind, slot int }
+	batch := make(map[batchKey]*command)
+	sharded := c.s.config.Sharded
 	for _, key := range c.pending.order {
 		subscribe, ok := c.pending.ops[key]
 		if !ok {
 			continue // cancelled, or taken already
 		}
 		delete(c.pending.ops, key)
-		i := 0
+		bk := batchKey{}
 		if key.pattern {
-			i++
+			bk.kind++
 		}
 		if !subscribe {
-			i += 2
+			bk.kind += 2
 		}
-		cmd := batch[i]
+		if sharded {
+			bk.slot = hashSlot(key.name)
+		}
+		cmd := batch[bk]
 		alone := c.pending.alone[key]
 		if cmd == nil || len(cmd.names) == maxNamesPerCommand || alone {
 			cmd = &command{kind: cmdUnsubscribe, pattern: key.pattern}
@@ -168,7 +176,7 @@ func (c *connection) take(ps *redis.PubSub) []*command {
 			if alone {
 				delete(c.pending.alone, key)
 			} else {
-				batch[i] = cmd
+				batch[bk] = cmd
 			}
 		}
 		cmd.names = append(cmd.names, key.name)
@@ -181,7 +189,7 @@ func (c *connection) take(ps *redis.PubSub) []*command {
 			starters = st.starting
 			st.starting = nil
 			for _, sn := range starters {
-				sn.phase = phaseWaiting
+				sn.phase, sn.awaits = phaseWaiting, cmd
 			}
 			st.waiting += len(starters)
 		}
@@ -191,7 +199,13 @@ func (c *connection) take(ps *redis.PubSub) []*command {
 	}
 	c.pending.order = c.pending.order[:0]
 	if len(c.pending.joiners) > 0 || c.pending.ping {
-		cmds = append(cmds, &command{kind: cmdPing, joiners: c.pending.joiners})
+		ping := &command{kind: cmdPing, joiners: c.pending.joiners}
+		for _, sn := range ping.joiners {
+			if sn.phase == phaseWaiting && sn.awaits == nil {
+				sn.awaits = ping
+			}
+		}
+		cmds = append(cmds, ping)
 		c.pending.joiners, c.pending.ping = nil, false
 	}
 	c.sent = append(c.sent, cmds...)
@@ -253,13 +267,17 @@ func (c *connection) confirm(ps *redis.PubSub, reply *redis.Subscription) {
 			// SUBSCRIBE is confirmed is not missed, nobody listened.
 			st.sequences, st.confirmedMs, st.interrupted = nil, 0, false
 		}
+		c.s.connectionIdle(c)
 		return
+	}
+	if st != nil {
+		st.refused = nil
 	}
 	if st != nil && st.confirmedMs == 0 {
 		st.confirmedMs = time.Now().UnixMilli()
 	}
 	if st != nil {
-		c.start(st, cmd.starters[i])
+		c.start(st, cmd, cmd.starters[i])
 	}
 	cmd.starters[i] = nil
 	if cmd.resub[i] {
@@ -280,7 +298,7 @@ func (c *connection) pong(ps *redis.PubSub) {
 	c.sent = c.sent[1:]
 	for _, sn := range cmd.joiners {
 		switch {
-		case sn.phase != phaseWaiting:
+		case sn.phase != phaseWaiting || sn.awaits != cmd:
 		case sn.state.refused != nil:
 			// It joined a SUBSCRIBE that Redis refused.
 			sn.state.waiting--
@@ -290,19 +308,20 @@ func (c *connection) pong(ps *redis.PubSub) {
 				delete(c.table(sn.state.pattern), sn.state.name)
 			}
 		default:
-			c.start(sn.state, []*subscription{sn})
+			c.start(sn.state, cmd, []*subscription{sn})
 		}
 	}
 }
 
-// start makes waiting subscriptions of st receive its messages from now on.
+// start makes the subscriptions of st that wait for cmd's reply receive its
+// messages from now on.
 // Called with mu held.
-func (c *connection) start(st *channelState, sns []*subscription) {
+func (c *connection) start(st *channelState, cmd *command, sns []*subscription) {
 	for _, sn := range sns {
-		if sn.phase != phaseWaiting {
-			continue // ended meanwhile
+		if sn.phase != phaseWaiting || sn.awaits != cmd {
+			continue // ended meanwhile, or waits for a later command now
 		}
-		sn.phase = phaseActive
+		sn.phase, sn.awaits = phaseActive, nil
 		st.waiting--
 		st.subs = append(st.subs, sn)
 		sn.started()
@@ -331,6 +350,9 @@ func (c *connection) refused(ps *redis.PubSub, err error) {
 		for i, name := range cmd.names {
 			c.restart(cmd.starters[i])
 			c.s.rehome(c, name)
+			if cmd.resub[i] {
+				c.resubscribed()
+			}
 		}
 		return
 	}
@@ -338,8 +360,12 @@ func (c *connection) refused(ps *redis.PubSub, err error) {
 		key := redisKey{name, cmd.pattern}
 		st := c.table(cmd.pattern)[name]
 		if len(cmd.names) > 1 {
-			// Again, alone.
+			// Again, alone. Those that joined it with a PING start with
+			// the new SUBSCRIBE too: the PONG comes before it.
 			c.restart(cmd.starters[i])
+			if st != nil {
+				c.restartJoiners(st)
+			}
 			if st != nil && st.members() > 0 {
 				c.pending.ops[key] = true
 				c.pending.alone[key] = true

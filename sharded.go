@@ -133,8 +133,19 @@ func (s *Subscriber) rehome(c *connection, channel string) {
 	moving := sns[:0]
 	for _, sn := range sns {
 		if sn.state == st && sn.phase != phaseEnded {
-			sn.phase = phaseNew
+			sn.phase, sn.awaits = phaseNew, nil
 			moving = append(moving, sn)
+		}
+	}
+	// Nothing of c refers to them any more: another connection's mu guards
+	// them from now on.
+	c.forget(st)
+	key := redisKey{name: channel}
+	if _, queued := c.pending.ops[key]; queued {
+		delete(c.pending.ops, key)
+		if c.pending.resub[key] {
+			delete(c.pending.resub, key)
+			c.resubscribed()
 		}
 	}
 	s.moves.add(s, move{channel: channel, from: c.node, sns: moving, sequences: st.sequences, confirmedMs: st.confirmedMs})
@@ -242,7 +253,7 @@ func (c *connection) adopt(m move) {
 			continue
 		}
 		sn.conn.Store(c)
-		sn.state, sn.phase = st, phaseStarting
+		sn.state, sn.phase, sn.awaits = st, phaseStarting, nil
 		st.starting = append(st.starting, sn)
 	}
 	if len(st.starting) > 0 && c.pubsub != nil {

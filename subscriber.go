@@ -159,6 +159,12 @@ func (s *Subscriber) SubscribeInitialize(topic string) error {
 		return ErrSubscriberClosed
 	}
 	sn, ok := s.initialized[topic]
+	if ok && sn.isDone() {
+		// Refused since (a permission revoked): start over.
+		delete(s.initialized, topic)
+		sn.discard()
+		ok = false
+	}
 	var conn *connection
 	if !ok {
 		sn = newSubscription(s, key)
@@ -173,17 +179,24 @@ func (s *Subscriber) SubscribeInitialize(topic string) error {
 	}
 	s.mu.Unlock()
 	if conn != nil {
-		conn.add(sn, s.redisName(key))
+		if err := s.addTo(conn, sn); err != nil {
+			s.mu.Lock()
+			if s.initialized[topic] == sn {
+				delete(s.initialized, topic)
+			}
+			s.mu.Unlock()
+			return err
+		}
 	}
 	err := s.await(context.Background(), sn)
-	if err != nil && sn.failure != nil {
+	if err != nil && sn.failed() != nil {
 		// Refused: the next call starts over.
 		s.mu.Lock()
 		if s.initialized[topic] == sn {
 			delete(s.initialized, topic)
 		}
 		s.mu.Unlock()
-		s.budget.forget(sn)
+		sn.discard()
 	}
 	return err
 }
@@ -215,7 +228,10 @@ func (s *Subscriber) subscribe(ctx context.Context, key subscriptionKey) (<-chan
 	sn := newSubscription(s, key)
 	sn.attach(ctx)
 	s.mu.Unlock()
-	conn.add(sn, s.redisName(key))
+	if err := s.addTo(conn, sn); err != nil {
+		sn.end()
+		return nil, err
+	}
 
 	if err := s.await(ctx, sn); err != nil {
 		sn.end()
@@ -237,7 +253,7 @@ func (s *Subscriber) takeInitialized(ctx context.Context, topic string) (out <-c
 		if !held {
 			return nil, false, nil
 		}
-		if err := s.await(ctx, sn); err != nil && sn.failure == nil {
+		if err := s.await(ctx, sn); err != nil && sn.failed() == nil {
 			return nil, true, err
 		}
 		s.mu.Lock()
@@ -250,9 +266,12 @@ func (s *Subscriber) takeInitialized(ctx context.Context, topic string) (out <-c
 			continue // another Subscribe took it, or it was refused
 		}
 		delete(s.initialized, topic)
-		if sn.failure != nil {
+		if sn.isDone() {
+			// Refused, at once or since it started: start over, with a
+			// SUBSCRIBE of this call's own.
 			s.mu.Unlock()
-			return nil, false, nil // refused: start over
+			sn.discard()
+			return nil, false, nil
 		}
 		sn.attach(ctx)
 		s.mu.Unlock()
@@ -291,6 +310,27 @@ func (s *Subscriber) lastDialError(sn *subscription) string {
 	return ""
 }
 
+// addTo adds sn to conn, or, when conn was closed meanwhile (an idle node
+// connection in sharded mode), to the connection that carries its channel
+// now.
+func (s *Subscriber) addTo(conn *connection, sn *subscription) error {
+	name := s.redisName(sn.key)
+	for !conn.add(sn, name) {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return ErrSubscriberClosed
+		}
+		var err error
+		conn, err = s.connectionFor(sn.key)
+		s.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // redisName is the channel or pattern that Redis knows key by.
 func (s *Subscriber) redisName(key subscriptionKey) string {
 	if key.pattern {
@@ -324,9 +364,15 @@ func (s *Subscriber) leave(sn *subscription) {
 		delete(s.initialized, sn.key.name)
 	}
 	s.mu.Unlock()
-	// conn is written once, by add, before the subscription can end.
-	if c := sn.connection(); c != nil {
+	// A sharded channel may move to another connection while its
+	// subscription ends: remove it from whichever carries it.
+	for c := sn.connection(); c != nil; {
 		c.remove(sn)
+		if now := sn.connection(); now != c {
+			c = now
+			continue
+		}
+		break
 	}
 }
 
@@ -336,7 +382,11 @@ func (s *Subscriber) connectionIdle(c *connection) {
 	if c.node == "" || !c.empty() {
 		return
 	}
-	go s.closeIfIdle(c)
+	s.wg.Add(1) // a goroutine of a connection counts already: Close has not returned
+	go func() {
+		defer s.wg.Done()
+		s.closeIfIdle(c)
+	}()
 }
 
 // Close ends every subscription, closing their output channels, closes the

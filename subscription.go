@@ -46,15 +46,17 @@ type subscription struct {
 	// conn carries the subscription's Redis subscription; it changes only
 	// when a sharded channel moves to another node.
 	conn atomic.Pointer[connection]
-	// Guarded by conn's mu.
-	state *channelState
-	phase subscriptionPhase
+	// Guarded by conn's mu: awaits is the written command whose reply (a
+	// SUBSCRIBE's confirmation, a PING's PONG) starts it.
+	state  *channelState
+	phase  subscriptionPhase
+	awaits *command
 
 	// ready is closed once the subscription receives what is published, or
 	// failed; failure says why it failed. Both are written once, under
 	// conn.mu.
 	ready   chan struct{}
-	failure *error
+	failure atomic.Pointer[error]
 
 	// held is the bytes queued, counted in the Subscriber's budget; it is
 	// read without mu to find the heaviest subscription.
@@ -119,12 +121,13 @@ func (sn *subscription) isDone() bool {
 	return sn.ending.Load() || sn.sub.ctx.Err() != nil || (sn.consumerCtx != nil && sn.consumerCtx.Err() != nil)
 }
 
-// failed returns why sn failed, once ready is closed; nil when it started.
+// failed returns why sn failed (Redis refused it, or its connection for
+// good), or nil.
 func (sn *subscription) failed() error {
-	if sn.failure == nil {
-		return nil
+	if err := sn.failure.Load(); err != nil {
+		return *err
 	}
-	return *sn.failure
+	return nil
 }
 
 // connection returns the connection that carries sn.
@@ -141,8 +144,8 @@ func (sn *subscription) started() {
 // fail ends sn with err, and releases the Subscribe call waiting for it, if
 // any. Called with conn.mu held.
 func (sn *subscription) fail(err error) {
+	sn.failure.CompareAndSwap(nil, &err)
 	if !isClosed(sn.ready) {
-		sn.failure = &err
 		close(sn.ready)
 	}
 	sn.end()
@@ -158,10 +161,15 @@ func (sn *subscription) attach(ctx context.Context) {
 	sn.mu.Lock()
 	sn.attached = true
 	start := sn.queue.len() > 0 // held by SubscribeInitialize
+	finish := !start && sn.ending.Load() && !sn.finishing
 	sn.running = start
+	sn.finishing = sn.finishing || finish
 	sn.mu.Unlock()
-	if start {
+	switch {
+	case start:
 		go sn.run()
+	case finish: // ended before it was attached
+		go sn.finish()
 	}
 	if sn.consumerDone != nil {
 		stop := context.AfterFunc(ctx, sn.end)

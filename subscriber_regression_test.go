@@ -155,8 +155,10 @@ func TestReviewFailureReadRacesWithFail(t *testing.T) {
 	srv := redistest.Start(t)
 	srv.Do(t, "ACL", "SETUSER", "default", "resetchannels", "&warm")
 	proxy := redistest.NewProxy(t, srv.Addr())
+	client := redis.NewClient(&redis.Options{Addr: proxy.Addr()})
+	t.Cleanup(func() { _ = client.Close() })
 	sub, err := NewSubscriber(SubscriberConfig{
-		Client:              redis.NewClient(&redis.Options{Addr: proxy.Addr()}),
+		Client:              client,
 		ReconnectBackoffMin: time.Second, ReconnectBackoffMax: time.Second,
 	}, nil)
 	require.NoError(t, err)
