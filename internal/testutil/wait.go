@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -16,17 +17,26 @@ import (
 // Nacked.
 func Receive(t testing.TB, ch <-chan *message.Message) *message.Message {
 	t.Helper()
+	msg, err := TryReceive(ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg
+}
+
+// TryReceive is Receive for a goroutine other than the test's: it returns an
+// error when ch is closed or nothing comes within Timeout.
+func TryReceive(ch <-chan *message.Message) (*message.Message, error) {
 	timeout := time.NewTimer(Timeout)
 	defer timeout.Stop()
 	select {
 	case msg, ok := <-ch:
 		if !ok {
-			t.Fatal("output channel closed")
+			return nil, errors.New("output channel closed")
 		}
-		return msg
+		return msg, nil
 	case <-timeout.C:
-		t.Fatalf("no message within %v", Timeout)
-		return nil
+		return nil, fmt.Errorf("no message within %v", Timeout)
 	}
 }
 
@@ -85,12 +95,19 @@ func WaitGroup(t testing.TB, wg *sync.WaitGroup, what string) {
 // test, and it adds no goroutine of its own to the ones a test counts.
 func Eventually(t testing.TB, cond func() bool, msgAndArgs ...any) {
 	t.Helper()
-	deadline := time.Now().Add(Timeout)
+	EventuallyWithin(t, Timeout, cond, msgAndArgs...)
+}
+
+// EventuallyWithin is Eventually bounded by timeout instead of Timeout, for
+// a wait that may take longer when nothing hangs (a test of 100,000 topics).
+func EventuallyWithin(t testing.TB, timeout time.Duration, cond func() bool, msgAndArgs ...any) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
 	ticker := time.NewTicker(pollInterval)
 	defer ticker.Stop()
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v%s", Timeout, describe(msgAndArgs))
+			t.Fatalf("condition not met within %v%s", timeout, describe(msgAndArgs))
 		}
 		<-ticker.C
 	}
