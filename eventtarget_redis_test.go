@@ -67,7 +67,7 @@ func pubsubChannels(t *testing.T, srv *redistest.Server, pattern string) int {
 func TestEventTarget_ManyTopicsAddedAndRemoved(t *testing.T) {
 	verifyNoLeakAtCleanup(t)
 	n := 100_000
-	if raceEnabled || testing.Short() {
+	if testutil.Race || testing.Short() {
 		n = 10_000
 	}
 	const (

@@ -1,21 +1,30 @@
 package testutil
 
 import (
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
 )
 
 // Parallel calls fn(i) for every i in [0, n) from up to workers goroutines
-// (one at least)
-// and returns once every call returned. When a call returns an error, the
-// calls not started yet are not made and the test fails, on its own
-// goroutine, with the first error. fn runs on other goroutines: it reports
-// failures by its error and must not call t.FailNow (nor require). The wait
-// is bounded by progress, not by its total time: the test fails when no call
-// returns within Timeout.
+// (one at least) and returns once every call returned. When a call returns
+// an error, the calls not started yet are not made and the test fails, on
+// its own goroutine, with the first error. fn runs on other goroutines: it
+// reports failures by its error and must not call t.FailNow (nor require).
+// The wait is bounded by progress, not by its total time: the test fails
+// when no call returns within Timeout.
 func Parallel(t testing.TB, n, workers int, fn func(i int) error) {
 	t.Helper()
+	if err := TryParallel(n, workers, fn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TryParallel is Parallel for a goroutine other than the test's: it returns
+// the first error of fn, or an error when no call returned within Timeout
+// (the calls still running are then left behind).
+func TryParallel(n, workers int, fn func(i int) error) error {
 	var (
 		next     atomic.Int64
 		failed   atomic.Bool
@@ -58,10 +67,8 @@ func Parallel(t testing.TB, n, workers int, fn func(i int) error) {
 		case <-progress:
 			stalled.Reset(Timeout)
 		case <-stalled.C:
-			t.Fatalf("parallel calls: none returned within %v; %d of %d returned", Timeout, returned.Load(), n)
+			return fmt.Errorf("parallel calls: none returned within %v; %d of %d returned", Timeout, returned.Load(), n)
 		}
 	}
-	if first != nil {
-		t.Fatal(first)
-	}
+	return first
 }

@@ -76,6 +76,19 @@ func Wait[T any](t testing.TB, ch <-chan T, what string) T {
 	}
 }
 
+// Send sends v on ch, failing the test, naming what the send is for, when
+// nobody takes it within Timeout.
+func Send[T any](t testing.TB, ch chan<- T, v T, what string) {
+	t.Helper()
+	timeout := time.NewTimer(Timeout)
+	defer timeout.Stop()
+	select {
+	case ch <- v:
+	case <-timeout.C:
+		t.Fatalf("timed out sending %s", what)
+	}
+}
+
 // WaitGroup waits until wg's counter is zero, failing the test, naming what
 // it waited for, when that takes longer than Timeout.
 func WaitGroup(t testing.TB, wg *sync.WaitGroup, what string) {
