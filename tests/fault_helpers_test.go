@@ -65,6 +65,16 @@ func faultClientOptions(addr string) *redis.Options {
 	}
 }
 
+// faultSubscriber returns a Subscriber of config that logs into log, closed
+// at the end of the test, where its Close must succeed.
+func faultSubscriber(t testing.TB, config redispubsub.SubscriberConfig, log watermill.LoggerAdapter) *redispubsub.Subscriber {
+	t.Helper()
+	sub, err := redispubsub.NewSubscriber(config, log)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, sub.Close()) })
+	return sub
+}
+
 // faultLog is a watermill.LoggerAdapter that writes Info and Error logs to
 // t.Log until the test's cleanups are over, and records every Error log so
 // that a test can wait for one.

@@ -68,13 +68,11 @@ func TestFaultServerKillRestart(t *testing.T) {
 	log := newFaultLog(t)
 	var gaps faultGaps
 	reconnects := make(chan redispubsub.ReconnectEvent, 16)
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{
 		Client:      faultClient(t, srv.Addr(), nil),
 		OnGap:       gaps.record,
 		OnReconnect: func(ev redispubsub.ReconnectEvent) { reconnects <- ev },
 	}, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, sub.Close()) })
 
 	consumers := make(map[*faultConsumer][]string)
 	var all []*faultConsumer
@@ -300,13 +298,11 @@ func TestFaultClientKillGapsExact(t *testing.T) {
 	log := newFaultLog(t)
 	var gaps faultGaps
 	reconnected := make(chan redispubsub.ReconnectEvent, 16)
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{
 		Client:      faultClient(t, srv.Addr(), nil),
 		OnGap:       gaps.record,
 		OnReconnect: func(ev redispubsub.ReconnectEvent) { reconnected <- ev },
 	}, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, sub.Close()) })
 
 	consumers := make(map[*faultConsumer][]string)
 	for _, topic := range topics {
@@ -398,7 +394,7 @@ func TestFaultBlackholeHealthCheck(t *testing.T) {
 	log := newFaultLog(t)
 	var gaps faultGaps
 	reconnects := make(chan redispubsub.ReconnectEvent, 16)
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{
 		Client: faultClient(t, proxy.Addr(), func(o *redis.Options) {
 			o.ReadTimeout, o.WriteTimeout = time.Second, time.Second
 		}),
@@ -406,8 +402,6 @@ func TestFaultBlackholeHealthCheck(t *testing.T) {
 		OnGap:               gaps.record,
 		OnReconnect:         func(ev redispubsub.ReconnectEvent) { reconnects <- ev },
 	}, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, sub.Close()) })
 	ch, _ := testutil.Subscribe(t, sub, topic)
 	tc := newFaultConsumer(topic, topic, ch)
 	pc := faultPatternConsumer(t, sub, pattern)
@@ -487,9 +481,7 @@ func TestFaultStalledConsumerHeapBounded(t *testing.T) {
 
 	srv := redistest.Start(t, "--client-output-buffer-limit", "pubsub 1mb 512kb 1")
 	log := newFaultLog(t)
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{Client: faultClient(t, srv.Addr(), nil)}, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, sub.Close()) })
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{Client: faultClient(t, srv.Addr(), nil)}, log)
 	_, _ = testutil.Subscribe(t, sub, "fault.stalled") // never read
 	live, _ := testutil.Subscribe(t, sub, "fault.live")
 	id := faultPubsubClientID(t, srv)
@@ -703,12 +695,10 @@ func TestFaultMalformedAndUnstampedBodies(t *testing.T) {
 	srv := redistest.Start(t)
 	log := newFaultLog(t)
 	var gaps faultGaps
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{
 		Client: faultClient(t, srv.Addr(), nil),
 		OnGap:  gaps.record,
 	}, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, sub.Close()) })
 	ch, _ := testutil.Subscribe(t, sub, topic)
 	tc := newFaultConsumer(topic, topic, ch)
 	pc := faultPatternConsumer(t, sub, pattern)
@@ -806,12 +796,10 @@ func TestFaultNoGapsAfterQuickResubscribe(t *testing.T) {
 	srv := redistest.Start(t)
 	log := newFaultLog(t)
 	var gaps faultGaps
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{
 		Client: faultClient(t, srv.Addr(), nil),
 		OnGap:  gaps.record,
 	}, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, sub.Close()) })
 	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: faultClient(t, srv.Addr(), nil)}, log)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = pub.Close() })
@@ -884,7 +872,7 @@ func TestFaultNoReconnectReportedOnSilentConnection(t *testing.T) {
 	var armed atomic.Bool
 	log := newFaultLog(t)
 	reconnects := make(chan redispubsub.ReconnectEvent, 16)
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{
 		Client: faultClient(t, srv.Addr(), func(o *redis.Options) {
 			o.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
 				var d net.Dialer
@@ -898,8 +886,6 @@ func TestFaultNoReconnectReportedOnSilentConnection(t *testing.T) {
 		HealthCheckInterval: 500 * time.Millisecond,
 		OnReconnect:         func(ev redispubsub.ReconnectEvent) { reconnects <- ev },
 	}, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, sub.Close()) })
 	_, _ = testutil.Subscribe(t, sub, topic)
 
 	// The next connection goes silent as soon as it sent SUBSCRIBE: Redis's
@@ -977,9 +963,7 @@ func faultRetriedPipeline(t *testing.T, before int) {
 	const topic, n = "fault.dup", 100
 	srv := redistest.Start(t)
 	log := newFaultLog(t)
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{Client: faultClient(t, srv.Addr(), nil)}, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, sub.Close()) })
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{Client: faultClient(t, srv.Addr(), nil)}, log)
 	ch, _ := testutil.Subscribe(t, sub, topic)
 	c := newFaultConsumer(topic, topic, ch)
 

@@ -33,12 +33,10 @@ func TestHealthCheckCountsTheBytesOfALargeMessage(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := redistest.NewProxy(t, srv.Addr())
 	log := newFaultLog(t)
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{
 		Client:              faultClient(t, proxy.Addr(), nil),
 		HealthCheckInterval: 300 * time.Millisecond,
 	}, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, sub.Close()) })
 	pub, _ := wmPubSub(t, srv, nil)
 	ch, _ := testutil.Subscribe(t, sub, "big")
 
@@ -324,13 +322,11 @@ func TestSubscribeToAnUnreachableServerNamesTheDialError(t *testing.T) {
 	srv := redistest.Start(t)
 	addr := srv.Addr()
 	srv.Kill()
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{
 		Client:           faultClient(t, addr, nil),
 		SubscribeTimeout: 500 * time.Millisecond,
 	}, newFaultLog(t))
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, sub.Close()) })
-	_, err = sub.Subscribe(context.Background(), "down")
+	_, err := sub.Subscribe(context.Background(), "down")
 	require.ErrorIs(t, err, redispubsub.ErrSubscribeTimeout)
 	require.Contains(t, err.Error(), "connection refused")
 	require.Equal(t, 1, strings.Count(err.Error(), "redispubsub:"), err.Error())
@@ -341,12 +337,10 @@ func TestSubscribeToAnUnreachableServerNamesTheDialError(t *testing.T) {
 func TestWrongPasswordFailsSubscribeAtOnce(t *testing.T) {
 	srv := redistest.Start(t)
 	srv.Do(t, "ACL", "SETUSER", "app", "on", ">right", "allchannels", "+@all")
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{
 		Client: faultClient(t, srv.Addr(), func(o *redis.Options) { o.Username, o.Password = "app", "wrong" }),
 	}, newFaultLog(t))
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, sub.Close()) })
-	_, err = sub.Subscribe(context.Background(), "t")
+	_, err := sub.Subscribe(context.Background(), "t")
 	require.ErrorIs(t, err, redispubsub.ErrConnectionRefused)
 	require.NotErrorIs(t, err, redispubsub.ErrSubscribeTimeout)
 	require.Contains(t, err.Error(), "WRONGPASS")
