@@ -48,26 +48,3 @@ func wmSubscriber(t testing.TB, srv *redistest.Server, configure func(*redispubs
 func wmNewClient(srv *redistest.Server) *redis.Client {
 	return redis.NewClient(&redis.Options{Addr: srv.Addr()})
 }
-
-// The names below delegate to internal/testutil; they stay for
-// security_test.go, written on another branch against them. New tests call
-// testutil directly.
-const wmWaitTimeout = testutil.Timeout
-
-var (
-	wmReceive       = testutil.Receive
-	wmRequireClosed = testutil.RequireClosed
-	wmEventually    = testutil.Eventually
-	wmNumsub        = testutil.Numsub
-	wmSubscribe     = testutil.Subscribe
-)
-
-func wmWait[T any](t testing.TB, ch <-chan T, what string) T {
-	t.Helper()
-	return testutil.Wait(t, ch, what)
-}
-
-func faultPoll(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	testutil.Eventually(t, cond, what)
-}
