@@ -172,71 +172,57 @@ func TestEventTarget_SubscribeErrorIsReturned(t *testing.T) {
 	mu.Unlock()
 }
 
-// blockingSubscriber's Subscribe waits until released or until its context
-// is done.
-func blockingSubscriber(release <-chan struct{}, ctxDone chan<- struct{}) stubSubscriber {
-	return stubSubscriber{subscribe: func(ctx context.Context, _ string) (<-chan *message.Message, error) {
-		select {
-		case <-release:
-			ch := make(chan *message.Message)
-			context.AfterFunc(ctx, func() { close(ch) })
-			return ch, nil
-		case <-ctx.Done():
-			close(ctxDone)
-			return nil, ctx.Err()
-		}
-	}}
+// pendingAdd is an AddEventListener running on a goroutine of its own
+// while its Subscribe blocks until its context ends.
+type pendingAdd struct {
+	target  *redispubsub.EventTarget[testPayload] // on a gochannel Publisher
+	result  <-chan error                          // what AddEventListener returned
+	ctxDone <-chan struct{}                       // closed when Subscribe's context ended
 }
 
-func TestEventTarget_AddWaitIsBoundedByContext(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+// startPendingAdd calls AddEventListener(ctx, "t") on a goroutine, on an
+// EventTarget whose Subscribe blocks until its context ends, and returns once
+// Subscribe was called.
+func startPendingAdd(t *testing.T, ctx context.Context) pendingAdd {
+	t.Helper()
 	gc := newGoChannel(t, false)
-	entered := make(chan struct{})
-	ctxDone := make(chan struct{})
-	inner := blockingSubscriber(nil, ctxDone)
-	sub := stubSubscriber{subscribe: func(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	entered, ctxDone := make(chan struct{}), make(chan struct{})
+	sub := stubSubscriber{subscribe: func(ctx context.Context, _ string) (<-chan *message.Message, error) {
 		close(entered)
-		return inner.Subscribe(ctx, topic)
+		<-ctx.Done()
+		close(ctxDone)
+		return nil, ctx.Err()
 	}}
 	target, err := redispubsub.NewEventTarget[testPayload](gc, sub)
 	require.NoError(t, err)
-	defer target.Close()
-
-	ctx, cancel := context.WithCancel(context.Background())
 	result := make(chan error, 1)
 	go func() {
 		_, err := target.AddEventListener(ctx, "t", func(context.Context, redispubsub.Event[testPayload]) {})
 		result <- err
 	}()
 	testutil.Wait(t, entered, "Subscribe to be called")
+	return pendingAdd{target: target, result: result, ctxDone: ctxDone}
+}
+
+func TestEventTarget_AddWaitIsBoundedByContext(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ctx, cancel := context.WithCancel(context.Background())
+	add := startPendingAdd(t, ctx)
+	defer add.target.Close()
+
 	cancel()
-	assert.ErrorIs(t, testutil.Wait(t, result, "AddEventListener to return when its context was cancelled"), context.Canceled)
-	testutil.Wait(t, ctxDone, "the pending subscription to be cancelled")
+	assert.ErrorIs(t, testutil.Wait(t, add.result, "AddEventListener to return when its context was cancelled"), context.Canceled)
+	testutil.Wait(t, add.ctxDone, "the pending subscription to be cancelled")
 }
 
 func TestEventTarget_CloseDuringSubscribe(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	gc := newGoChannel(t, false)
-	entered := make(chan struct{})
-	ctxDone := make(chan struct{})
-	inner := blockingSubscriber(nil, ctxDone)
-	sub := stubSubscriber{subscribe: func(ctx context.Context, topic string) (<-chan *message.Message, error) {
-		close(entered)
-		return inner.Subscribe(ctx, topic)
-	}}
-	target, err := redispubsub.NewEventTarget[testPayload](gc, sub)
-	require.NoError(t, err)
+	add := startPendingAdd(t, context.Background())
 
-	result := make(chan error, 1)
-	go func() {
-		_, err := target.AddEventListener(context.Background(), "t", func(context.Context, redispubsub.Event[testPayload]) {})
-		result <- err
-	}()
-	testutil.Wait(t, entered, "Subscribe to be called")
-	require.NoError(t, target.Close())
-	assert.ErrorIs(t, testutil.Wait(t, result, "AddEventListener to return after Close"), redispubsub.ErrEventTargetClosed)
+	require.NoError(t, add.target.Close())
+	assert.ErrorIs(t, testutil.Wait(t, add.result, "AddEventListener to return after Close"), redispubsub.ErrEventTargetClosed)
 	// Close waited for the topic goroutine, which saw this.
-	testutil.Wait(t, ctxDone, "the pending subscription's context to end")
+	testutil.Wait(t, add.ctxDone, "the pending subscription's context to end")
 }
 
 func TestEventTarget_SubscriptionClosedBySubscriber(t *testing.T) {
