@@ -9,6 +9,7 @@ import (
 
 	redispubsub "github.com/alkdev/watermill-redispubsub"
 	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 // On Redis Cluster, PUBLISH reaches subscribers on every node: a Publisher
@@ -22,21 +23,21 @@ func TestClusterPublishSubscribe(t *testing.T) {
 	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: cluster.NewClient(t)}, nil)
 	require.NoError(t, err)
 	defer pub.Close()
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{Client: cluster.NewClient(t)}, testLogger(t))
+	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{Client: cluster.NewClient(t)}, testutil.Logger(t))
 	require.NoError(t, err)
 	defer sub.Close()
 
 	topics := []string{"orders", "users", "call.responded:uuid-1"} // different hash slots
 	chans := make(map[string]<-chan *message.Message)
 	for _, topic := range topics {
-		chans[topic], _ = subscribe(t, sub, topic)
+		chans[topic], _ = testutil.Subscribe(t, sub, topic)
 	}
 	for _, topic := range topics {
 		publishN(t, pub, topic, 20, 5)
 	}
 	for _, topic := range topics {
 		for i := range 20 {
-			msg := receive(t, chans[topic])
+			msg := testutil.Receive(t, chans[topic])
 			require.JSONEq(t, fmt.Sprintf(`{"n":%d}`, i), string(msg.Payload), topic)
 			msg.Ack()
 		}

@@ -19,6 +19,7 @@ import (
 
 	redispubsub "github.com/alkdev/watermill-redispubsub"
 	"github.com/alkdev/watermill-redispubsub/internal/eventtargettest"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 const eventTargetTestTimeout = 10 * time.Second
@@ -92,19 +93,15 @@ func TestEventTarget_MessageContextAndMetadata(t *testing.T) {
 		Type: "call.responded", ID: "uuid-123", Payload: testPayload{Seq: 5}, Message: meta,
 	}))
 
-	select {
-	case g := <-got:
-		assert.Equal(t, "v", g.ctx.Value(ctxKey{}), "listener gets the message's context")
-		assert.Equal(t, "call.responded", g.ev.Type)
-		assert.Equal(t, "uuid-123", g.ev.ID)
-		assert.Equal(t, testPayload{Seq: 5}, g.ev.Payload)
-		assert.JSONEq(t, `{"seq":5}`, string(g.ev.Message.Payload))
-		assert.Equal(t, "t-1", g.ev.Message.Metadata.Get("trace"))
-		assert.NotEqual(t, "ignored", g.ev.Message.UUID, "a dispatched message gets a new UUID")
-		assert.NotEmpty(t, g.ev.Message.UUID)
-	case <-time.After(eventTargetTestTimeout):
-		t.Fatal("no event")
-	}
+	g := testutil.Wait(t, got, "the event")
+	assert.Equal(t, "v", g.ctx.Value(ctxKey{}), "listener gets the message's context")
+	assert.Equal(t, "call.responded", g.ev.Type)
+	assert.Equal(t, "uuid-123", g.ev.ID)
+	assert.Equal(t, testPayload{Seq: 5}, g.ev.Payload)
+	assert.JSONEq(t, `{"seq":5}`, string(g.ev.Message.Payload))
+	assert.Equal(t, "t-1", g.ev.Message.Metadata.Get("trace"))
+	assert.NotEqual(t, "ignored", g.ev.Message.UUID, "a dispatched message gets a new UUID")
+	assert.NotEmpty(t, g.ev.Message.UUID)
 }
 
 // TestEventTarget_EmptyPayloadIsZeroValue: an event sent without data (a
@@ -124,12 +121,7 @@ func TestEventTarget_EmptyPayloadIsZeroValue(t *testing.T) {
 	require.NoError(t, gc.Publish("ping", message.NewMessage(watermill.NewUUID(), nil)))
 	require.NoError(t, gc.Publish("ping", message.NewMessage(watermill.NewUUID(), []byte("null"))))
 	for range 2 {
-		select {
-		case ev := <-got:
-			assert.Equal(t, testPayload{}, ev.Payload)
-		case <-time.After(eventTargetTestTimeout):
-			t.Fatal("no event")
-		}
+		assert.Equal(t, testPayload{}, testutil.Wait(t, got, "an event").Payload)
 	}
 	assert.Empty(t, errs)
 }
@@ -180,92 +172,57 @@ func TestEventTarget_SubscribeErrorIsReturned(t *testing.T) {
 	mu.Unlock()
 }
 
-// blockingSubscriber's Subscribe waits until released or until its context
-// is done.
-func blockingSubscriber(release <-chan struct{}, ctxDone chan<- struct{}) stubSubscriber {
-	return stubSubscriber{subscribe: func(ctx context.Context, _ string) (<-chan *message.Message, error) {
-		select {
-		case <-release:
-			ch := make(chan *message.Message)
-			context.AfterFunc(ctx, func() { close(ch) })
-			return ch, nil
-		case <-ctx.Done():
-			close(ctxDone)
-			return nil, ctx.Err()
-		}
-	}}
+// pendingAdd is an AddEventListener running on a goroutine of its own
+// while its Subscribe blocks until its context ends.
+type pendingAdd struct {
+	target  *redispubsub.EventTarget[testPayload] // on a gochannel Publisher
+	result  <-chan error                          // what AddEventListener returned
+	ctxDone <-chan struct{}                       // closed when Subscribe's context ended
 }
 
-func TestEventTarget_AddWaitIsBoundedByContext(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+// startPendingAdd calls AddEventListener(ctx, "t") on a goroutine, on an
+// EventTarget whose Subscribe blocks until its context ends, and returns once
+// Subscribe was called.
+func startPendingAdd(t *testing.T, ctx context.Context) pendingAdd {
+	t.Helper()
 	gc := newGoChannel(t, false)
-	entered := make(chan struct{})
-	ctxDone := make(chan struct{})
-	inner := blockingSubscriber(nil, ctxDone)
-	sub := stubSubscriber{subscribe: func(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	entered, ctxDone := make(chan struct{}), make(chan struct{})
+	sub := stubSubscriber{subscribe: func(ctx context.Context, _ string) (<-chan *message.Message, error) {
 		close(entered)
-		return inner.Subscribe(ctx, topic)
+		<-ctx.Done()
+		close(ctxDone)
+		return nil, ctx.Err()
 	}}
 	target, err := redispubsub.NewEventTarget[testPayload](gc, sub)
 	require.NoError(t, err)
-	defer target.Close()
-
-	ctx, cancel := context.WithCancel(context.Background())
 	result := make(chan error, 1)
 	go func() {
 		_, err := target.AddEventListener(ctx, "t", func(context.Context, redispubsub.Event[testPayload]) {})
 		result <- err
 	}()
-	select {
-	case <-entered:
-	case <-time.After(eventTargetTestTimeout):
-		t.Fatal("Subscribe not called")
-	}
+	testutil.Wait(t, entered, "Subscribe to be called")
+	return pendingAdd{target: target, result: result, ctxDone: ctxDone}
+}
+
+func TestEventTarget_AddWaitIsBoundedByContext(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ctx, cancel := context.WithCancel(context.Background())
+	add := startPendingAdd(t, ctx)
+	defer add.target.Close()
+
 	cancel()
-	select {
-	case err := <-result:
-		assert.ErrorIs(t, err, context.Canceled)
-	case <-time.After(eventTargetTestTimeout):
-		t.Fatal("AddEventListener did not return when its context was cancelled")
-	}
-	select {
-	case <-ctxDone:
-	case <-time.After(eventTargetTestTimeout):
-		t.Fatal("the pending subscription was not cancelled")
-	}
+	assert.ErrorIs(t, testutil.Wait(t, add.result, "AddEventListener to return when its context was cancelled"), context.Canceled)
+	testutil.Wait(t, add.ctxDone, "the pending subscription to be cancelled")
 }
 
 func TestEventTarget_CloseDuringSubscribe(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	gc := newGoChannel(t, false)
-	entered := make(chan struct{})
-	ctxDone := make(chan struct{})
-	inner := blockingSubscriber(nil, ctxDone)
-	sub := stubSubscriber{subscribe: func(ctx context.Context, topic string) (<-chan *message.Message, error) {
-		close(entered)
-		return inner.Subscribe(ctx, topic)
-	}}
-	target, err := redispubsub.NewEventTarget[testPayload](gc, sub)
-	require.NoError(t, err)
+	add := startPendingAdd(t, context.Background())
 
-	result := make(chan error, 1)
-	go func() {
-		_, err := target.AddEventListener(context.Background(), "t", func(context.Context, redispubsub.Event[testPayload]) {})
-		result <- err
-	}()
-	select {
-	case <-entered:
-	case <-time.After(eventTargetTestTimeout):
-		t.Fatal("Subscribe not called")
-	}
-	require.NoError(t, target.Close())
-	select {
-	case err := <-result:
-		assert.ErrorIs(t, err, redispubsub.ErrEventTargetClosed)
-	case <-time.After(eventTargetTestTimeout):
-		t.Fatal("AddEventListener did not return after Close")
-	}
-	<-ctxDone // Close waited for the topic goroutine, which saw this
+	require.NoError(t, add.target.Close())
+	assert.ErrorIs(t, testutil.Wait(t, add.result, "AddEventListener to return after Close"), redispubsub.ErrEventTargetClosed)
+	// Close waited for the topic goroutine, which saw this.
+	testutil.Wait(t, add.ctxDone, "the pending subscription's context to end")
 }
 
 func TestEventTarget_SubscriptionClosedBySubscriber(t *testing.T) {
@@ -302,13 +259,9 @@ func TestEventTarget_SubscriptionClosedBySubscriber(t *testing.T) {
 	closes[0]()
 	mu.Unlock()
 
-	select {
-	case r := <-reports:
-		assert.Equal(t, "t", r.topic)
-		assert.ErrorIs(t, r.err, redispubsub.ErrSubscriptionClosed)
-	case <-time.After(eventTargetTestTimeout):
-		t.Fatal("closed subscription not reported")
-	}
+	r := testutil.Wait(t, reports, "the closed subscription's report")
+	assert.Equal(t, "t", r.topic)
+	assert.ErrorIs(t, r.err, redispubsub.ErrSubscriptionClosed)
 
 	h, err := target.AddEventListener(context.Background(), "t", noop)
 	require.NoError(t, err)
@@ -336,12 +289,7 @@ func TestEventTarget_ErrorHandlerPanicIsRecovered(t *testing.T) {
 	require.NoError(t, err)
 	for i := range 2 {
 		require.NoError(t, target.DispatchEvent(context.Background(), redispubsub.Event[testPayload]{Type: "t", Payload: testPayload{Seq: i}}))
-		select {
-		case seq := <-got:
-			assert.Equal(t, i, seq)
-		case <-time.After(eventTargetTestTimeout):
-			t.Fatal("no event")
-		}
+		assert.Equal(t, i, testutil.Wait(t, got, "an event"))
 	}
 }
 
@@ -350,14 +298,9 @@ func TestEventTarget_ErrorHandlerPanicIsRecovered(t *testing.T) {
 // it, when nothing else tells.
 func waitForGoroutine(t *testing.T, fn string) {
 	t.Helper()
-	deadline := time.Now().Add(eventTargetTestTimeout)
 	buf := make([]byte, 1<<20)
-	for !strings.Contains(string(buf[:runtime.Stack(buf, true)]), fn) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no goroutine in %s", fn)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, func() bool { return strings.Contains(string(buf[:runtime.Stack(buf, true)]), fn) },
+		"a goroutine in %s", fn)
 }
 
 // TestEventTarget_FirstListenerGivesUp: the first listener of a topic makes
@@ -388,11 +331,7 @@ func TestEventTarget_FirstListenerGivesUp(t *testing.T) {
 		_, err := target.AddEventListener(firstCtx, "t", func(context.Context, redispubsub.Event[testPayload]) {})
 		first <- err
 	}()
-	select {
-	case <-entered:
-	case <-time.After(eventTargetTestTimeout):
-		t.Fatal("Subscribe not called")
-	}
+	testutil.Wait(t, entered, "Subscribe to be called")
 
 	got := make(chan int, 1)
 	second := make(chan error, 1)
@@ -407,26 +346,11 @@ func TestEventTarget_FirstListenerGivesUp(t *testing.T) {
 	waitForGoroutine(t, "redispubsub.(*EventTarget[...]).await")
 
 	cancelFirst()
-	select {
-	case err := <-first:
-		assert.ErrorIs(t, err, context.Canceled)
-	case <-time.After(eventTargetTestTimeout):
-		t.Fatal("the first AddEventListener did not return when its context ended")
-	}
-	select {
-	case err := <-second:
-		require.NoError(t, err)
-	case <-time.After(eventTargetTestTimeout):
-		t.Fatal("the second AddEventListener did not return")
-	}
+	assert.ErrorIs(t, testutil.Wait(t, first, "the first AddEventListener to return when its context ended"), context.Canceled)
+	require.NoError(t, testutil.Wait(t, second, "the second AddEventListener to return"))
 	assert.EqualValues(t, 2, calls.Load(), "the second listener subscribed anew")
 
 	require.NoError(t, target.DispatchEvent(context.Background(), redispubsub.Event[testPayload]{Type: "t", Payload: testPayload{Seq: 7}}))
-	select {
-	case seq := <-got:
-		assert.Equal(t, 7, seq)
-	case <-time.After(eventTargetTestTimeout):
-		t.Fatal("no event")
-	}
+	assert.Equal(t, 7, testutil.Wait(t, got, "the event"))
 	handle.Remove()
 }

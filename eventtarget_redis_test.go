@@ -10,7 +10,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,6 +21,7 @@ import (
 
 	redispubsub "github.com/alkdev/watermill-redispubsub"
 	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 // newRedisEventTarget returns an EventTarget over a Publisher and a
@@ -54,35 +54,6 @@ func verifyNoLeakAtCleanup(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t, current) })
 }
 
-// parallel calls fn(i) for every i in [0, n) from workers goroutines and
-// returns the first error.
-func parallel(n, workers int, fn func(i int) error) error {
-	var (
-		next  atomic.Int64
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-	)
-	for range min(workers, n) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-				if err := fn(i); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
-					}
-					mu.Unlock()
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return first
-}
-
 // pubsubChannels is how many channels matching pattern have subscribers.
 func pubsubChannels(t *testing.T, srv *redistest.Server, pattern string) int {
 	t.Helper()
@@ -96,7 +67,7 @@ func pubsubChannels(t *testing.T, srv *redistest.Server, pattern string) int {
 func TestEventTarget_ManyTopicsAddedAndRemoved(t *testing.T) {
 	verifyNoLeakAtCleanup(t)
 	n := 100_000
-	if raceEnabled || testing.Short() {
+	if testutil.Race || testing.Short() {
 		n = 10_000
 	}
 	const (
@@ -115,7 +86,7 @@ func TestEventTarget_ManyTopicsAddedAndRemoved(t *testing.T) {
 	h, err := target.AddEventListener(ctx, "warm-up", func(context.Context, redispubsub.Event[testPayload]) {})
 	require.NoError(t, err)
 	h.Remove()
-	waitFor(t, timeout, "warm-up unsubscribed", func() bool { return pubsubChannels(t, srv, prefix+"*") == 0 })
+	testutil.Eventually(t, func() bool { return pubsubChannels(t, srv, prefix+"*") == 0 }, "warm-up unsubscribed")
 	idle := runtime.NumGoroutine()
 
 	var (
@@ -124,7 +95,7 @@ func TestEventTarget_ManyTopicsAddedAndRemoved(t *testing.T) {
 		all      = make(chan struct{})
 	)
 	handles := make([]*redispubsub.Listener, n)
-	require.NoError(t, parallel(n, workers, func(i int) error {
+	testutil.Parallel(t, n, workers, func(i int) error {
 		var got atomic.Bool
 		h, err := target.AddEventListener(ctx, topic(i), func(_ context.Context, ev redispubsub.Event[testPayload]) {
 			if ev.Payload.Seq != i || !got.CompareAndSwap(false, true) {
@@ -137,26 +108,26 @@ func TestEventTarget_ManyTopicsAddedAndRemoved(t *testing.T) {
 		})
 		handles[i] = h
 		return err
-	}))
+	})
 	require.Equal(t, n, pubsubChannels(t, srv, prefix+"*"), "one Redis subscription per topic")
 
-	require.NoError(t, parallel(n, workers, func(i int) error {
+	testutil.Parallel(t, n, workers, func(i int) error {
 		typ, id := redispubsub.SplitTopic(topic(i))
 		return target.DispatchEvent(ctx, redispubsub.Event[testPayload]{Type: typ, ID: id, Payload: testPayload{Seq: i}})
-	}))
+	})
 	select {
 	case <-all:
 	case <-ctx.Done():
 		t.Fatalf("%d of %d topics received their event", received.Load(), n)
 	}
 
-	require.NoError(t, parallel(n, workers, func(i int) error {
+	testutil.Parallel(t, n, workers, func(i int) error {
 		handles[i].Remove()
 		return nil
-	}))
-	waitFor(t, timeout, "every topic unsubscribed", func() bool { return pubsubChannels(t, srv, prefix+"*") == 0 })
+	})
+	testutil.EventuallyWithin(t, timeout, func() bool { return pubsubChannels(t, srv, prefix+"*") == 0 }, "every topic unsubscribed")
 	assert.Zero(t, numsubSum(t, srv, prefix+topic(0), prefix+topic(n-1)), "PUBSUB NUMSUB")
-	waitFor(t, timeout, "no goroutine left of the topics", func() bool { return runtime.NumGoroutine() <= idle })
+	testutil.GoroutinesAtMost(t, idle)
 	assert.Zero(t, wrong.Load(), "events received on another topic, or twice")
 }
 
@@ -178,19 +149,6 @@ func toAny(ss []string) []any {
 		out[i] = s
 	}
 	return out
-}
-
-// waitFor polls cond from the test's goroutine (cond may fail t) until it
-// holds, failing after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // TestEventTarget_SubscribeErrorsNameTheTopicOnce: the Subscriber's errors

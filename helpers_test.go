@@ -1,11 +1,8 @@
 package redispubsub_test
 
 import (
-	"context"
 	"fmt"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -13,11 +10,8 @@ import (
 
 	redispubsub "github.com/alkdev/watermill-redispubsub"
 	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
-
-// waitTimeout bounds every wait in these tests; it only ever fires when
-// something hangs.
-const waitTimeout = 20 * time.Second
 
 type fixture struct {
 	srv *redistest.Server
@@ -36,7 +30,7 @@ func newFixture(t *testing.T, configure func(*redispubsub.SubscriberConfig), ser
 	if configure != nil {
 		configure(&subConfig)
 	}
-	sub, err := redispubsub.NewSubscriber(subConfig, testLogger(t))
+	sub, err := redispubsub.NewSubscriber(subConfig, testutil.Logger(t))
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		require.NoError(t, sub.Close())
@@ -45,82 +39,32 @@ func newFixture(t *testing.T, configure func(*redispubsub.SubscriberConfig), ser
 	return &fixture{srv: srv, pub: pub, sub: sub}
 }
 
-// numsub returns what PUBSUB NUMSUB says of channel.
-func (f *fixture) numsub(t *testing.T, channel string) int64 {
-	t.Helper()
-	reply := f.srv.Do(t, "PUBSUB", "NUMSUB", channel).([]any)
-	return reply[1].(int64)
-}
-
 func jsonMsg(i int) *message.Message {
 	return message.NewMessage(watermill.NewUUID(), []byte(fmt.Sprintf(`{"n":%d}`, i)))
+}
+
+// jsonMsgs returns the messages jsonMsg(from) to jsonMsg(to-1).
+func jsonMsgs(from, to int) []*message.Message {
+	msgs := make([]*message.Message, 0, to-from)
+	for i := from; i < to; i++ {
+		msgs = append(msgs, jsonMsg(i))
+	}
+	return msgs
 }
 
 // publishN publishes n numbered messages in batches of batch.
 func publishN(t *testing.T, pub message.Publisher, topic string, n, batch int) {
 	t.Helper()
+	require.NoError(t, publishNErr(pub, topic, n, batch))
+}
+
+// publishNErr is publishN for a goroutine other than the test's: it returns
+// the first error.
+func publishNErr(pub message.Publisher, topic string, n, batch int) error {
 	for i := 0; i < n; i += batch {
-		msgs := make([]*message.Message, 0, batch)
-		for j := i; j < min(i+batch, n); j++ {
-			msgs = append(msgs, jsonMsg(j))
-		}
-		require.NoError(t, pub.Publish(topic, msgs...))
-	}
-}
-
-// receive reads one message or fails the test.
-func receive(t *testing.T, ch <-chan *message.Message) *message.Message {
-	t.Helper()
-	select {
-	case msg, ok := <-ch:
-		require.True(t, ok, "output channel closed")
-		return msg
-	case <-time.After(waitTimeout):
-		t.Fatal("no message")
-		return nil
-	}
-}
-
-// requireClosed waits until ch is closed, discarding what it still sends.
-func requireClosed(t *testing.T, ch <-chan *message.Message) {
-	t.Helper()
-	timeout := time.After(waitTimeout)
-	for {
-		select {
-		case _, ok := <-ch:
-			if !ok {
-				return
-			}
-		case <-timeout:
-			t.Fatal("output channel not closed")
+		if err := pub.Publish(topic, jsonMsgs(i, min(i+batch, n))...); err != nil {
+			return err
 		}
 	}
-}
-
-// eventually polls cond until it holds, failing after waitTimeout.
-func eventually(t *testing.T, cond func() bool, msgAndArgs ...any) {
-	t.Helper()
-	require.Eventually(t, cond, waitTimeout, 5*time.Millisecond, msgAndArgs...)
-}
-
-func subscribe(t *testing.T, sub *redispubsub.Subscriber, topic string) (<-chan *message.Message, context.CancelFunc) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	ch, err := sub.Subscribe(ctx, topic)
-	require.NoError(t, err)
-	return ch, cancel
-}
-
-// testLogger sends Info and Error logs to t.Log.
-func testLogger(t *testing.T) watermill.LoggerAdapter {
-	return watermill.NewStdLoggerWithOut(testWriter{t}, false, false)
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 // gateHook holds the first pipeline of a client until release is closed,
@@ -62,6 +63,8 @@ func TestPublishRefusedCallLeavesTheOtherCallsOfItsPipeline(t *testing.T) {
 	pub, err := NewPublisher(PublisherConfig{Client: client}, nil)
 	require.NoError(t, err)
 	defer pub.Close()
+	release := sync.OnceFunc(func() { close(gate.release) })
+	defer release() // before Close, also when the test fails half way
 
 	msg := func() *message.Message { return message.NewMessage(watermill.NewUUID(), []byte(`{}`)) }
 	results := make(map[string]chan error)
@@ -79,9 +82,8 @@ func TestPublishRefusedCallLeavesTheOtherCallsOfItsPipeline(t *testing.T) {
 	publish("refused:x", msg(), msg(), msg())
 	publish("myapp:events:a", msg())
 	publish("myapp:events:b", msg())
-	require.Eventually(t, func() bool { return pub.queued() == 3 }, bound, time.Millisecond,
-		"the three calls wait behind the first pipeline")
-	close(gate.release)
+	testutil.Eventually(t, func() bool { return pub.queued() == 3 }, "the three calls wait behind the first pipeline")
+	release()
 
 	for topic, result := range results {
 		select {

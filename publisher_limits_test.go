@@ -12,6 +12,7 @@ import (
 
 	redispubsub "github.com/alkdev/watermill-redispubsub"
 	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 // jsonStringMsg returns a message whose payload is a JSON string of n bytes
@@ -24,7 +25,7 @@ func jsonStringMsg(n int) *message.Message {
 // Redis's confirmations.
 func rawSubscribe(t *testing.T, client *redis.Client, channels ...string) *redis.PubSub {
 	t.Helper()
-	ctx := waitCtx(t)
+	ctx := testutil.Context(t)
 	ps := client.Subscribe(ctx, channels...)
 	t.Cleanup(func() { _ = ps.Close() })
 	for range channels {

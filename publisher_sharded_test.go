@@ -17,6 +17,7 @@ import (
 
 	redispubsub "github.com/alkdev/watermill-redispubsub"
 	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 // In sharded mode on one server the Publisher sends SPUBLISH, which a raw
@@ -53,7 +54,7 @@ func TestShardedPublishGoesToTheOwningShardOnly(t *testing.T) {
 	require.NoError(t, err)
 	defer pub.Close()
 
-	inParallel(t, topics, func(i int) error {
+	testutil.Parallel(t, topics, topics, func(i int) error {
 		topic := fmt.Sprintf("orders-%d", i)
 		for j := 0; j < perTopic; j += 3 {
 			if err := pub.Publish(topic, jsonMsg(j), jsonMsg(j+1), jsonMsg(j+2)); err != nil {
@@ -93,7 +94,7 @@ func TestShardedPublishConcurrentCallersKeepEachChannelsOrder(t *testing.T) {
 	defer pub.Close()
 
 	sent := make([][channels]int, callers)
-	inParallel(t, callers, func(c int) error {
+	testutil.Parallel(t, callers, callers, func(c int) error {
 		rng := rand.New(rand.NewPCG(uint64(c), 7))
 		for range calls {
 			ch := rng.IntN(channels)
@@ -141,7 +142,7 @@ func TestShardedPublishNodesDoNotWaitForEachOther(t *testing.T) {
 	st := stallPublish(t, cluster, stalled)
 
 	msg := jsonMsg(2)
-	msg.SetContext(waitCtx(t)) // in classic mode it would wait for node 0
+	msg.SetContext(testutil.Context(t)) // in classic mode it would wait for node 0
 	require.NoError(t, st.pub.Publish(free, msg), "node 1 is published while node 0 holds its batch")
 	select {
 	case err := <-st.result:
@@ -149,7 +150,7 @@ func TestShardedPublishNodesDoNotWaitForEachOther(t *testing.T) {
 	default:
 	}
 	st.unpause()
-	require.NoError(t, awaitError(t, st.result))
+	require.NoError(t, testutil.Wait(t, st.result, "the stalled Publish"))
 }
 
 // subscribeAtOwners makes n topics from format and subscribes each, with a
@@ -170,26 +171,6 @@ func subscribeAtOwners(t *testing.T, cluster *redistest.Cluster, format string, 
 		subs[i] = rawSSubscribe(t, node.Addr(), byNode[i]...)
 	}
 	return byNode, subs
-}
-
-// inParallel runs fn(0) to fn(n-1) on goroutines of their own and fails the
-// test with the errors they return.
-func inParallel(t *testing.T, n int, fn func(i int) error) {
-	t.Helper()
-	errs := make(chan error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs <- fn(i)
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
 }
 
 // stalledPublish is a Publish of jsonMsg(1) that waits at the paused node
@@ -217,7 +198,7 @@ func stallPublish(t *testing.T, cluster *redistest.Cluster, topic string) stalle
 
 	unpause := pauseWrites(t, node)
 	result := publishAsync(pub, topic, jsonMsg(1))
-	eventually(t, func() bool { return infoField(t, node, "clients", "blocked_clients") == "1" },
+	testutil.Eventually(t, func() bool { return infoField(t, node, "clients", "blocked_clients") == "1" },
 		"the SPUBLISH to node 0 waits in Redis")
 	return stalledPublish{client: client, pub: pub, unpause: unpause, result: result}
 }
@@ -241,18 +222,6 @@ func publishAsync(pub *redispubsub.Publisher, topic string, msgs ...*message.Mes
 	return result
 }
 
-// awaitError waits, bounded by waitTimeout, for the result of publishAsync.
-func awaitError(t *testing.T, result <-chan error) error {
-	t.Helper()
-	select {
-	case err := <-result:
-		return err
-	case <-waitCtx(t).Done():
-		t.Fatal("Publish did not return")
-		return nil
-	}
-}
-
 // rawSSubscribe subscribes a raw go-redis client at addr to channels, one
 // SSUBSCRIBE each (Redis refuses one that mixes slots), and waits for
 // Redis's confirmations.
@@ -264,7 +233,7 @@ func rawSSubscribe(t *testing.T, addr string, channels ...string) *redis.PubSub 
 		_ = ps.Close()
 		_ = client.Close()
 	})
-	ctx := waitCtx(t)
+	ctx := testutil.Context(t)
 	for _, ch := range channels {
 		require.NoError(t, ps.SSubscribe(ctx, ch))
 		reply, err := ps.Receive(ctx)
@@ -274,10 +243,10 @@ func rawSSubscribe(t *testing.T, addr string, channels ...string) *redis.PubSub 
 	return ps
 }
 
-// receiveRaw reads the next message of ps, bounded by waitTimeout.
+// receiveRaw reads the next message of ps, bounded by testutil.Timeout.
 func receiveRaw(t *testing.T, ps *redis.PubSub) *redis.Message {
 	t.Helper()
-	msg, err := ps.ReceiveMessage(waitCtx(t))
+	msg, err := ps.ReceiveMessage(testutil.Context(t))
 	require.NoError(t, err)
 	return msg
 }
@@ -303,13 +272,6 @@ func decodeRaw(t *testing.T, raw *redis.Message) *message.Message {
 	msg, err := redispubsub.JSONEnvelopeMarshaler{}.Unmarshal(raw.Channel, []byte(raw.Payload))
 	require.NoError(t, err)
 	return msg
-}
-
-// waitCtx returns a context that ends after waitTimeout or with the test.
-func waitCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 var commandStatsLine = regexp.MustCompile(`(?m)^cmdstat_([a-z|]+):calls=(\d+),`)
@@ -393,17 +355,17 @@ func TestShardedPublishKeepsOrderAcrossASlotMove(t *testing.T) {
 		n.Do(t, "CLUSTER", "SETSLOT", slot, "NODE", id1)
 	}
 	ps := rawSSubscribe(t, nodes[1].Addr(), topic)
-	eventually(t, func() bool {
+	testutil.Eventually(t, func() bool {
 		st.client.ReloadState(context.Background())
 		master, err := st.client.MasterForKey(context.Background(), topic)
 		return err == nil && master.Options().Addr == nodes[1].Addr()
 	}, "go-redis sees the slot at node 1")
 
 	second := publishAsync(st.pub, topic, jsonMsg(2))
-	eventually(t, func() bool { return redispubsub.PublisherQueued(st.pub) == 1 }, "the second call waits behind the first")
+	testutil.Eventually(t, func() bool { return redispubsub.PublisherQueued(st.pub) == 1 }, "the second call waits behind the first")
 	st.unpause()
-	require.NoError(t, awaitError(t, st.result))
-	require.NoError(t, awaitError(t, second))
+	require.NoError(t, testutil.Wait(t, st.result, "the stalled Publish"))
+	require.NoError(t, testutil.Wait(t, second, "the second Publish"))
 	require.Equal(t, 1, rawN(t, receiveRaw(t, ps)))
 	require.Equal(t, 2, rawN(t, receiveRaw(t, ps)))
 }

@@ -13,6 +13,7 @@ import (
 
 	redispubsub "github.com/alkdev/watermill-redispubsub"
 	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 // roundTrips counts the commands and pipelines a go-redis client sends.
@@ -54,15 +55,15 @@ func TestPublishSendsOneCallInOneRoundTrip(t *testing.T) {
 // with its metadata and sequence stamp.
 func TestPublishCarriesBinaryPayloadByDefault(t *testing.T) {
 	f := newFixture(t, nil)
-	ch, _ := subscribe(t, f.sub, "t")
+	ch, _ := testutil.Subscribe(t, f.sub, "t")
 	binary := message.NewMessage(watermill.NewUUID(), []byte{0xff, 0x00, 'x'})
 	binary.Metadata.Set("k", "v")
 	require.NoError(t, f.pub.Publish("t", jsonMsg(1), binary))
 
-	msg := receive(t, ch)
+	msg := testutil.Receive(t, ch)
 	require.JSONEq(t, `{"n":1}`, string(msg.Payload))
 	msg.Ack()
-	msg = receive(t, ch)
+	msg = testutil.Receive(t, ch)
 	require.Equal(t, binary.UUID, msg.UUID)
 	require.Equal(t, []byte{0xff, 0x00, 'x'}, []byte(msg.Payload))
 	require.Equal(t, message.Metadata{"k": "v"}, msg.Metadata)
@@ -80,14 +81,14 @@ func TestRawJSONPublishRefusesNonJSONPayloadAndSendsNothing(t *testing.T) {
 	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: f.srv.NewClient(t), Marshaler: raw}, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, pub.Close()) })
-	ch, _ := subscribe(t, f.sub, "t")
+	ch, _ := testutil.Subscribe(t, f.sub, "t")
 	binary := message.NewMessage(watermill.NewUUID(), []byte{0xff, 0x00})
 	err = pub.Publish("t", jsonMsg(1), binary)
 	require.ErrorIs(t, err, redispubsub.ErrPayloadNotJSON)
 	require.ErrorContains(t, err, binary.UUID)
 
 	require.NoError(t, pub.Publish("t", jsonMsg(2)))
-	msg := receive(t, ch)
+	msg := testutil.Receive(t, ch)
 	require.JSONEq(t, `{"n":2}`, string(msg.Payload), "the valid message of the refused call must not be sent")
 	msg.Ack()
 }

@@ -15,21 +15,22 @@ import (
 	"github.com/stretchr/testify/require"
 
 	redispubsub "github.com/alkdev/watermill-redispubsub"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 func TestSubscribeThenPublish10000NoneLost(t *testing.T) {
 	f := newFixture(t, func(c *redispubsub.SubscriberConfig) { c.QueueSize = 10_000 })
-	ch, _ := subscribe(t, f.sub, "orders")
+	ch, _ := testutil.Subscribe(t, f.sub, "orders")
 
 	const n = 10_000
 	publishN(t, f.pub, "orders", n, 100)
 
 	for i := 0; i < n; i++ {
-		msg := receive(t, ch)
+		msg := testutil.Receive(t, ch)
 		require.JSONEq(t, fmt.Sprintf(`{"n":%d}`, i), string(msg.Payload), "message %d out of order", i)
 		msg.Ack()
 	}
-	eventually(t, func() bool { return f.sub.Stats().Acked == n })
+	testutil.Eventually(t, func() bool { return f.sub.Stats().Acked == n })
 	stats := f.sub.Stats()
 	assert.EqualValues(t, n, stats.Received)
 	assert.Zero(t, stats.Dropped)
@@ -43,89 +44,80 @@ func TestFanOutSharesOneRedisSubscription(t *testing.T) {
 		cancels []context.CancelFunc
 	)
 	for range 3 {
-		ch, cancel := subscribe(t, f.sub, "fanout")
+		ch, cancel := testutil.Subscribe(t, f.sub, "fanout")
 		chans = append(chans, ch)
 		cancels = append(cancels, cancel)
 	}
-	require.EqualValues(t, 1, f.numsub(t, "fanout"))
+	require.EqualValues(t, 1, testutil.Numsub(t, f.srv, "fanout"))
 
 	const n = 50
 	publishN(t, f.pub, "fanout", n, 10)
-	var wg sync.WaitGroup
-	for _, ch := range chans {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range n {
-				msg := receive(t, ch)
-				assert.JSONEq(t, fmt.Sprintf(`{"n":%d}`, i), string(msg.Payload))
-				msg.Ack()
+	testutil.Parallel(t, len(chans), len(chans), func(k int) error {
+		for i := range n {
+			msg, err := testutil.TryReceive(chans[k])
+			if err != nil {
+				return fmt.Errorf("subscription %d, message %d: %w", k, i, err)
 			}
-		}()
-	}
-	wg.Wait()
+			assert.JSONEq(t, fmt.Sprintf(`{"n":%d}`, i), string(msg.Payload))
+			msg.Ack()
+		}
+		return nil
+	})
 
 	cancels[0]()
 	cancels[1]()
-	requireClosed(t, chans[0])
-	requireClosed(t, chans[1])
-	require.EqualValues(t, 1, f.numsub(t, "fanout"), "still one local subscription")
+	testutil.RequireClosed(t, chans[0])
+	testutil.RequireClosed(t, chans[1])
+	require.EqualValues(t, 1, testutil.Numsub(t, f.srv, "fanout"), "still one local subscription")
 	cancels[2]()
-	requireClosed(t, chans[2])
-	eventually(t, func() bool { return f.numsub(t, "fanout") == 0 }, "UNSUBSCRIBE after the last cancel")
+	testutil.RequireClosed(t, chans[2])
+	testutil.Eventually(t, func() bool { return testutil.Numsub(t, f.srv, "fanout") == 0 }, "UNSUBSCRIBE after the last cancel")
 }
 
 func TestNackRedeliversSameMessage(t *testing.T) {
 	f := newFixture(t, func(c *redispubsub.SubscriberConfig) { c.NackResendSleep = time.Millisecond })
-	ch, _ := subscribe(t, f.sub, "nack")
+	ch, _ := testutil.Subscribe(t, f.sub, "nack")
 	require.NoError(t, f.pub.Publish("nack", jsonMsg(1), jsonMsg(2)))
 
-	first := receive(t, ch)
+	first := testutil.Receive(t, ch)
 	first.Nack()
-	again := receive(t, ch)
+	again := testutil.Receive(t, ch)
 	require.Equal(t, first.UUID, again.UUID)
 	require.Equal(t, string(first.Payload), string(again.Payload))
 	again.Ack()
-	second := receive(t, ch)
+	second := testutil.Receive(t, ch)
 	require.JSONEq(t, `{"n":2}`, string(second.Payload))
 	second.Ack()
 
-	eventually(t, func() bool { return f.sub.Stats().Acked == 2 })
+	testutil.Eventually(t, func() bool { return f.sub.Stats().Acked == 2 })
 	require.EqualValues(t, 1, f.sub.Stats().Nacked)
 }
 
 func TestCancelClosesChannelWhileMessageWaitsForAck(t *testing.T) {
 	f := newFixture(t, nil)
-	ch, cancel := subscribe(t, f.sub, "pending")
+	ch, cancel := testutil.Subscribe(t, f.sub, "pending")
 	require.NoError(t, f.pub.Publish("pending", jsonMsg(1), jsonMsg(2)))
-	msg := receive(t, ch) // never acked
+	msg := testutil.Receive(t, ch) // never acked
 
 	cancel()
-	requireClosed(t, ch)
-	<-msg.Context().Done()
-	eventually(t, func() bool { return f.numsub(t, "pending") == 0 })
+	testutil.RequireClosed(t, ch)
+	testutil.Wait(t, msg.Context().Done(), "the unacked message's context to end")
+	testutil.Eventually(t, func() bool { return testutil.Numsub(t, f.srv, "pending") == 0 })
 }
 
 func TestCloseWithNobodyReading(t *testing.T) {
 	f := newFixture(t, nil)
-	ch1, _ := subscribe(t, f.sub, "a")
-	ch2, _ := subscribe(t, f.sub, "b")
+	ch1, _ := testutil.Subscribe(t, f.sub, "a")
+	ch2, _ := testutil.Subscribe(t, f.sub, "b")
 	require.NoError(t, f.pub.Publish("a", jsonMsg(1), jsonMsg(2), jsonMsg(3)))
 	require.NoError(t, f.pub.Publish("b", jsonMsg(1)))
-	eventually(t, func() bool { return f.sub.Stats().Received == 4 })
+	testutil.Eventually(t, func() bool { return f.sub.Stats().Received == 4 })
 
-	closed := make(chan struct{})
-	go func() {
-		assert.NoError(t, f.sub.Close())
-		close(closed)
-	}()
-	select {
-	case <-closed:
-	case <-time.After(waitTimeout):
-		t.Fatal("Close hangs while nobody reads")
-	}
-	requireClosed(t, ch1)
-	requireClosed(t, ch2)
+	closed := make(chan error, 1)
+	go func() { closed <- f.sub.Close() }()
+	require.NoError(t, testutil.Wait(t, closed, "Close while nobody reads"))
+	testutil.RequireClosed(t, ch1)
+	testutil.RequireClosed(t, ch2)
 	require.NoError(t, f.sub.Close(), "Close is idempotent")
 	_, err := f.sub.Subscribe(context.Background(), "a")
 	require.ErrorIs(t, err, redispubsub.ErrSubscriberClosed)
@@ -138,7 +130,7 @@ func TestStalledConsumerIsNotDisconnected(t *testing.T) {
 	const queue = 16
 	f := newFixture(t, func(c *redispubsub.SubscriberConfig) { c.QueueSize = queue },
 		"--client-output-buffer-limit", "pubsub 2mb 1mb 5")
-	_, _ = subscribe(t, f.sub, "firehose")
+	_, _ = testutil.Subscribe(t, f.sub, "firehose")
 
 	const (
 		n    = 1000
@@ -149,18 +141,18 @@ func TestStalledConsumerIsNotDisconnected(t *testing.T) {
 	for range n {
 		require.NoError(t, f.pub.Publish("firehose", message.NewMessage(watermill.NewUUID(), payload)))
 	}
-	eventually(t, func() bool { return f.sub.Stats().Received == n }, "every message read from the socket")
+	testutil.Eventually(t, func() bool { return f.sub.Stats().Received == n }, "every message read from the socket")
 
 	stats := f.sub.Stats()
 	assert.Zero(t, stats.Reconnects, "Redis disconnected the subscriber")
 	// One message waits in the output channel, queue more wait in the queue.
 	assert.EqualValues(t, n-queue-1, stats.Dropped)
-	assert.EqualValues(t, 1, f.numsub(t, "firehose"))
+	assert.EqualValues(t, 1, testutil.Numsub(t, f.srv, "firehose"))
 }
 
 func TestMalformedBodiesAreCountedAndSkipped(t *testing.T) {
 	f := newFixture(t, nil)
-	ch, _ := subscribe(t, f.sub, "bad")
+	ch, _ := testutil.Subscribe(t, f.sub, "bad")
 	admin := f.srv.NewClient(t)
 	bodies := []string{
 		"not json",
@@ -174,7 +166,7 @@ func TestMalformedBodiesAreCountedAndSkipped(t *testing.T) {
 	}
 	require.NoError(t, f.pub.Publish("bad", jsonMsg(42)))
 
-	msg := receive(t, ch)
+	msg := testutil.Receive(t, ch)
 	require.JSONEq(t, `{"n":42}`, string(msg.Payload))
 	msg.Ack()
 	require.EqualValues(t, len(bodies), f.sub.Stats().DecodeFailures)
@@ -183,20 +175,20 @@ func TestMalformedBodiesAreCountedAndSkipped(t *testing.T) {
 func TestSubscribeInitializeHoldsMessagesForFirstSubscribe(t *testing.T) {
 	f := newFixture(t, nil)
 	require.NoError(t, f.sub.SubscribeInitialize("early"))
-	require.EqualValues(t, 1, f.numsub(t, "early"))
+	require.EqualValues(t, 1, testutil.Numsub(t, f.srv, "early"))
 	publishN(t, f.pub, "early", 5, 5)
-	eventually(t, func() bool { return f.sub.Stats().Received == 5 })
+	testutil.Eventually(t, func() bool { return f.sub.Stats().Received == 5 })
 
-	ch, cancel := subscribe(t, f.sub, "early")
+	ch, cancel := testutil.Subscribe(t, f.sub, "early")
 	for i := range 5 {
-		msg := receive(t, ch)
+		msg := testutil.Receive(t, ch)
 		require.JSONEq(t, fmt.Sprintf(`{"n":%d}`, i), string(msg.Payload))
 		msg.Ack()
 	}
-	require.EqualValues(t, 1, f.numsub(t, "early"))
+	require.EqualValues(t, 1, testutil.Numsub(t, f.srv, "early"))
 	cancel()
-	requireClosed(t, ch)
-	eventually(t, func() bool { return f.numsub(t, "early") == 0 })
+	testutil.RequireClosed(t, ch)
+	testutil.Eventually(t, func() bool { return testutil.Numsub(t, f.srv, "early") == 0 })
 }
 
 func TestSubscribePatternCarriesTopic(t *testing.T) {
@@ -219,13 +211,13 @@ func TestSubscribePatternCarriesTopic(t *testing.T) {
 		{"call.responded:uuid-1", `{"n":1}`},
 		{"call.started", `{"n":3}`},
 	} {
-		msg := receive(t, ch)
+		msg := testutil.Receive(t, ch)
 		assert.Equal(t, want.topic, msg.Metadata.Get(redispubsub.MetadataTopic))
 		assert.JSONEq(t, want.payload, string(msg.Payload))
 		msg.Ack()
 	}
 	require.NoError(t, f.sub.Close())
-	requireClosed(t, ch)
+	testutil.RequireClosed(t, ch)
 }
 
 func TestResubscribesAfterServerRestart(t *testing.T) {
@@ -233,27 +225,22 @@ func TestResubscribesAfterServerRestart(t *testing.T) {
 	f := newFixture(t, func(c *redispubsub.SubscriberConfig) {
 		c.OnReconnect = func(ev redispubsub.ReconnectEvent) { reconnects <- ev }
 	})
-	ch, _ := subscribe(t, f.sub, "survivor")
+	ch, _ := testutil.Subscribe(t, f.sub, "survivor")
 	pch, err := f.sub.SubscribePattern(context.Background(), "surv*")
 	require.NoError(t, err)
 
 	f.srv.Kill()
 	f.srv.Restart()
-	var ev redispubsub.ReconnectEvent
-	select {
-	case ev = <-reconnects:
-	case <-time.After(waitTimeout):
-		t.Fatal("no reconnect")
-	}
+	ev := testutil.Wait(t, reconnects, "OnReconnect")
 	assert.Equal(t, 1, ev.Topics)
 	assert.Equal(t, 1, ev.Patterns)
 	assert.Error(t, ev.Cause)
 
 	require.NoError(t, f.pub.Publish("survivor", jsonMsg(7)))
-	msg := receive(t, ch)
+	msg := testutil.Receive(t, ch)
 	require.JSONEq(t, `{"n":7}`, string(msg.Payload))
 	msg.Ack()
-	msg = receive(t, pch)
+	msg = testutil.Receive(t, pch)
 	require.Equal(t, "survivor", msg.Metadata.Get(redispubsub.MetadataTopic))
 	msg.Ack()
 	require.EqualValues(t, 1, f.sub.Stats().Reconnects)
@@ -282,28 +269,21 @@ func TestGapsCountWhatRedisLost(t *testing.T) {
 		}
 		c.OnReconnect = func(redispubsub.ReconnectEvent) { resumed <- struct{}{} }
 	})
-	ch, _ := subscribe(t, f.sub, "lossy")
+	ch, _ := testutil.Subscribe(t, f.sub, "lossy")
 
 	const n = 10_000
-	published := make(chan struct{})
-	go func() {
-		defer close(published)
-		publishN(t, f.pub, "lossy", n, 50)
-	}()
-	eventually(t, func() bool { return f.sub.Stats().Received >= n/5 })
+	published := make(chan error, 1)
+	go func() { published <- publishNErr(f.pub, "lossy", n, 50) }()
+	testutil.Eventually(t, func() bool { return f.sub.Stats().Received >= n/5 })
 	require.EqualValues(t, 1, f.srv.KillClients(t, "TYPE", "pubsub"))
-	<-published
-	select {
-	case <-resumed:
-	case <-time.After(waitTimeout):
-		t.Fatal("no reconnect")
-	}
+	require.NoError(t, testutil.Wait(t, published, "the publishing"))
+	testutil.Wait(t, resumed, "OnReconnect")
 	// A last message reveals a gap at the end of the stream, if any.
 	require.NoError(t, f.pub.Publish("lossy", jsonMsg(n)))
 
 	received := 0
 	for {
-		msg := receive(t, ch)
+		msg := testutil.Receive(t, ch)
 		msg.Ack()
 		received++
 		if string(msg.Payload) == fmt.Sprintf(`{"n":%d}`, n) {
@@ -321,11 +301,11 @@ func TestGapsCountWhatRedisLost(t *testing.T) {
 
 func TestStampsAreRemovedFromDeliveredMessages(t *testing.T) {
 	f := newFixture(t, nil)
-	ch, _ := subscribe(t, f.sub, "clean")
+	ch, _ := testutil.Subscribe(t, f.sub, "clean")
 	sent := jsonMsg(1)
 	sent.Metadata.Set("k", "v")
 	require.NoError(t, f.pub.Publish("clean", sent))
-	msg := receive(t, ch)
+	msg := testutil.Receive(t, ch)
 	msg.Ack()
 	require.Equal(t, message.Metadata{"k": "v"}, msg.Metadata)
 	require.Equal(t, message.Metadata{"k": "v"}, sent.Metadata, "Publish does not modify the message")
@@ -336,19 +316,19 @@ func TestStampsAreRemovedFromDeliveredMessages(t *testing.T) {
 // get what the ended subscription left unread on the connection.
 func TestResubscribeDoesNotGetMessagesOfTheEndedSubscription(t *testing.T) {
 	f := newFixture(t, func(c *redispubsub.SubscriberConfig) { c.QueueSize = 4096 })
-	ch, cancel := subscribe(t, f.sub, "again")
+	ch, cancel := testutil.Subscribe(t, f.sub, "again")
 	msgs := make([]*message.Message, 2000)
 	for i := range msgs {
 		msgs[i] = message.NewMessage(watermill.NewUUID(), []byte(`"`+strings.Repeat("x", 1024)+`"`))
 	}
 	require.NoError(t, f.pub.Publish("again", msgs...))
 	cancel()
-	requireClosed(t, ch)
+	testutil.RequireClosed(t, ch)
 
-	again, _ := subscribe(t, f.sub, "again")
+	again, _ := testutil.Subscribe(t, f.sub, "again")
 	marker := jsonMsg(1)
 	require.NoError(t, f.pub.Publish("again", marker))
-	msg := receive(t, again)
+	msg := testutil.Receive(t, again)
 	msg.Ack()
 	require.Equal(t, marker.UUID, msg.UUID, "the first message is one published before Subscribe was called")
 }
@@ -362,6 +342,6 @@ func TestSubscribeInitializeRetryWaitsForConfirmation(t *testing.T) {
 	require.ErrorIs(t, f.sub.SubscribeInitialize("later"), redispubsub.ErrSubscribeTimeout,
 		"nothing is confirmed while the server is down")
 	f.srv.Restart()
-	require.Eventually(t, func() bool { return f.sub.SubscribeInitialize("later") == nil }, waitTimeout, time.Millisecond)
-	require.EqualValues(t, 1, f.numsub(t, "later"))
+	testutil.Eventually(t, func() bool { return f.sub.SubscribeInitialize("later") == nil }, "SubscribeInitialize once the server is back")
+	require.EqualValues(t, 1, testutil.Numsub(t, f.srv, "later"))
 }

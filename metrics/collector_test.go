@@ -1,12 +1,10 @@
 package metrics
 
 import (
-	"context"
 	"fmt"
 	"reflect"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -16,6 +14,7 @@ import (
 
 	redispubsub "github.com/alkdev/watermill-redispubsub"
 	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+	tu "github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 // TestCollectorReadsRealStats runs two Publishers and a Subscriber on a real
@@ -42,20 +41,17 @@ func TestCollectorReadsRealStats(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, problems)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ch, err := sub.Subscribe(ctx, "orders")
-	require.NoError(t, err)
+	ch, _ := tu.Subscribe(t, sub, "orders")
 	for i := range 3 {
 		require.NoError(t, orders.Publish("orders", message.NewMessage(watermill.NewUUID(), fmt.Appendf(nil, `{"n":%d}`, i))))
 	}
 	require.NoError(t, audit.Publish("audit", message.NewMessage(watermill.NewUUID(), []byte(`{}`))))
 	for range 2 {
-		(<-ch).Ack()
+		tu.Receive(t, ch).Ack()
 	}
-	(<-ch).Nack()
-	(<-ch).Ack() // the redelivery
-	require.Eventually(t, func() bool { return sub.Stats().Acked == 3 }, 20*time.Second, 5*time.Millisecond)
+	tu.Receive(t, ch).Nack()
+	tu.Receive(t, ch).Ack() // the redelivery
+	tu.Eventually(t, func() bool { return sub.Stats().Acked == 3 }, "three messages acked")
 
 	got := gather(t, registry)
 	want := map[string]float64{

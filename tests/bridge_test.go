@@ -14,6 +14,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -29,11 +30,8 @@ import (
 	redispubsub "github.com/alkdev/watermill-redispubsub"
 	"github.com/alkdev/watermill-redispubsub/internal/eventtargettest"
 	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
-
-// bridgeTimeout bounds every wait of these tests; it only fires when
-// something hangs.
-const bridgeTimeout = 20 * time.Second
 
 // bridgePrefix is the channel prefix of the Redis Pub/Sub bridge tests, so
 // that PUBSUB NUMSUB is asked about the channel Redis really has.
@@ -87,12 +85,6 @@ func bridgeRedisPubSub(t *testing.T, srv *redistest.Server, prefix string) (*red
 	return pub, sub
 }
 
-// bridgeNumsub is PUBSUB NUMSUB of channel.
-func bridgeNumsub(t testing.TB, srv *redistest.Server, channel string) int {
-	t.Helper()
-	return int(srv.Do(t, "PUBSUB", "NUMSUB", channel).([]any)[1].(int64))
-}
-
 func TestBridge_RedisPubSub(t *testing.T) {
 	var servers bridgeServers
 	eventtargettest.Run(t, func(t *testing.T) (message.Publisher, message.Subscriber) {
@@ -103,9 +95,9 @@ func TestBridge_RedisPubSub(t *testing.T) {
 	}, eventtargettest.Capabilities{
 		LiveOnSubscribe: true, // Subscribe returns once Redis confirmed the SUBSCRIBE
 		BrokerSubscriptions: func(t *testing.T, sub message.Subscriber, topic string) int {
-			return bridgeNumsub(t, servers.get(t, sub), bridgePrefix+topic)
+			return int(testutil.Numsub(t, servers.get(t, sub), bridgePrefix+topic))
 		},
-		Timeout: bridgeTimeout,
+		Timeout: testutil.Timeout,
 	})
 }
 
@@ -168,7 +160,7 @@ func TestBridge_RedisStream(t *testing.T) {
 		// subscription. The suite still counts the EventTarget's live
 		// Subscribe calls.
 		BrokerSubscriptions: nil,
-		Timeout:             bridgeTimeout,
+		Timeout:             testutil.Timeout,
 	})
 }
 
@@ -184,7 +176,7 @@ func TestBridge_RedisStreamFanOut(t *testing.T) {
 		})
 	}, eventtargettest.Capabilities{
 		LiveOnSubscribe: false,
-		Timeout:         bridgeTimeout,
+		Timeout:         testutil.Timeout,
 	})
 }
 
@@ -202,12 +194,7 @@ func (r bridgeRecorder) seqs(t *testing.T, n int) []int {
 	t.Helper()
 	got := make([]int, 0, n)
 	for range n {
-		select {
-		case ev := <-r:
-			got = append(got, ev.Payload.Seq)
-		case <-time.After(bridgeTimeout):
-			t.Fatalf("got %d of %d events: %v", len(got), n, got)
-		}
+		got = append(got, testutil.Wait(t, r, fmt.Sprintf("event %d of %d (got %v)", len(got)+1, n, got)).Payload.Seq)
 	}
 	return got
 }
@@ -226,12 +213,6 @@ func bridgeTarget[T any](t *testing.T, pub message.Publisher, sub message.Subscr
 	return target
 }
 
-func bridgeCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), bridgeTimeout)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // The same steps on both brokers: a listener comes and goes, three events are
 // dispatched while the topic has no listener, a listener comes back and a
 // marker is dispatched. What the new listener gets is the difference between
@@ -241,7 +222,7 @@ func TestBridge_RedisPubSub_EventsWithoutListenerAreLost(t *testing.T) {
 	srv := redistest.Start(t)
 	pub, sub := bridgeRedisPubSub(t, srv, bridgePrefix)
 	target := bridgeTarget[bridgeEvent](t, pub, sub)
-	ctx := bridgeCtx(t)
+	ctx := testutil.Context(t)
 	const typ = "bridge.gap"
 
 	first := make(bridgeRecorder, 16)
@@ -250,8 +231,7 @@ func TestBridge_RedisPubSub_EventsWithoutListenerAreLost(t *testing.T) {
 	require.NoError(t, target.DispatchEvent(ctx, redispubsub.Event[bridgeEvent]{Type: typ, Payload: bridgeEvent{Seq: 0}}))
 	require.Equal(t, []int{0}, first.seqs(t, 1))
 	h.Remove()
-	require.Eventually(t, func() bool { return bridgeNumsub(t, srv, bridgePrefix+typ) == 0 },
-		bridgeTimeout, 5*time.Millisecond, "UNSUBSCRIBE after the last listener")
+	testutil.Eventually(t, func() bool { return testutil.Numsub(t, srv, bridgePrefix+typ) == 0 }, "UNSUBSCRIBE after the last listener")
 
 	for seq := 1; seq <= 3; seq++ {
 		require.NoError(t, target.DispatchEvent(ctx, redispubsub.Event[bridgeEvent]{Type: typ, Payload: bridgeEvent{Seq: seq}}))
@@ -285,7 +265,7 @@ func TestBridge_RedisStream_EventsWithoutListenerAreKept(t *testing.T) {
 		c.ClaimInterval = 50 * time.Millisecond
 	})
 	target := bridgeTarget[bridgeEvent](t, pub, sub)
-	ctx := bridgeCtx(t)
+	ctx := testutil.Context(t)
 	const typ = "bridge.gap"
 
 	// Before any listener: the group does not exist yet; OldestId "0" makes
@@ -363,7 +343,7 @@ func TestBridge_RouterAndEventTargetShareEvents(t *testing.T) {
 	pub, sub := bridgeRedisPubSub(t, srv, prefix)
 	orders := bridgeTarget[bridgeOrder](t, pub, sub)
 	confirmations := bridgeTarget[bridgeConfirmation](t, pub, sub)
-	ctx := bridgeCtx(t)
+	ctx := testutil.Context(t)
 
 	type handled struct {
 		uuid, correlation string
@@ -373,7 +353,7 @@ func TestBridge_RouterAndEventTargetShareEvents(t *testing.T) {
 	handledCh := make(chan handled, 16)
 	attempts := map[string]int{} // the Subscriber hands the handler one message at a time
 
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: bridgeTimeout}, watermill.NopLogger{})
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: testutil.Timeout}, watermill.NopLogger{})
 	require.NoError(t, err)
 	router.AddMiddleware(middleware.Retry{MaxRetries: 2, InitialInterval: time.Millisecond}.Middleware)
 	router.AddConsumerHandler("confirm-orders", "order.placed", routerSub, func(msg *message.Message) error {
@@ -404,18 +384,13 @@ func TestBridge_RouterAndEventTargetShareEvents(t *testing.T) {
 	go func() { routerDone <- router.Run(routerCtx) }()
 	defer func() {
 		stopRouter()
-		select {
-		case err := <-routerDone:
-			assert.NoError(t, err)
-		case <-time.After(bridgeTimeout):
-			t.Error("router did not stop")
-		}
+		assert.NoError(t, testutil.Wait(t, routerDone, "the router to stop"))
 	}()
 	select {
 	case <-router.Running(): // its Subscribe returned: Redis confirmed the subscription
 	case err := <-routerDone:
 		t.Fatalf("router stopped: %v", err)
-	case <-time.After(bridgeTimeout):
+	case <-time.After(testutil.Timeout):
 		t.Fatal("router not running")
 	}
 
@@ -443,42 +418,30 @@ func TestBridge_RouterAndEventTargetShareEvents(t *testing.T) {
 	uuids := map[string]string{} // order id → message UUID the router saw
 	var handledAll []handled
 	for range len(ids) + 1 { // o-2 twice
-		select {
-		case h := <-handledCh:
-			handledAll = append(handledAll, h)
-			assert.Equal(t, "corr-"+h.order.ID, h.correlation, "metadata of the dispatched event reaches the handler")
-			assert.Equal(t, "item of "+h.order.ID, h.order.Item)
-			if prev, ok := uuids[h.order.ID]; ok {
-				assert.Equal(t, prev, h.uuid, "Retry handles the same message again")
-			}
-			uuids[h.order.ID] = h.uuid
-		case <-time.After(bridgeTimeout):
-			t.Fatalf("router handled %d of %d deliveries: %+v", len(handledAll), len(ids)+1, handledAll)
+		h := testutil.Wait(t, handledCh, fmt.Sprintf("the router's delivery %d of %d (after %+v)", len(handledAll)+1, len(ids)+1, handledAll))
+		handledAll = append(handledAll, h)
+		assert.Equal(t, "corr-"+h.order.ID, h.correlation, "metadata of the dispatched event reaches the handler")
+		assert.Equal(t, "item of "+h.order.ID, h.order.Item)
+		if prev, ok := uuids[h.order.ID]; ok {
+			assert.Equal(t, prev, h.uuid, "Retry handles the same message again")
 		}
+		uuids[h.order.ID] = h.uuid
 	}
 	for _, id := range ids {
-		select {
-		case ev := <-placed:
-			assert.Equal(t, "order.placed", ev.Type)
-			assert.Empty(t, ev.ID)
-			assert.Equal(t, id, ev.Payload.ID, "listener gets the events in dispatch order")
-			assert.Equal(t, uuids[id], ev.Message.UUID, "the router and the listener got the same event")
-		case <-time.After(bridgeTimeout):
-			t.Fatalf("EventTarget listener did not get order %s", id)
+		ev := testutil.Wait(t, placed, "the EventTarget listener's order "+id)
+		assert.Equal(t, "order.placed", ev.Type)
+		assert.Empty(t, ev.ID)
+		assert.Equal(t, id, ev.Payload.ID, "listener gets the events in dispatch order")
+		assert.Equal(t, uuids[id], ev.Message.UUID, "the router and the listener got the same event")
+		conf := testutil.Wait(t, confirmed[id], "the confirmation of "+id+" at the EventTarget")
+		assert.Equal(t, "order.confirmed", conf.Type)
+		assert.Equal(t, id, conf.ID)
+		wantAttempts := 1
+		if id == "o-2" {
+			wantAttempts = 2
 		}
-		select {
-		case ev := <-confirmed[id]:
-			assert.Equal(t, "order.confirmed", ev.Type)
-			assert.Equal(t, id, ev.ID)
-			wantAttempts := 1
-			if id == "o-2" {
-				wantAttempts = 2
-			}
-			assert.Equal(t, bridgeConfirmation{OrderID: id, Attempts: wantAttempts}, ev.Payload)
-			assert.Equal(t, "corr-"+id, ev.Message.Metadata.Get("correlation_id"))
-		case <-time.After(bridgeTimeout):
-			t.Fatalf("no confirmation of %s reached the EventTarget", id)
-		}
+		assert.Equal(t, bridgeConfirmation{OrderID: id, Attempts: wantAttempts}, conf.Payload)
+		assert.Equal(t, "corr-"+id, conf.Message.Metadata.Get("correlation_id"))
 	}
 	for id, ch := range confirmed {
 		select {

@@ -19,6 +19,7 @@ import (
 
 	redispubsub "github.com/alkdev/watermill-redispubsub"
 	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 type wmPlaceOrder struct {
@@ -46,12 +47,12 @@ func TestCQRS_CommandsAndEvents(t *testing.T) {
 		})
 	}
 	// Shared by both buses; the router never closes it.
-	prefixed, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: srv.NewClient(t), ChannelPrefix: "cqrs:"}, wmLogger(t))
+	prefixed, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: srv.NewClient(t), ChannelPrefix: "cqrs:"}, testutil.Logger(t))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = prefixed.Close() })
 
 	marshaler := cqrs.JSONMarshaler{}
-	logger := wmLogger(t)
+	logger := testutil.Logger(t)
 
 	commandBus, err := cqrs.NewCommandBusWithConfig(prefixed, cqrs.CommandBusConfig{
 		GeneratePublishTopic: func(p cqrs.CommandBusGeneratePublishTopicParams) (string, error) {
@@ -125,7 +126,7 @@ func TestCQRS_CommandsAndEvents(t *testing.T) {
 
 	got := map[string][]wmOrderPlaced{}
 	for range 2 * orders {
-		s := wmWait(t, events, "an event")
+		s := testutil.Wait(t, events, "an event")
 		assert.Equal(t, marshaler.Name(&wmOrderPlaced{}), s.name, "event name metadata")
 		got[s.handler] = append(got[s.handler], s.event)
 	}
@@ -185,7 +186,7 @@ func TestCQRS_EventsBeforeTheProcessorRunsAreLost(t *testing.T) {
 	for i := range 3 {
 		require.NoError(t, eventBus.Publish(context.Background(), &wmOrderPlaced{OrderID: fmt.Sprint("late-", i)}))
 	}
-	wmWait(t, done, "the last event")
+	testutil.Wait(t, done, "the last event")
 	mu.Lock()
 	defer mu.Unlock()
 	require.Equal(t, []string{"late-0", "late-1", "late-2"}, ids)

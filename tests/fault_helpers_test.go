@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"runtime"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,25 +21,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	redispubsub "github.com/alkdev/watermill-redispubsub"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
-
-// faultWaitTimeout bounds every wait of the fault tests that is not itself
-// the assertion; it only fires when something hangs.
-const faultWaitTimeout = 20 * time.Second
-
-// faultRaceEnabled reports whether the test binary was built with -race.
-func faultRaceEnabled() bool {
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range info.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
-}
 
 // faultClient returns a go-redis client of addr, closed at the end of the
 // test, with the options every fault test chose explicitly, because they
@@ -81,6 +63,16 @@ func faultClientOptions(addr string) *redis.Options {
 		PoolSize:                 64,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	}
+}
+
+// faultSubscriber returns a Subscriber of config that logs into log, closed
+// at the end of the test, where its Close must succeed.
+func faultSubscriber(t testing.TB, config redispubsub.SubscriberConfig, log watermill.LoggerAdapter) *redispubsub.Subscriber {
+	t.Helper()
+	sub, err := redispubsub.NewSubscriber(config, log)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, sub.Close()) })
+	return sub
 }
 
 // faultLog is a watermill.LoggerAdapter that writes Info and Error logs to
@@ -170,22 +162,6 @@ func (l *faultLog) waitError(t testing.TB, from int, timeout time.Duration, what
 		case <-deadline.C:
 			t.Fatalf("no error log %s within %v", what, timeout)
 		}
-	}
-}
-
-// faultPoll polls cond every millisecond until it holds, failing the test
-// after faultWaitTimeout. Unlike require.Eventually it calls cond on the
-// calling goroutine.
-func faultPoll(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	ticker := time.NewTicker(time.Millisecond)
-	defer ticker.Stop()
-	deadline := time.Now().Add(faultWaitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not %s within %v", what, faultWaitTimeout)
-		}
-		<-ticker.C
 	}
 }
 
@@ -314,11 +290,11 @@ func (c *faultConsumer) firstWhere(match func(faultPayload) bool) <-chan time.Ti
 	return at
 }
 
-// waitUntil waits, bounded by faultWaitTimeout, until cond holds; cond is
+// waitUntil waits, bounded by testutil.Timeout, until cond holds; cond is
 // called with the consumer's lock held after every message.
 func (c *faultConsumer) waitUntil(t testing.TB, what string, cond func(c *faultConsumer) bool) {
 	t.Helper()
-	deadline := time.NewTimer(faultWaitTimeout)
+	deadline := time.NewTimer(testutil.Timeout)
 	defer deadline.Stop()
 	for {
 		c.mu.Lock()
@@ -339,7 +315,7 @@ func (c *faultConsumer) waitUntil(t testing.TB, what string, cond func(c *faultC
 			}
 			return
 		case <-deadline.C:
-			t.Fatalf("consumer %s: not %s within %v", c.name, what, faultWaitTimeout)
+			t.Fatalf("consumer %s: not %s within %v", c.name, what, testutil.Timeout)
 		}
 	}
 }
@@ -461,7 +437,7 @@ func startFaultFlow(t testing.TB, pub *redispubsub.Publisher, topics []string, d
 	}
 	f.phase.Store(1)
 	go f.run()
-	t.Cleanup(f.halt)
+	t.Cleanup(func() { f.halt(t) })
 	return f
 }
 
@@ -517,21 +493,23 @@ func (f *faultFlow) run() {
 	}
 }
 
-// halt stops the flow and waits until its last Publish returned.
-func (f *faultFlow) halt() {
+// halt stops the flow and waits, bounded by testutil.Timeout, until its
+// last Publish returned.
+func (f *faultFlow) halt(t testing.TB) {
+	t.Helper()
 	select {
 	case <-f.stop:
 	default:
 		close(f.stop)
 	}
-	<-f.stopped
+	testutil.Wait(t, f.stopped, "the publishing flow to stop")
 }
 
-// waitUntil waits, bounded by faultWaitTimeout, until cond holds; cond is
+// waitUntil waits, bounded by testutil.Timeout, until cond holds; cond is
 // called with the flow's lock held after every Publish.
 func (f *faultFlow) waitUntil(t testing.TB, what string, cond func(f *faultFlow) bool) {
 	t.Helper()
-	deadline := time.NewTimer(faultWaitTimeout)
+	deadline := time.NewTimer(testutil.Timeout)
 	defer deadline.Stop()
 	for {
 		f.mu.Lock()
@@ -544,7 +522,7 @@ func (f *faultFlow) waitUntil(t testing.TB, what string, cond func(f *faultFlow)
 		select {
 		case <-changed:
 		case <-deadline.C:
-			t.Fatalf("publishing flow: not %s within %v", what, faultWaitTimeout)
+			t.Fatalf("publishing flow: not %s within %v", what, testutil.Timeout)
 		}
 	}
 }
@@ -565,7 +543,7 @@ func faultPublishMarkers(t testing.TB, pub *redispubsub.Publisher, next func(top
 	for _, topic := range topics {
 		n := next(topic)
 		msg := faultMessage(faultPayload{N: n, Marker: true})
-		ctx, cancel := context.WithTimeout(context.Background(), faultWaitTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), testutil.Timeout)
 		msg.SetContext(ctx)
 		require.NoError(t, pub.Publish(topic, msg), "marker of %s", topic)
 		cancel()

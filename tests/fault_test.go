@@ -41,6 +41,7 @@ import (
 
 	redispubsub "github.com/alkdev/watermill-redispubsub"
 	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 // faultSlack is what the fault tests allow on top of a bound for the
@@ -67,18 +68,16 @@ func TestFaultServerKillRestart(t *testing.T) {
 	log := newFaultLog(t)
 	var gaps faultGaps
 	reconnects := make(chan redispubsub.ReconnectEvent, 16)
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{
 		Client:      faultClient(t, srv.Addr(), nil),
 		OnGap:       gaps.record,
 		OnReconnect: func(ev redispubsub.ReconnectEvent) { reconnects <- ev },
 	}, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, sub.Close()) })
 
 	consumers := make(map[*faultConsumer][]string)
 	var all []*faultConsumer
 	for _, topic := range topics {
-		ch, _ := wmSubscribe(t, sub, topic)
+		ch, _ := testutil.Subscribe(t, sub, topic)
 		c := newFaultConsumer(topic, topic, ch)
 		consumers[c] = []string{topic}
 		all = append(all, c)
@@ -118,7 +117,7 @@ func TestFaultServerKillRestart(t *testing.T) {
 	failedBefore := flow.fail
 	flow.mu.Unlock()
 	flow.waitUntil(t, "failing while the server is down", func(f *faultFlow) bool { return f.fail >= failedBefore+20 })
-	lost, _ := log.waitError(t, 0, faultWaitTimeout, "of the lost connection", func(e faultLogEntry) bool {
+	lost, _ := log.waitError(t, 0, testutil.Timeout, "of the lost connection", func(e faultLogEntry) bool {
 		return strings.Contains(e.msg, "connection lost")
 	})
 	flow.mu.Lock()
@@ -129,7 +128,7 @@ func TestFaultServerKillRestart(t *testing.T) {
 	// the 6th), the worst case for how fast it comes back.
 	from := 0
 	for range 6 {
-		_, i := log.waitError(t, from, faultWaitTimeout, "of a failed attempt", func(e faultLogEntry) bool {
+		_, i := log.waitError(t, from, testutil.Timeout, "of a failed attempt", func(e faultLogEntry) bool {
 			return strings.Contains(e.msg, "Cannot connect")
 		})
 		from = i + 1
@@ -151,25 +150,15 @@ func TestFaultServerKillRestart(t *testing.T) {
 	stopProbes := faultProbe(t, srv.Addr(), topics, 10*time.Millisecond)
 	var worst time.Duration
 	for i, c := range all {
-		select {
-		case at := <-arrivals[i]:
-			resumed := at.Sub(restartedAt)
-			t.Logf("%s: first message %v after the restart", c.name, resumed)
-			worst = max(worst, resumed)
-		case <-time.After(faultWaitTimeout):
-			t.Fatalf("%s: no message within %v of the restart", c.name, faultWaitTimeout)
-		}
+		resumed := testutil.Wait(t, arrivals[i], c.name+": a message after the restart").Sub(restartedAt)
+		t.Logf("%s: first message %v after the restart", c.name, resumed)
+		worst = max(worst, resumed)
 	}
 	stopProbes()
 	t.Logf("delivery resumed %v after the restart (bound %v)", worst, resumeBound)
 	require.Less(t, worst, resumeBound, "delivery resumes within 2s of the server being back")
 
-	var ev redispubsub.ReconnectEvent
-	select {
-	case ev = <-reconnects:
-	case <-time.After(faultWaitTimeout):
-		t.Fatal("no reconnect event")
-	}
+	ev := testutil.Wait(t, reconnects, "the reconnect event")
 	t.Logf("reconnect event: %+v", ev)
 	require.Error(t, ev.Cause)
 	require.Equal(t, len(topics), ev.Topics)
@@ -183,7 +172,7 @@ func TestFaultServerKillRestart(t *testing.T) {
 	for _, c := range all {
 		c.waitUntil(t, "received after the restart", func(c *faultConsumer) bool { return c.total >= 100 })
 	}
-	flow.halt()
+	flow.halt(t)
 	published := faultPublishMarkers(t, pub, flow.published, topics...)
 	for c, covered := range consumers {
 		c.waitMarkers(t, covered...)
@@ -284,7 +273,7 @@ func TestFaultPublisherKilledServer(t *testing.T) {
 		if err == nil {
 			break
 		}
-		require.Less(t, time.Since(restarted), faultWaitTimeout, "Publisher does not recover: %v", err)
+		require.Less(t, time.Since(restarted), testutil.Timeout, "Publisher does not recover: %v", err)
 	}
 	t.Logf("Publisher recovered %v after the restart, at attempt %d", time.Since(restarted), attempts)
 	require.NoError(t, pub.Publish("fault.pub", faultMessage(faultPayload{})), "and keeps working")
@@ -309,17 +298,15 @@ func TestFaultClientKillGapsExact(t *testing.T) {
 	log := newFaultLog(t)
 	var gaps faultGaps
 	reconnected := make(chan redispubsub.ReconnectEvent, 16)
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{
 		Client:      faultClient(t, srv.Addr(), nil),
 		OnGap:       gaps.record,
 		OnReconnect: func(ev redispubsub.ReconnectEvent) { reconnected <- ev },
 	}, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, sub.Close()) })
 
 	consumers := make(map[*faultConsumer][]string)
 	for _, topic := range topics {
-		ch, _ := wmSubscribe(t, sub, topic)
+		ch, _ := testutil.Subscribe(t, sub, topic)
 		consumers[newFaultConsumer(topic, topic, ch)] = []string{topic}
 	}
 	consumers[faultPatternConsumer(t, sub, pattern)] = topics
@@ -340,7 +327,7 @@ func TestFaultClientKillGapsExact(t *testing.T) {
 				if i == total/20 {
 					select {
 					case <-killed:
-					case <-time.After(faultWaitTimeout):
+					case <-time.After(testutil.Timeout):
 						return errors.New("no kill")
 					}
 				}
@@ -357,19 +344,15 @@ func TestFaultClientKillGapsExact(t *testing.T) {
 			return nil
 		}()
 	}()
-	faultPoll(t, "20% received", func() bool { return sub.Stats().Received >= total/5 })
+	testutil.Eventually(t, func() bool { return sub.Stats().Received >= total/5 }, "20% received")
 	require.EqualValues(t, 1, srv.KillClients(t, "TYPE", "pubsub"))
 	receivedAtKill := sub.Stats().Received
 	close(killed)
-	require.NoError(t, wmWait(t, flowDone, "the flow"))
-	select {
-	case ev := <-reconnected:
-		t.Logf("reconnect event: %+v", ev)
-		require.Equal(t, len(topics), ev.Topics)
-		require.Equal(t, 1, ev.Patterns)
-	case <-time.After(faultWaitTimeout):
-		t.Fatal("no reconnect")
-	}
+	require.NoError(t, testutil.Wait(t, flowDone, "the flow"))
+	ev := testutil.Wait(t, reconnected, "the reconnect event")
+	t.Logf("reconnect event: %+v", ev)
+	require.Equal(t, len(topics), ev.Topics)
+	require.Equal(t, 1, ev.Patterns)
 	published := faultPublishMarkers(t, pub, func(topic string) int {
 		for k, tp := range topics {
 			if tp == topic {
@@ -411,7 +394,7 @@ func TestFaultBlackholeHealthCheck(t *testing.T) {
 	log := newFaultLog(t)
 	var gaps faultGaps
 	reconnects := make(chan redispubsub.ReconnectEvent, 16)
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{
 		Client: faultClient(t, proxy.Addr(), func(o *redis.Options) {
 			o.ReadTimeout, o.WriteTimeout = time.Second, time.Second
 		}),
@@ -419,9 +402,7 @@ func TestFaultBlackholeHealthCheck(t *testing.T) {
 		OnGap:               gaps.record,
 		OnReconnect:         func(ev redispubsub.ReconnectEvent) { reconnects <- ev },
 	}, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, sub.Close()) })
-	ch, _ := wmSubscribe(t, sub, topic)
+	ch, _ := testutil.Subscribe(t, sub, topic)
 	tc := newFaultConsumer(topic, topic, ch)
 	pc := faultPatternConsumer(t, sub, pattern)
 
@@ -435,7 +416,7 @@ func TestFaultBlackholeHealthCheck(t *testing.T) {
 
 	blackholed := time.Now()
 	proxy.Blackhole()
-	lost, i := log.waitError(t, 0, faultWaitTimeout, "of the lost connection", func(e faultLogEntry) bool {
+	lost, i := log.waitError(t, 0, testutil.Timeout, "of the lost connection", func(e faultLogEntry) bool {
 		return strings.Contains(e.msg, "connection lost")
 	})
 	noticed := lost.at.Sub(blackholed)
@@ -445,7 +426,7 @@ func TestFaultBlackholeHealthCheck(t *testing.T) {
 
 	// While the network stays silent, connection attempts fail (go-redis's
 	// handshake gets no answer) and nothing is reported as reconnected.
-	failed, _ := log.waitError(t, i+1, faultWaitTimeout, "of a failed attempt", func(e faultLogEntry) bool {
+	failed, _ := log.waitError(t, i+1, testutil.Timeout, "of a failed attempt", func(e faultLogEntry) bool {
 		return strings.Contains(e.msg, "Cannot connect")
 	})
 	t.Logf("attempt during the blackhole failed after %v: %v", failed.at.Sub(lost.at), failed.err)
@@ -459,25 +440,15 @@ func TestFaultBlackholeHealthCheck(t *testing.T) {
 		tc.firstWhere(func(p faultPayload) bool { return p.Phase >= 2 }),
 		pc.firstWhere(func(p faultPayload) bool { return p.Phase >= 2 }),
 	}
-	var ev redispubsub.ReconnectEvent
-	select {
-	case ev = <-reconnects:
-	case <-time.After(faultWaitTimeout):
-		t.Fatal("no reconnect after Resume")
-	}
+	ev := testutil.Wait(t, reconnects, "a reconnect after Resume")
 	t.Logf("reconnected %v after Resume: %+v", time.Since(resumed), ev)
 	require.ErrorContains(t, ev.Cause, "PING", "the hook reports the cause")
 	require.Equal(t, 1, ev.Topics)
 	require.Equal(t, 1, ev.Patterns)
 	for _, at := range arrivals {
-		select {
-		case at := <-at:
-			t.Logf("delivery resumed %v after Resume", at.Sub(resumed))
-		case <-time.After(faultWaitTimeout):
-			t.Fatal("no delivery after Resume")
-		}
+		t.Logf("delivery resumed %v after Resume", testutil.Wait(t, at, "a delivery after Resume").Sub(resumed))
 	}
-	flow.halt()
+	flow.halt(t)
 	published := faultPublishMarkers(t, pub, flow.published, topic)
 	tc.waitMarkers(t, topic)
 	pc.waitMarkers(t, topic)
@@ -499,7 +470,7 @@ func TestFaultStalledConsumerHeapBounded(t *testing.T) {
 		every = 16       // one message in every goes to the healthy topic
 	)
 	volume := int64(1 << 30)
-	if faultRaceEnabled() || testing.Short() {
+	if testutil.Race || testing.Short() {
 		volume = 128 << 20
 	}
 	if v := os.Getenv("FAULT_STALLED_BYTES"); v != "" {
@@ -510,11 +481,9 @@ func TestFaultStalledConsumerHeapBounded(t *testing.T) {
 
 	srv := redistest.Start(t, "--client-output-buffer-limit", "pubsub 1mb 512kb 1")
 	log := newFaultLog(t)
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{Client: faultClient(t, srv.Addr(), nil)}, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, sub.Close()) })
-	_, _ = wmSubscribe(t, sub, "fault.stalled") // never read
-	live, _ := wmSubscribe(t, sub, "fault.live")
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{Client: faultClient(t, srv.Addr(), nil)}, log)
+	_, _ = testutil.Subscribe(t, sub, "fault.stalled") // never read
+	live, _ := testutil.Subscribe(t, sub, "fault.live")
 	id := faultPubsubClientID(t, srv)
 	var liveReceived atomic.Int64
 	liveDone := make(chan struct{})
@@ -538,33 +507,17 @@ func TestFaultStalledConsumerHeapBounded(t *testing.T) {
 	heap := startFaultHeap(5 * time.Millisecond)
 	start := time.Now()
 	const publishers = 4
-	var wg sync.WaitGroup
-	errs := make(chan error, publishers)
-	for p := range publishers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := p; i < n; i += publishers {
-				topic := "fault.stalled"
-				if i%every == 0 {
-					topic = "fault.live"
-				}
-				if err := pub.Publish(topic, message.NewMessage(watermill.NewUUID(), payload)); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
+	testutil.Parallel(t, n, publishers, func(i int) error {
+		topic := "fault.stalled"
+		if i%every == 0 {
+			topic = "fault.live"
+		}
+		return pub.Publish(topic, message.NewMessage(watermill.NewUUID(), payload))
+	})
 	toLive := (n + every - 1) / every
 	toStalled := n - toLive
-	faultPoll(t, "every message read", func() bool { return sub.Stats().Received >= uint64(n) })
-	faultPoll(t, "every healthy message delivered", func() bool { return liveReceived.Load() >= int64(toLive) })
+	testutil.Eventually(t, func() bool { return sub.Stats().Received >= uint64(n) }, "every message read")
+	testutil.Eventually(t, func() bool { return liveReceived.Load() >= int64(toLive) }, "every healthy message delivered")
 	elapsed := time.Since(start)
 	maxHeap := heap.halt()
 
@@ -662,23 +615,19 @@ func TestFaultSubscribeCancelCycles(t *testing.T) {
 			return fmt.Errorf("cycle %d: subscribe: %w", i, err)
 		}
 		if way >= 1 && way <= 3 {
-			select {
-			case msg, ok := <-ch:
-				if !ok {
-					return fmt.Errorf("cycle %d: channel closed early", i)
-				}
-				switch way {
-				case 1:
-					msg.Ack()
-				case 3:
-					msg.Nack()
-				}
-			case <-time.After(faultWaitTimeout):
-				return fmt.Errorf("cycle %d: no message", i)
+			msg, err := testutil.TryReceive(ch)
+			if err != nil {
+				return fmt.Errorf("cycle %d: %w", i, err)
+			}
+			switch way {
+			case 1:
+				msg.Ack()
+			case 3:
+				msg.Nack()
 			}
 		}
 		cancel()
-		timeout := time.After(faultWaitTimeout)
+		timeout := time.After(testutil.Timeout)
 		for {
 			select {
 			case _, ok := <-ch:
@@ -691,36 +640,12 @@ func TestFaultSubscribeCancelCycles(t *testing.T) {
 		}
 	}
 	runCycles := func(from, to int) {
-		var wg sync.WaitGroup
-		var next atomic.Int64
-		next.Store(int64(from))
-		errs := make(chan error, goroutines)
-		for range goroutines {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					i := int(next.Add(1) - 1)
-					if i >= to {
-						return
-					}
-					if err := cycle(i); err != nil {
-						errs <- err
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			require.NoError(t, err)
-		}
+		testutil.Parallel(t, to-from, goroutines, func(k int) error { return cycle(from + k) })
 	}
 	quiet := func() {
-		wmEventually(t, func() bool {
+		testutil.Eventually(t, func() bool {
 			for _, topic := range topics {
-				if wmNumsub(t, srv, topic) != 0 {
+				if testutil.Numsub(t, srv, topic) != 0 {
 					return false
 				}
 			}
@@ -729,18 +654,18 @@ func TestFaultSubscribeCancelCycles(t *testing.T) {
 	}
 
 	// Warm up, then take the baseline with nothing subscribed.
-	warm := startFaultFlow(t, pub, topics, faultWaitTimeout, time.Millisecond)
+	warm := startFaultFlow(t, pub, topics, testutil.Timeout, time.Millisecond)
 	runCycles(0, 50)
-	warm.halt()
+	warm.halt(t)
 	quiet()
 	baseline := faultHeapInuse()
 	goroutinesBefore := runtime.NumGoroutine()
 
-	flow := startFaultFlow(t, pub, topics, faultWaitTimeout, 0)
+	flow := startFaultFlow(t, pub, topics, testutil.Timeout, 0)
 	start := time.Now()
 	runCycles(0, cycles)
 	elapsed := time.Since(start)
-	flow.halt()
+	flow.halt(t)
 	quiet()
 	after := faultHeapInuse()
 	stats := sub.Stats()
@@ -751,7 +676,7 @@ func TestFaultSubscribeCancelCycles(t *testing.T) {
 	require.Zero(t, stats.Reconnects)
 	require.Zero(t, stats.Gaps, "no connection lost, no gap")
 	require.LessOrEqual(t, after, baseline+2<<20, "the heap returns to its baseline")
-	faultPoll(t, "back to the goroutines before the cycles", func() bool { return runtime.NumGoroutine() <= goroutinesBefore })
+	testutil.GoroutinesAtMost(t, goroutinesBefore) // back to the goroutines before the cycles
 
 	require.NoError(t, sub.Close())
 	require.NoError(t, pub.Close())
@@ -770,13 +695,11 @@ func TestFaultMalformedAndUnstampedBodies(t *testing.T) {
 	srv := redistest.Start(t)
 	log := newFaultLog(t)
 	var gaps faultGaps
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{
 		Client: faultClient(t, srv.Addr(), nil),
 		OnGap:  gaps.record,
 	}, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, sub.Close()) })
-	ch, _ := wmSubscribe(t, sub, topic)
+	ch, _ := testutil.Subscribe(t, sub, topic)
 	tc := newFaultConsumer(topic, topic, ch)
 	pc := faultPatternConsumer(t, sub, pattern)
 	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: faultClient(t, srv.Addr(), nil)}, log)
@@ -873,31 +796,29 @@ func TestFaultNoGapsAfterQuickResubscribe(t *testing.T) {
 	srv := redistest.Start(t)
 	log := newFaultLog(t)
 	var gaps faultGaps
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{
 		Client: faultClient(t, srv.Addr(), nil),
 		OnGap:  gaps.record,
 	}, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, sub.Close()) })
 	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: faultClient(t, srv.Addr(), nil)}, log)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = pub.Close() })
-	flow := startFaultFlow(t, pub, []string{topic}, faultWaitTimeout, 0)
+	flow := startFaultFlow(t, pub, []string{topic}, testutil.Timeout, 0)
 
 	for i := range 200 {
 		ctx, cancel := context.WithCancel(context.Background())
 		ch, err := sub.Subscribe(ctx, topic)
 		require.NoError(t, err)
-		msg := wmReceive(t, ch)
+		msg := testutil.Receive(t, ch)
 		msg.Ack()
 		cancel()
-		wmRequireClosed(t, ch)
+		testutil.RequireClosed(t, ch)
 		if sub.Stats().Gaps > 0 {
 			t.Logf("gap after %d cycles", i+1)
 			break
 		}
 	}
-	flow.halt()
+	flow.halt(t)
 	t.Logf("stats %+v, gap events %+v", sub.Stats(), gaps.events)
 	require.Zero(t, sub.Stats().Reconnects)
 	require.Zero(t, sub.Stats().Gaps, "no message was lost while subscribed")
@@ -951,7 +872,7 @@ func TestFaultNoReconnectReportedOnSilentConnection(t *testing.T) {
 	var armed atomic.Bool
 	log := newFaultLog(t)
 	reconnects := make(chan redispubsub.ReconnectEvent, 16)
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{
 		Client: faultClient(t, srv.Addr(), func(o *redis.Options) {
 			o.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
 				var d net.Dialer
@@ -965,20 +886,18 @@ func TestFaultNoReconnectReportedOnSilentConnection(t *testing.T) {
 		HealthCheckInterval: 500 * time.Millisecond,
 		OnReconnect:         func(ev redispubsub.ReconnectEvent) { reconnects <- ev },
 	}, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, sub.Close()) })
-	_, _ = wmSubscribe(t, sub, topic)
+	_, _ = testutil.Subscribe(t, sub, topic)
 
 	// The next connection goes silent as soon as it sent SUBSCRIBE: Redis's
 	// confirmation never reaches the Subscriber.
 	armed.Store(true)
 	require.EqualValues(t, 1, srv.KillClients(t, "TYPE", "pubsub"))
-	_, i := log.waitError(t, 0, faultWaitTimeout, "of the killed connection", func(e faultLogEntry) bool {
+	_, i := log.waitError(t, 0, testutil.Timeout, "of the killed connection", func(e faultLogEntry) bool {
 		return strings.Contains(e.msg, "connection lost")
 	})
 	// Dropped by the health check, whether the Subscriber logs that as a
 	// lost connection or a failed attempt.
-	dead, _ := log.waitError(t, i+1, faultWaitTimeout, "of the silent connection", func(e faultLogEntry) bool {
+	dead, _ := log.waitError(t, i+1, testutil.Timeout, "of the silent connection", func(e faultLogEntry) bool {
 		return e.err != nil && strings.Contains(e.err.Error(), "PING")
 	})
 	t.Logf("silent connection dropped: %s: %v", dead.msg, dead.err)
@@ -1044,10 +963,8 @@ func faultRetriedPipeline(t *testing.T, before int) {
 	const topic, n = "fault.dup", 100
 	srv := redistest.Start(t)
 	log := newFaultLog(t)
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{Client: faultClient(t, srv.Addr(), nil)}, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, sub.Close()) })
-	ch, _ := wmSubscribe(t, sub, topic)
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{Client: faultClient(t, srv.Addr(), nil)}, log)
+	ch, _ := testutil.Subscribe(t, sub, topic)
 	c := newFaultConsumer(topic, topic, ch)
 
 	var armed atomic.Bool

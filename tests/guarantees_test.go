@@ -21,6 +21,7 @@ import (
 
 	redispubsub "github.com/alkdev/watermill-redispubsub"
 	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 // A 3 MB message behind a 1 MB/s link takes 3 s to arrive, ten times the
@@ -32,20 +33,18 @@ func TestHealthCheckCountsTheBytesOfALargeMessage(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := redistest.NewProxy(t, srv.Addr())
 	log := newFaultLog(t)
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{
 		Client:              faultClient(t, proxy.Addr(), nil),
 		HealthCheckInterval: 300 * time.Millisecond,
 	}, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, sub.Close()) })
 	pub, _ := wmPubSub(t, srv, nil)
-	ch, _ := wmSubscribe(t, sub, "big")
+	ch, _ := testutil.Subscribe(t, sub, "big")
 
 	proxy.Throttle(1 << 20)
 	payload, err := json.Marshal(strings.Repeat("x", 3<<20))
 	require.NoError(t, err)
 	require.NoError(t, pub.Publish("big", message.NewMessage(watermill.NewUUID(), payload)))
-	msg := wmReceive(t, ch)
+	msg := testutil.Receive(t, ch)
 	require.Len(t, msg.Payload, len(payload))
 	msg.Ack()
 	require.Zero(t, sub.Stats().Reconnects, "the connection was dropped while the message arrived")
@@ -62,7 +61,7 @@ func TestJoinStartsAfterItsOwnCall(t *testing.T) {
 	admin := srv.NewClient(t)
 
 	// Traffic on another topic keeps the reader busy.
-	busy, _ := wmSubscribe(t, sub, "busy")
+	busy, _ := testutil.Subscribe(t, sub, "busy")
 	go func() {
 		for msg := range busy {
 			msg.Ack()
@@ -79,14 +78,14 @@ func TestJoinStartsAfterItsOwnCall(t *testing.T) {
 				return
 			default:
 			}
-			if pub.Publish("busy", wmMessages(16, string(payload))...) != nil {
+			if pub.Publish("busy", testutil.Messages(16, string(payload))...) != nil {
 				return
 			}
 		}
 	}()
 	defer func() {
 		close(stopFlood)
-		<-flooded
+		testutil.Wait(t, flooded, "the flood to stop")
 	}()
 
 	for trial := range 20 {
@@ -100,7 +99,7 @@ func TestJoinStartsAfterItsOwnCall(t *testing.T) {
 			}
 			first <- ch
 		}()
-		wmEventually(t, func() bool {
+		testutil.Eventually(t, func() bool {
 			n, err := admin.PubSubNumSub(context.Background(), topic).Result()
 			return err == nil && n[topic] == 1
 		}, "Redis confirmed the first SUBSCRIBE")
@@ -111,14 +110,14 @@ func TestJoinStartsAfterItsOwnCall(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, pub.Publish(topic, message.NewMessage("after", []byte(`{"n":2}`))))
 
-		msg := wmReceive(t, second)
+		msg := testutil.Receive(t, second)
 		require.Equal(t, "after", msg.UUID, "trial %d: the joining subscription got a message published before it was called", trial)
 		msg.Ack()
 		cancel()
-		ch, ok := <-first
-		require.True(t, ok, "the first Subscribe failed")
+		ch := testutil.Wait(t, first, "the first Subscribe")
+		require.NotNil(t, ch, "the first Subscribe failed")
 		for _, want := range []string{"before", "after"} {
-			msg := wmReceive(t, ch)
+			msg := testutil.Receive(t, ch)
 			require.Equal(t, want, msg.UUID)
 			msg.Ack()
 		}
@@ -131,7 +130,7 @@ func TestJoinStartsAfterItsOwnCall(t *testing.T) {
 func TestPatternWithAPrefixThatIsNotUTF8(t *testing.T) {
 	const prefix = "app[\xff]:"
 	srv := redistest.Start(t)
-	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: srv.NewClient(t), ChannelPrefix: prefix}, wmLogger(t))
+	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: srv.NewClient(t), ChannelPrefix: prefix}, testutil.Logger(t))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = pub.Close() })
 	sub := wmSubscriber(t, srv, func(c *redispubsub.SubscriberConfig) { c.ChannelPrefix = prefix })
@@ -140,7 +139,7 @@ func TestPatternWithAPrefixThatIsNotUTF8(t *testing.T) {
 	ch, err := sub.SubscribePattern(ctx, "ev.*")
 	require.NoError(t, err)
 	require.NoError(t, pub.Publish("ev.1", message.NewMessage(watermill.NewUUID(), []byte(`{}`))))
-	msg := wmReceive(t, ch)
+	msg := testutil.Receive(t, ch)
 	require.Equal(t, "ev.1", msg.Metadata.Get(redispubsub.MetadataTopic))
 	msg.Ack()
 }
@@ -160,8 +159,8 @@ func TestFailedFirstSubscribeLeavesTheHeldMessages(t *testing.T) {
 		cancel()
 		_, err := sub.Subscribe(ctx, topic)
 		require.ErrorIs(t, err, context.Canceled)
-		ch, cancelSub := wmSubscribe(t, sub, topic)
-		msg := wmReceive(t, ch)
+		ch, cancelSub := testutil.Subscribe(t, sub, topic)
+		msg := testutil.Receive(t, ch)
 		require.Equal(t, "held", msg.UUID)
 		msg.Ack()
 		cancelSub()
@@ -178,22 +177,22 @@ func TestReconnectCauseIsWhatEndedTheConnection(t *testing.T) {
 	sub := wmSubscriber(t, srv, func(c *redispubsub.SubscriberConfig) {
 		c.OnReconnect = func(ev redispubsub.ReconnectEvent) { reconnects <- ev }
 	})
-	wmSubscribe(t, sub, "cause.0")
+	testutil.Subscribe(t, sub, "cause.0")
 	for round := range 5 {
 		var wg sync.WaitGroup
 		for i := range 20 {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				ctx, cancel := context.WithTimeout(context.Background(), wmWaitTimeout)
+				ctx, cancel := context.WithTimeout(context.Background(), testutil.Timeout)
 				defer cancel()
 				_, _ = sub.Subscribe(ctx, fmt.Sprintf("cause.%d.%d", round, i))
 			}()
 		}
 		srv.KillClients(t, "TYPE", "pubsub")
-		ev := wmWait(t, reconnects, "OnReconnect")
+		ev := testutil.Wait(t, reconnects, "OnReconnect")
 		require.NotContains(t, ev.Cause.Error(), "client is closed")
-		wg.Wait()
+		testutil.WaitGroup(t, &wg, "the concurrent Subscribes")
 	}
 }
 
@@ -204,7 +203,7 @@ func TestReconnectCauseIsWhatEndedTheConnection(t *testing.T) {
 // messages per subscription, and 89,875 of them dropped.)
 func TestBurstIntoASlowConsumerIsDeliveredWhole(t *testing.T) {
 	n := 100_000
-	if faultRaceEnabled() || testing.Short() {
+	if testutil.Race || testing.Short() {
 		n = 20_000
 	}
 	const batch = 1000
@@ -215,7 +214,7 @@ func TestBurstIntoASlowConsumerIsDeliveredWhole(t *testing.T) {
 	_, err := rawSub.Receive(context.Background()) // the confirmation
 	require.NoError(t, err)
 	pub, sub := wmPubSub(t, srv, nil)
-	ch, _ := wmSubscribe(t, sub, "burst")
+	ch, _ := testutil.Subscribe(t, sub, "burst")
 
 	// slowly paces a consumer at about 20,000 messages a second.
 	slowly := func(i int) {
@@ -252,7 +251,7 @@ func TestBurstIntoASlowConsumerIsDeliveredWhole(t *testing.T) {
 	payload, err := json.Marshal(strings.Repeat("p", 78))
 	require.NoError(t, err)
 	for i := 0; i < n; i += batch {
-		require.NoError(t, pub.Publish("burst", wmMessages(batch, string(payload))...))
+		require.NoError(t, pub.Publish("burst", testutil.Messages(batch, string(payload))...))
 	}
 	waited := make(chan struct{})
 	go func() {
@@ -275,29 +274,32 @@ func TestBurstIntoASlowConsumerIsDeliveredWhole(t *testing.T) {
 func TestHooksRunOffTheReadingGoroutine(t *testing.T) {
 	srv := redistest.Start(t)
 	release := make(chan struct{})
-	hookSubscribed := make(chan error, 1)
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	hookSubscribed, hookClosed := make(chan error, 1), make(chan error, 1)
 	var sub *redispubsub.Subscriber
 	pub, sub := wmPubSub(t, srv, func(c *redispubsub.SubscriberConfig) {
 		c.OnReconnect = func(redispubsub.ReconnectEvent) {
 			<-release
-			ctx, cancel := context.WithTimeout(context.Background(), wmWaitTimeout)
+			ctx, cancel := context.WithTimeout(context.Background(), testutil.Timeout)
 			defer cancel()
 			_, err := sub.Subscribe(ctx, "from-hook")
 			hookSubscribed <- err
-			require.NoError(t, sub.Close())
+			hookClosed <- sub.Close()
 		}
 	})
-	ch, _ := wmSubscribe(t, sub, "flow")
+	t.Cleanup(releaseOnce) // before the Subscriber's Close, also when the test fails half way
+	ch, _ := testutil.Subscribe(t, sub, "flow")
 	srv.KillClients(t, "TYPE", "pubsub")
-	wmEventually(t, func() bool { return sub.Stats().Reconnects == 1 })
+	testutil.Eventually(t, func() bool { return sub.Stats().Reconnects == 1 })
 	// The hook blocks; the reader goes on.
 	for i := range 3 {
 		require.NoError(t, pub.Publish("flow", message.NewMessage(fmt.Sprint(i), []byte(`{}`))))
-		wmReceive(t, ch).Ack()
+		testutil.Receive(t, ch).Ack()
 	}
-	close(release)
-	require.NoError(t, wmWait(t, hookSubscribed, "the hook's Subscribe"))
-	wmRequireClosed(t, ch) // the hook closed the Subscriber
+	releaseOnce()
+	require.NoError(t, testutil.Wait(t, hookSubscribed, "the hook's Subscribe"))
+	require.NoError(t, testutil.Wait(t, hookClosed, "the hook's Close"))
+	testutil.RequireClosed(t, ch) // the hook closed the Subscriber
 }
 
 // A body larger than MaxMessageBytes is skipped without decoding, counted
@@ -305,11 +307,11 @@ func TestHooksRunOffTheReadingGoroutine(t *testing.T) {
 func TestOversizedBodiesAreSkipped(t *testing.T) {
 	srv := redistest.Start(t)
 	sub := wmSubscriber(t, srv, func(c *redispubsub.SubscriberConfig) { c.MaxMessageBytes = 1024 })
-	ch, _ := wmSubscribe(t, sub, "sized")
+	ch, _ := testutil.Subscribe(t, sub, "sized")
 	raw := srv.NewClient(t)
 	require.NoError(t, raw.Publish(context.Background(), "sized", `{"payload":"`+strings.Repeat("x", 2048)+`"}`).Err())
 	require.NoError(t, raw.Publish(context.Background(), "sized", `{"payload":"small"}`).Err())
-	msg := wmReceive(t, ch)
+	msg := testutil.Receive(t, ch)
 	require.Equal(t, `"small"`, string(msg.Payload))
 	msg.Ack()
 	require.EqualValues(t, 1, sub.Stats().Oversized)
@@ -320,13 +322,11 @@ func TestSubscribeToAnUnreachableServerNamesTheDialError(t *testing.T) {
 	srv := redistest.Start(t)
 	addr := srv.Addr()
 	srv.Kill()
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{
 		Client:           faultClient(t, addr, nil),
 		SubscribeTimeout: 500 * time.Millisecond,
 	}, newFaultLog(t))
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, sub.Close()) })
-	_, err = sub.Subscribe(context.Background(), "down")
+	_, err := sub.Subscribe(context.Background(), "down")
 	require.ErrorIs(t, err, redispubsub.ErrSubscribeTimeout)
 	require.Contains(t, err.Error(), "connection refused")
 	require.Equal(t, 1, strings.Count(err.Error(), "redispubsub:"), err.Error())
@@ -337,12 +337,10 @@ func TestSubscribeToAnUnreachableServerNamesTheDialError(t *testing.T) {
 func TestWrongPasswordFailsSubscribeAtOnce(t *testing.T) {
 	srv := redistest.Start(t)
 	srv.Do(t, "ACL", "SETUSER", "app", "on", ">right", "allchannels", "+@all")
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{
 		Client: faultClient(t, srv.Addr(), func(o *redis.Options) { o.Username, o.Password = "app", "wrong" }),
 	}, newFaultLog(t))
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, sub.Close()) })
-	_, err = sub.Subscribe(context.Background(), "t")
+	_, err := sub.Subscribe(context.Background(), "t")
 	require.ErrorIs(t, err, redispubsub.ErrConnectionRefused)
 	require.NotErrorIs(t, err, redispubsub.ErrSubscribeTimeout)
 	require.Contains(t, err.Error(), "WRONGPASS")
@@ -366,23 +364,23 @@ func TestLossBeforeTheFirstMessageIsCounted(t *testing.T) {
 		c.OnReconnect = func(ev redispubsub.ReconnectEvent) { reconnected <- ev }
 	})
 	// "before" has a stream that began before its subscription.
-	require.NoError(t, pub.Publish("call.before:1", wmMessages(3, `{}`)...))
-	fresh, _ := wmSubscribe(t, sub, "call.responded:1")
-	before, _ := wmSubscribe(t, sub, "call.before:1")
+	require.NoError(t, pub.Publish("call.before:1", testutil.Messages(3, `{}`)...))
+	fresh, _ := testutil.Subscribe(t, sub, "call.responded:1")
+	before, _ := testutil.Subscribe(t, sub, "call.before:1")
 
 	srv.KillClients(t, "TYPE", "pubsub")
-	wmEventually(t, func() bool { return wmNumsub(t, srv, "call.responded:1") == 0 }, "the subscription is gone")
-	require.NoError(t, pub.Publish("call.responded:1", wmMessages(5, `{"lost":true}`)...))
-	require.NoError(t, pub.Publish("call.before:1", wmMessages(2, `{"lost":true}`)...))
-	wmWait(t, reconnected, "OnReconnect")
+	testutil.Eventually(t, func() bool { return testutil.Numsub(t, srv, "call.responded:1") == 0 }, "the subscription is gone")
+	require.NoError(t, pub.Publish("call.responded:1", testutil.Messages(5, `{"lost":true}`)...))
+	require.NoError(t, pub.Publish("call.before:1", testutil.Messages(2, `{"lost":true}`)...))
+	testutil.Wait(t, reconnected, "OnReconnect")
 	require.NoError(t, pub.Publish("call.responded:1", message.NewMessage("sixth", []byte(`{}`))))
 	require.NoError(t, pub.Publish("call.before:1", message.NewMessage("sixth", []byte(`{}`))))
 
-	require.Equal(t, "sixth", wmReceive(t, fresh).UUID)
-	require.Equal(t, "sixth", wmReceive(t, before).UUID)
+	require.Equal(t, "sixth", testutil.Receive(t, fresh).UUID)
+	require.Equal(t, "sixth", testutil.Receive(t, before).UUID)
 	got := map[string]redispubsub.GapEvent{}
 	for range 2 {
-		ev := wmWait(t, gaps, "OnGap")
+		ev := testutil.Wait(t, gaps, "OnGap")
 		got[ev.Topic] = ev
 	}
 	require.Equal(t, redispubsub.GapEvent{Topic: "call.responded:1", Publisher: got["call.responded:1"].Publisher, First: 1, Last: 5},

@@ -22,12 +22,13 @@ import (
 
 	redispubsub "github.com/alkdev/watermill-redispubsub"
 	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 // wmNewRouter returns a router that wmRunRouter runs.
 func wmNewRouter(t testing.TB) *message.Router {
 	t.Helper()
-	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: wmWaitTimeout}, wmLogger(t))
+	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: testutil.Timeout}, testutil.Logger(t))
 	require.NoError(t, err)
 	return r
 }
@@ -42,13 +43,13 @@ func wmRunRouter(t testing.TB, r *message.Router) {
 	go func() { done <- r.Run(context.Background()) }()
 	t.Cleanup(func() {
 		assert.NoError(t, r.Close())
-		assert.NoError(t, <-done)
+		assert.NoError(t, testutil.Wait(t, done, "Run to return"))
 	})
 	select {
 	case <-r.Running():
 	case err := <-done:
 		t.Fatalf("router stopped before running: %v", err)
-	case <-time.After(wmWaitTimeout):
+	case <-time.After(testutil.Timeout):
 		t.Fatal("router not running")
 	}
 }
@@ -65,7 +66,7 @@ func TestRouter_RetryHandlesOnceAfterTwoFailures(t *testing.T) {
 	srv := redistest.Start(t)
 	pub, sub := wmPubSub(t, srv, nil)
 	r := wmNewRouter(t)
-	r.AddMiddleware(middleware.Retry{MaxRetries: 3, InitialInterval: time.Millisecond, Logger: wmLogger(t)}.Middleware)
+	r.AddMiddleware(middleware.Retry{MaxRetries: 3, InitialInterval: time.Millisecond, Logger: testutil.Logger(t)}.Middleware)
 
 	var attempts, successes atomic.Int32
 	handled := make(chan string, 10)
@@ -81,8 +82,8 @@ func TestRouter_RetryHandlesOnceAfterTwoFailures(t *testing.T) {
 
 	msg := wmJSON(`{"order":1}`)
 	require.NoError(t, pub.Publish("orders", msg))
-	require.Equal(t, msg.UUID, wmWait(t, handled, "the handler to succeed"))
-	wmEventually(t, func() bool { return sub.Stats().Acked == 1 })
+	require.Equal(t, msg.UUID, testutil.Wait(t, handled, "the handler to succeed"))
+	testutil.Eventually(t, func() bool { return sub.Stats().Acked == 1 })
 
 	stats := sub.Stats()
 	assert.EqualValues(t, 3, attempts.Load())
@@ -99,7 +100,7 @@ func TestRouter_PoisonQueue(t *testing.T) {
 	srv := redistest.Start(t)
 	pub, sub := wmPubSub(t, srv, nil)
 	poisonObserver := wmSubscriber(t, srv, nil)
-	poisoned, _ := wmSubscribe(t, poisonObserver, "poison")
+	poisoned, _ := testutil.Subscribe(t, poisonObserver, "poison")
 
 	poisonQueue, err := middleware.PoisonQueue(pub, "poison")
 	require.NoError(t, err)
@@ -114,7 +115,7 @@ func TestRouter_PoisonQueue(t *testing.T) {
 	msg.Metadata.Set("tenant", "acme")
 	require.NoError(t, pub.Publish("payments", msg))
 
-	got := wmReceive(t, poisoned)
+	got := testutil.Receive(t, poisoned)
 	got.Ack()
 	assert.Equal(t, msg.UUID, got.UUID)
 	assert.JSONEq(t, `{"amount":42}`, string(got.Payload))
@@ -124,7 +125,7 @@ func TestRouter_PoisonQueue(t *testing.T) {
 	assert.Equal(t, "charge-payment", got.Metadata.Get(middleware.PoisonedHandlerKey))
 	assert.NotEmpty(t, got.Metadata.Get(middleware.PoisonedSubscriberKey))
 
-	wmEventually(t, func() bool { return sub.Stats().Acked == 1 }, "the poisoned message is Acked on its topic")
+	testutil.Eventually(t, func() bool { return sub.Stats().Acked == 1 }, "the poisoned message is Acked on its topic")
 	assert.Zero(t, sub.Stats().Nacked)
 }
 
@@ -160,10 +161,10 @@ func TestRouter_RecovererRedeliversPanickedMessage(t *testing.T) {
 
 	msg := wmJSON(`{"job":7}`)
 	require.NoError(t, pub.Publish("jobs", msg))
-	again := wmWait(t, handled, "the redelivered message")
+	again := testutil.Wait(t, handled, "the redelivered message")
 	assert.Equal(t, msg.UUID, again.UUID)
 	assert.JSONEq(t, `{"job":7}`, string(again.Payload))
-	wmEventually(t, func() bool { return sub.Stats().Acked == 1 })
+	testutil.Eventually(t, func() bool { return sub.Stats().Acked == 1 })
 
 	var panicErr middleware.RecoveredPanicError
 	require.ErrorAs(t, recovered.Load().(error), &panicErr)
@@ -202,7 +203,7 @@ func TestRouter_Throttle(t *testing.T) {
 		msgs[i] = wmJSON(`{"i":%d}`, i)
 	}
 	require.NoError(t, pub.Publish("events", msgs...))
-	wmWait(t, done, "every message handled")
+	testutil.Wait(t, done, "every message handled")
 
 	mu.Lock()
 	defer mu.Unlock()
@@ -228,7 +229,7 @@ func TestRouter_Timeout(t *testing.T) {
 		start := time.Now()
 		select {
 		case <-msg.Context().Done():
-		case <-time.After(wmWaitTimeout):
+		case <-time.After(testutil.Timeout):
 		}
 		results <- result{err: msg.Context().Err(), elapsed: time.Since(start)}
 		return nil
@@ -236,11 +237,11 @@ func TestRouter_Timeout(t *testing.T) {
 	wmRunRouter(t, r)
 
 	require.NoError(t, pub.Publish("reports", wmJSON(`{}`)))
-	res := wmWait(t, results, "the handler")
+	res := testutil.Wait(t, results, "the handler")
 	assert.ErrorIs(t, res.err, context.DeadlineExceeded)
 	assert.GreaterOrEqual(t, res.elapsed, timeout/2) // the deadline starts before the handler runs
-	assert.Less(t, res.elapsed, wmWaitTimeout)
-	wmEventually(t, func() bool { return sub.Stats().Acked == 1 })
+	assert.Less(t, res.elapsed, testutil.Timeout)
+	testutil.Eventually(t, func() bool { return sub.Stats().Acked == 1 })
 }
 
 // A handler publishes what it produces to another topic, with the
@@ -253,7 +254,7 @@ func TestRouter_HandlerPublishesToAnotherTopic(t *testing.T) {
 	// it its own.
 	handlerPub, _ := wmPubSub(t, srv, nil)
 	observer := wmSubscriber(t, srv, nil)
-	enriched, _ := wmSubscribe(t, observer, "orders.enriched")
+	enriched, _ := testutil.Subscribe(t, observer, "orders.enriched")
 
 	r := wmNewRouter(t)
 	r.AddMiddleware(middleware.CorrelationID)
@@ -269,7 +270,7 @@ func TestRouter_HandlerPublishesToAnotherTopic(t *testing.T) {
 		require.NoError(t, pub.Publish("orders", in))
 	}
 	for i := range n {
-		out := wmReceive(t, enriched)
+		out := testutil.Receive(t, enriched)
 		out.Ack()
 		assert.JSONEq(t, fmt.Sprintf(`{"enriched":{"order":%d}}`, i), string(out.Payload))
 		assert.Equal(t, fmt.Sprint("corr-", i), middleware.MessageCorrelationID(out))
@@ -318,7 +319,7 @@ func wmShutdownUnderLoad(t *testing.T, shutdown func(r *message.Router, cancelRu
 	defer cancelRun()
 	runDone := make(chan error, 1)
 	go func() { runDone <- r.Run(ctx) }()
-	wmWait(t, r.Running(), "the router to run")
+	testutil.Wait(t, r.Running(), "the router to run")
 
 	stopPublishing := make(chan struct{})
 	var publishers sync.WaitGroup
@@ -343,24 +344,24 @@ func wmShutdownUnderLoad(t *testing.T, shutdown func(r *message.Router, cancelRu
 	var stopOnce sync.Once
 	stop := func() {
 		stopOnce.Do(func() { close(stopPublishing) })
-		publishers.Wait()
+		testutil.WaitGroup(t, &publishers, "the publishers to stop")
 	}
 	t.Cleanup(stop) // also when the test fails half way
 
-	wmEventually(t, func() bool { return handled.Load() >= 300 }, "the handlers are busy")
+	testutil.Eventually(t, func() bool { return handled.Load() >= 300 }, "the handlers are busy")
 	shutdown(r, cancelRun, runDone)
 	shutdownReturned.Store(true)
 	handledAtShutdown := handled.Load()
 
 	// Publishing goes on: 500 more messages that nobody handles.
 	publishedAtShutdown := published.Load()
-	wmEventually(t, func() bool { return published.Load() >= publishedAtShutdown+500 })
+	testutil.Eventually(t, func() bool { return published.Load() >= publishedAtShutdown+500 })
 	stop()
 	for _, topic := range topics {
-		wmEventually(t, func() bool { return wmNumsub(t, srv, topic) == 0 }, "still subscribed to %s", topic)
+		testutil.Eventually(t, func() bool { return testutil.Numsub(t, srv, topic) == 0 }, "still subscribed to %s", topic)
 	}
 	require.NoError(t, sub.Close())
-	wmEventually(t, func() bool { return handled.Load() == handledAtShutdown+finished.Load() })
+	testutil.Eventually(t, func() bool { return handled.Load() == handledAtShutdown+finished.Load() })
 	t.Logf("handled %d of %d published; %d handler call(s) running when the shutdown returned; subscriber stats %+v",
 		handledAtShutdown, published.Load(), finished.Load(), sub.Stats())
 	return finished.Load(), started.Load()
@@ -371,7 +372,7 @@ func wmShutdownUnderLoad(t *testing.T, shutdown func(r *message.Router, cancelRu
 func TestRouter_ShutdownByContextUnderLoad(t *testing.T) {
 	lateFinished, lateStarted := wmShutdownUnderLoad(t, func(r *message.Router, cancelRun context.CancelFunc, runDone <-chan error) {
 		cancelRun()
-		require.NoError(t, wmWait(t, runDone, "Run to return"))
+		require.NoError(t, testutil.Wait(t, runDone, "Run to return"))
 	})
 	assert.Zero(t, lateStarted, "handler calls started after Run returned")
 	assert.Zero(t, lateFinished, "handler calls still running when Run returned")
@@ -393,7 +394,7 @@ func TestRouter_ShutdownByContextUnderLoad(t *testing.T) {
 func TestRouter_CloseUnderLoad(t *testing.T) {
 	lateFinished, lateStarted := wmShutdownUnderLoad(t, func(r *message.Router, _ context.CancelFunc, runDone <-chan error) {
 		require.NoError(t, r.Close())
-		require.NoError(t, wmWait(t, runDone, "Run to return"))
+		require.NoError(t, testutil.Wait(t, runDone, "Run to return"))
 	})
 	assert.LessOrEqual(t, lateStarted, lateFinished)
 	assert.LessOrEqual(t, lateFinished, int64(3), "more than one handler call per handler running after Close returned")
@@ -411,7 +412,7 @@ func TestUpstreamBug_RouterCloseReturnsWhileHandlerRuns(t *testing.T) {
 	topics := []string{"a", "b", "c"}
 	for run := range 100 {
 		gc := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 100_000}, watermill.NopLogger{})
-		r, err := message.NewRouter(message.RouterConfig{CloseTimeout: wmWaitTimeout}, watermill.NopLogger{})
+		r, err := message.NewRouter(message.RouterConfig{CloseTimeout: testutil.Timeout}, watermill.NopLogger{})
 		require.NoError(t, err)
 		var handled, running atomic.Int64
 		for _, topic := range topics {
@@ -425,7 +426,7 @@ func TestUpstreamBug_RouterCloseReturnsWhileHandlerRuns(t *testing.T) {
 		}
 		runDone := make(chan error, 1)
 		go func() { runDone <- r.Run(context.Background()) }()
-		wmWait(t, r.Running(), "the router to run")
+		testutil.Wait(t, r.Running(), "the router to run")
 		stop := make(chan struct{})
 		var publishers sync.WaitGroup
 		for _, topic := range topics {
@@ -442,14 +443,14 @@ func TestUpstreamBug_RouterCloseReturnsWhileHandlerRuns(t *testing.T) {
 				}
 			}()
 		}
-		wmEventually(t, func() bool { return handled.Load() >= 300 })
+		testutil.Eventually(t, func() bool { return handled.Load() >= 300 })
 		require.NoError(t, r.Close())
 		runningAtClose := running.Load()
 		close(stop)
-		publishers.Wait()
-		require.NoError(t, wmWait(t, runDone, "Run to return"))
+		testutil.WaitGroup(t, &publishers, "the publishers to stop")
+		require.NoError(t, testutil.Wait(t, runDone, "Run to return"))
 		require.NoError(t, gc.Close())
-		wmEventually(t, func() bool { return running.Load() == 0 })
+		testutil.Eventually(t, func() bool { return running.Load() == 0 })
 		require.Zero(t, runningAtClose, "run %d: handler calls running when Router.Close returned", run)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	redispubsub "github.com/alkdev/watermill-redispubsub"
 	"github.com/alkdev/watermill-redispubsub/internal/redistest"
 	"github.com/alkdev/watermill-redispubsub/internal/redistest/redisproc"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 const shardPrefix = "sh:"
@@ -42,9 +43,11 @@ func newStampedPublisher(client redis.UniversalClient, sharded bool) *stampedPub
 	return &stampedPublisher{client: client, sharded: sharded, id: "test-publisher", next: make(map[string]uint64)}
 }
 
-// publish sends the next number on topic, retrying until Redis took it or
-// ctx ends; it returns the number.
+// publish sends the next number on topic, retrying until Redis took it, ctx
+// ends or testutil.Timeout passed; it returns the number.
 func (p *stampedPublisher) publish(ctx context.Context, topic string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, testutil.Timeout)
+	defer cancel()
 	p.mu.Lock()
 	p.next[topic]++
 	seq := p.next[topic]
@@ -111,7 +114,7 @@ func (c *seqConsumer) numbers() []uint64 {
 // waitFor waits until the consumer received number n or more.
 func (c *seqConsumer) waitFor(t testing.TB, n uint64) {
 	t.Helper()
-	timeout := time.After(wmWaitTimeout)
+	timeout := time.After(testutil.Timeout)
 	for {
 		select {
 		case got := <-c.received:
@@ -148,25 +151,14 @@ func TestSharded(t *testing.T) {
 	t.Run("1000 topics over 3 masters", func(t *testing.T) {
 		const topics = 1000
 		consumers := make([]*seqConsumer, topics)
-		var wg sync.WaitGroup
-		errs := make(chan error, topics)
-		for i := range topics {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				ch, err := sub.Subscribe(ctx, fmt.Sprintf("t.%d", i))
-				if err != nil {
-					errs <- err
-					return
-				}
-				consumers[i] = consumeSeqs(ch)
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			require.NoError(t, err)
-		}
+		testutil.Parallel(t, topics, topics, func(i int) error {
+			ch, err := sub.Subscribe(ctx, fmt.Sprintf("t.%d", i))
+			if err != nil {
+				return err
+			}
+			consumers[i] = consumeSeqs(ch)
+			return nil
+		})
 		for round := range 3 {
 			for i := range topics {
 				_, err := pub.publish(ctx, fmt.Sprintf("t.%d", i))
@@ -181,10 +173,9 @@ func TestSharded(t *testing.T) {
 				channel := fmt.Sprintf("%st.%d", shardPrefix, i)
 				owner := cluster.ChannelOwner(t, channel)
 				owners[owner.Addr()]++
-				n := owner.Do(t, "PUBSUB", "SHARDNUMSUB", channel).([]any)
-				require.EqualValues(t, 1, n[1], "SHARDNUMSUB of %s on its owner", channel)
+				require.EqualValues(t, 1, testutil.ShardNumsub(t, owner, channel), "SHARDNUMSUB of %s on its owner", channel)
 				for _, node := range cluster.Nodes() {
-					require.EqualValues(t, 0, node.Do(t, "PUBSUB", "NUMSUB", channel).([]any)[1], "classic NUMSUB")
+					require.Zero(t, testutil.Numsub(t, node, channel), "classic NUMSUB")
 				}
 			}
 		}
@@ -196,7 +187,7 @@ func TestSharded(t *testing.T) {
 	// that delivery resumed and that the loss equals the gaps.
 	follow := func(t *testing.T, topic string, fault func(channel string)) {
 		gapsBefore := sub.Stats().Gaps
-		ch, cancel := wmSubscribe(t, sub, topic)
+		ch, cancel := testutil.Subscribe(t, sub, topic)
 		c := consumeSeqs(ch)
 		flowCtx, stopFlow := context.WithCancel(ctx)
 		var last uint64
@@ -221,13 +212,13 @@ func TestSharded(t *testing.T) {
 		c.waitFor(t, p)
 		t.Logf("fault took %v; delivery resumed %v after it", faulted.Sub(faultAt).Round(time.Millisecond), time.Since(faulted).Round(time.Millisecond))
 		stopFlow()
-		<-flowed
+		testutil.Wait(t, flowed, "the flow to stop")
 		marker, err := pub.publish(ctx, topic)
 		require.NoError(t, err)
 		c.waitFor(t, marker)
 		require.GreaterOrEqual(t, marker, last)
 		cancel()
-		wmEventually(t, func() bool { return len(c.numbers()) > 0 })
+		testutil.Eventually(t, func() bool { return len(c.numbers()) > 0 })
 		checkStream(t, c.numbers(), marker, sub.Stats().Gaps-gapsBefore)
 	}
 
@@ -265,13 +256,13 @@ func TestShardedOnASingleServer(t *testing.T) {
 	sub := wmSubscriber(t, srv, func(c *redispubsub.SubscriberConfig) { c.Sharded, c.ChannelPrefix = true, shardPrefix })
 	_, err := sub.SubscribePattern(context.Background(), "t.*")
 	require.ErrorIs(t, err, redispubsub.ErrShardedPattern)
-	ch, _ := wmSubscribe(t, sub, "single")
+	ch, _ := testutil.Subscribe(t, sub, "single")
 	c := consumeSeqs(ch)
 	pub := newStampedPublisher(client, true)
 	n, err := pub.publish(context.Background(), "single")
 	require.NoError(t, err)
 	c.waitFor(t, n)
-	require.EqualValues(t, 1, srv.Do(t, "PUBSUB", "SHARDNUMSUB", shardPrefix+"single").([]any)[1])
+	require.EqualValues(t, 1, testutil.ShardNumsub(t, srv, shardPrefix+"single"))
 }
 
 // The Subscriber on a Sentinel failover client: the master killed, Sentinel
@@ -284,7 +275,7 @@ func TestSentinelFailover(t *testing.T) {
 	sub := wmSubscriber(t, nil, func(c *redispubsub.SubscriberConfig) {
 		c.Client, c.ChannelPrefix = sentinel.NewFailoverClient(t), shardPrefix
 	})
-	ch, cancel := wmSubscribe(t, sub, "ha")
+	ch, cancel := testutil.Subscribe(t, sub, "ha")
 	c := consumeSeqs(ch)
 	ctx := context.Background()
 	for range 10 {
@@ -298,7 +289,7 @@ func TestSentinelFailover(t *testing.T) {
 	// The Subscriber resubscribes at the new master; until Redis confirmed
 	// it, what is published there is lost (and counted).
 	var last uint64
-	wmEventually(t, func() bool {
+	testutil.Eventually(t, func() bool {
 		n, err := pub.publish(ctx, "ha")
 		require.NoError(t, err)
 		last = n

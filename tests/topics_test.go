@@ -4,14 +4,13 @@ import (
 	"context"
 	"fmt"
 	"runtime"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/stretchr/testify/require"
 
 	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 // 100,000 live topics on one Subscriber with the default configuration
@@ -21,7 +20,7 @@ import (
 // of theirs is left.
 func TestHundredThousandTopics(t *testing.T) {
 	n := 100_000
-	if faultRaceEnabled() || testing.Short() {
+	if testutil.Race || testing.Short() {
 		n = 10_000
 	}
 	const workers = 1000
@@ -29,25 +28,28 @@ func TestHundredThousandTopics(t *testing.T) {
 	pub, sub := wmPubSub(t, srv, nil)
 	topic := func(i int) string { return fmt.Sprintf("call.responded:%d", i) }
 	// Warm up the connection and the publisher, then count goroutines.
-	_, cancelWarm := wmSubscribe(t, sub, "warm")
-	require.NoError(t, pub.Publish("warm", wmMessages(1, `{}`)...))
+	_, cancelWarm := testutil.Subscribe(t, sub, "warm")
+	require.NoError(t, pub.Publish("warm", testutil.Messages(1, `{}`)...))
 	cancelWarm()
-	wmEventually(t, func() bool { return wmNumsub(t, srv, "warm") == 0 })
+	testutil.Eventually(t, func() bool { return testutil.Numsub(t, srv, "warm") == 0 })
 	baseline := runtime.NumGoroutine()
 
 	chans := make([]<-chan *message.Message, n)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	inParallel(t, n, workers, func(i int) error {
+	testutil.Parallel(t, n, workers, func(i int) error {
 		ch, err := sub.Subscribe(ctx, topic(i))
 		chans[i] = ch
 		return err
 	})
-	inParallel(t, n, 64, func(i int) error {
+	testutil.Parallel(t, n, 64, func(i int) error {
 		return pub.Publish(topic(i), message.NewMessage(fmt.Sprint(i), []byte(`{}`)))
 	})
-	inParallel(t, n, workers, func(i int) error {
-		msg := wmReceive(t, chans[i])
+	testutil.Parallel(t, n, workers, func(i int) error {
+		msg, err := testutil.TryReceive(chans[i])
+		if err != nil {
+			return fmt.Errorf("topic %d: %w", i, err)
+		}
 		if msg.UUID != fmt.Sprint(i) {
 			return fmt.Errorf("topic %d got message %s", i, msg.UUID)
 		}
@@ -58,63 +60,12 @@ func TestHundredThousandTopics(t *testing.T) {
 
 	cancel()
 	for _, ch := range chans {
-		wmRequireClosed(t, ch)
+		testutil.RequireClosed(t, ch)
 	}
-	wmEventually(t, func() bool {
+	testutil.Eventually(t, func() bool {
 		channels, _ := srv.Do(t, "PUBSUB", "CHANNELS", "call.responded:*").([]any)
 		return len(channels) == 0
 	}, "Redis still holds subscriptions")
-	require.EqualValues(t, 0, wmNumsub(t, srv, topic(n-1)))
-	if !assertEventuallyFewer(baseline) {
-		buf := make([]byte, 1<<20)
-		t.Fatalf("%d goroutines left behind (baseline %d):\n%s", runtime.NumGoroutine()-baseline, baseline, buf[:runtime.Stack(buf, true)])
-	}
-}
-
-// inParallel calls fn(i) for every i in [0, n) from workers goroutines, and
-// fails the test with the first error.
-func inParallel(t testing.TB, n, workers int, fn func(i int) error) {
-	t.Helper()
-	var (
-		wg   sync.WaitGroup
-		next = make(chan int)
-		errs = make(chan error, workers)
-	)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				if err := fn(i); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	for i := range n {
-		select {
-		case next <- i:
-		case err := <-errs:
-			close(next)
-			wg.Wait()
-			t.Fatal(err)
-		}
-	}
-	close(next)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
-}
-
-func assertEventuallyFewer(baseline int) bool {
-	for range 200 {
-		if runtime.NumGoroutine() <= baseline {
-			return true
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return false
+	require.EqualValues(t, 0, testutil.Numsub(t, srv, topic(n-1)))
+	testutil.GoroutinesAtMost(t, baseline)
 }

@@ -28,6 +28,7 @@ import (
 
 	redispubsub "github.com/alkdev/watermill-redispubsub"
 	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 // wmUniversalFeatures declares what the adapter really does.
@@ -67,7 +68,7 @@ const wmUniversalPrefix = "wm-universal:"
 func wmUniversalPubSub(t testing.TB, srv *redistest.Server, configure func(*redispubsub.SubscriberConfig)) (*redispubsub.Publisher, *redispubsub.Subscriber) {
 	t.Helper()
 	client := srv.NewClient(t)
-	logger := wmLogger(t)
+	logger := testutil.Logger(t)
 	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{
 		Client:        client,
 		ChannelPrefix: wmUniversalPrefix,
@@ -293,13 +294,22 @@ func TestUniversalCasesCoverUpstreamSuite(t *testing.T) {
 func wmTopic(prefix string) string { return prefix + "-" + watermill.NewUUID() }
 
 // wmReadAll reads from ch until n messages arrived, Acking each, and fails
-// the test when one takes longer than wmWaitTimeout. It returns them in the
+// the test when one takes longer than testutil.Timeout. It returns them in the
 // order received.
 func wmReadAll(t testing.TB, ch <-chan *message.Message, n int) message.Messages {
 	t.Helper()
-	msgs, all := subscriber.BulkRead(ch, n, wmWaitTimeout)
+	msgs, all := subscriber.BulkRead(ch, n, testutil.Timeout)
 	require.True(t, all, "received %d of %d messages", len(msgs), n)
 	return msgs
+}
+
+// wmPublishParallel publishes n messages with payload "x" on topic from
+// publishers goroutines, as the universal suite's AddSimpleMessagesParallel
+// does, and returns them, with the first error instead of failing the test
+// from its goroutines (it may run on a goroutine other than the test's).
+func wmPublishParallel(pub message.Publisher, topic string, n, publishers int) (message.Messages, error) {
+	msgs := testutil.Messages(n, "x")
+	return msgs, testutil.TryParallel(n, publishers, func(i int) error { return pub.Publish(topic, msgs[i]) })
 }
 
 // Port of TestConcurrentSubscribe: 50 Subscribers subscribe first, 50
@@ -323,16 +333,17 @@ func TestSubscribeFirst_ConcurrentSubscribe(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range subscribersCount {
 		_, sub := wmUniversalPubSub(t, srv, nil)
-		ch, _ := wmSubscribe(t, sub, topic)
+		ch, _ := testutil.Subscribe(t, sub, topic)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i], _ = subscriber.BulkRead(ch, messagesCount, wmWaitTimeout)
+			results[i], _ = subscriber.BulkRead(ch, messagesCount, testutil.Timeout)
 		}()
 	}
 
-	published := tests.AddSimpleMessagesParallel(t, messagesCount, pub, topic, 50)
-	wg.Wait()
+	published, err := wmPublishParallel(pub, topic, messagesCount, 50)
+	require.NoError(t, err)
+	testutil.WaitGroup(t, &wg, "the Subscribers to read")
 	for i, received := range results {
 		require.True(t, tests.AssertAllMessagesReceived(t, published, received), "subscriber %d", i)
 	}
@@ -351,7 +362,7 @@ func TestSubscribeFirst_PublishSubscribeInOrder(t *testing.T) {
 	chans := make([]<-chan *message.Message, subscribersCount)
 	for i := range chans {
 		_, sub := wmUniversalPubSub(t, srv, nil)
-		chans[i], _ = wmSubscribe(t, sub, topic)
+		chans[i], _ = testutil.Subscribe(t, sub, topic)
 	}
 	var published message.Messages
 	for i := range messagesCount {
@@ -364,13 +375,13 @@ func TestSubscribeFirst_PublishSubscribeInOrder(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			received, all := subscriber.BulkRead(ch, messagesCount, wmWaitTimeout)
+			received, all := subscriber.BulkRead(ch, messagesCount, testutil.Timeout)
 			if assert.True(t, all, "subscriber %d: %d of %d", i, len(received), messagesCount) {
 				assert.Equal(t, published.IDs(), received.IDs(), "subscriber %d: order", i)
 			}
 		}()
 	}
-	wg.Wait()
+	testutil.WaitGroup(t, &wg, "the Subscribers to read")
 }
 
 // Port of TestContinueAfterSubscribeClose ("we don't lose messages after
@@ -389,18 +400,22 @@ func TestSubscribeFirst_ContinueAfterSubscribeClose(t *testing.T) {
 	topic := wmTopic("continue-after-close")
 	newSub := func() (*redispubsub.Subscriber, <-chan *message.Message) {
 		_, sub := wmUniversalPubSub(t, srv, nil)
-		ch, _ := wmSubscribe(t, sub, topic)
+		ch, _ := testutil.Subscribe(t, sub, topic)
 		return sub, ch
 	}
 	current, ch := newSub()
 
 	nextBatch := make(chan struct{})
 	stop := make(chan struct{})
-	publishedCh := make(chan message.Messages, 1)
+	type publishedBatches struct {
+		msgs message.Messages
+		err  error
+	}
+	publishedCh := make(chan publishedBatches, 1)
 	publishersDone := make(chan struct{})
 	go func() {
 		defer close(publishersDone)
-		var published message.Messages
+		var published publishedBatches
 		defer func() { publishedCh <- published }()
 		for b := range batches {
 			if b > 0 {
@@ -410,12 +425,17 @@ func TestSubscribeFirst_ContinueAfterSubscribeClose(t *testing.T) {
 					return
 				}
 			}
-			published = append(published, tests.AddSimpleMessagesParallel(t, batchSize, pub, topic, 50)...)
+			msgs, err := wmPublishParallel(pub, topic, batchSize, 50)
+			published.msgs = append(published.msgs, msgs...)
+			if err != nil {
+				published.err = err
+				return
+			}
 		}
 	}()
 	t.Cleanup(func() { // also when the test fails half way
 		close(stop)
-		<-publishersDone
+		testutil.Wait(t, publishersDone, "the publishers to stop")
 	})
 
 	received := map[string]*message.Message{}
@@ -423,16 +443,12 @@ func TestSubscribeFirst_ContinueAfterSubscribeClose(t *testing.T) {
 	for len(received) < totalMessagesCount {
 		if handovers < batches-1 && len(received) >= (handovers+1)*batchSize {
 			next, nextCh := newSub()
-			select {
-			case nextBatch <- struct{}{}: // published during the handover
-			case <-time.After(wmWaitTimeout):
-				t.Fatal("the publishers are stuck")
-			}
+			testutil.Send(t, nextBatch, struct{}{}, "the next batch, published during the handover")
 			marker := message.NewMessage(watermill.NewUUID(), []byte("marker"))
 			marker.Metadata.Set("marker", "true")
 			require.NoError(t, pub.Publish(topic, marker))
 			for {
-				msg := wmReceive(t, ch)
+				msg := testutil.Receive(t, ch)
 				msg.Ack()
 				if msg.UUID == marker.UUID {
 					break
@@ -444,19 +460,20 @@ func TestSubscribeFirst_ContinueAfterSubscribeClose(t *testing.T) {
 			handovers++
 			continue
 		}
-		msg := wmReceive(t, ch)
+		msg := testutil.Receive(t, ch)
 		msg.Ack()
 		if msg.Metadata.Get("marker") == "" {
 			received[msg.UUID] = msg
 		}
 	}
-	published := wmWait(t, publishedCh, "the publishers")
+	published := testutil.Wait(t, publishedCh, "the publishers")
+	require.NoError(t, published.err)
 	require.Equal(t, batches-1, handovers)
 	var all message.Messages
 	for _, msg := range received {
 		all = append(all, msg)
 	}
-	tests.AssertAllMessagesReceived(t, published, all)
+	tests.AssertAllMessagesReceived(t, published.msgs, all)
 }
 
 // Port of TestConcurrentClose: 10 Subscribers subscribe and close
@@ -484,12 +501,12 @@ func TestSubscribeFirst_ConcurrentClose(t *testing.T) {
 			assert.NoError(t, sub.Close())
 		}()
 	}
-	wg.Wait()
-	wmEventually(t, func() bool { return wmNumsub(t, srv, wmUniversalPrefix+topic) == 0 },
+	testutil.WaitGroup(t, &wg, "the Subscribers to close")
+	testutil.Eventually(t, func() bool { return testutil.Numsub(t, srv, wmUniversalPrefix+topic) == 0 },
 		"every closed Subscriber left the channel")
 
 	pub, sub := wmUniversalPubSub(t, srv, nil)
-	ch, _ := wmSubscribe(t, sub, topic)
+	ch, _ := testutil.Subscribe(t, sub, topic)
 	expected := tests.PublishSimpleMessages(t, 50, pub, topic)
 	tests.AssertAllMessagesReceived(t, expected, wmReadAll(t, ch, len(expected)))
 }
@@ -504,11 +521,11 @@ func TestSubscribeFirst_ContinueAfterErrors(t *testing.T) {
 		c.NackResendSleep = -1 // at once: 300 Nacks would take 30s with the default
 	})
 	topic := wmTopic("continue-after-errors")
-	ch, _ := wmSubscribe(t, sub, topic)
+	ch, _ := testutil.Subscribe(t, sub, topic)
 	published := tests.PublishSimpleMessages(t, totalMessagesCount, pub, topic)
 
 	for range nacks {
-		msg := wmReceive(t, ch)
+		msg := testutil.Receive(t, ch)
 		require.Equal(t, published[0].UUID, msg.UUID, "a Nacked message is redelivered before the next")
 		msg.Nack()
 	}
@@ -530,10 +547,10 @@ func TestSubscribeFirst_SubscribeCtx(t *testing.T) {
 	toCancel, err := sub.Subscribe(ctx, topic)
 	require.NoError(t, err)
 	tests.PublishSimpleMessages(t, messagesCount, pub, topic)
-	first := wmReceive(t, toCancel)
+	first := testutil.Receive(t, toCancel)
 	first.Nack()
 	cancel()
-	wmRequireClosed(t, toCancel)
+	testutil.RequireClosed(t, toCancel)
 	// The cancelled subscription was the topic's last, so the next
 	// Subscribe subscribes in Redis again. Until Redis confirmed the
 	// UNSUBSCRIBE, messages of the first batch still unread on the
@@ -541,9 +558,9 @@ func TestSubscribeFirst_SubscribeCtx(t *testing.T) {
 	// joins a live subscription, see
 	// TestSubscribeDoesNotGetMessagesPublishedBeforeIt): wait until the
 	// reader has read them all.
-	wmEventually(t, func() bool { return sub.Stats().Received == messagesCount })
+	testutil.Eventually(t, func() bool { return sub.Stats().Received == messagesCount })
 
-	ch, _ := wmSubscribe(t, sub, topic)
+	ch, _ := testutil.Subscribe(t, sub, topic)
 	published := tests.PublishSimpleMessages(t, messagesCount, pub, topic)
 	tests.AssertAllMessagesReceived(t, published, wmReadAll(t, ch, messagesCount))
 }
@@ -563,11 +580,11 @@ func TestSubscribeFirst_NewSubscriberReceivesNewMessages(t *testing.T) {
 	var chans []<-chan *message.Message
 	for range 3 {
 		_, sub := wmUniversalPubSub(t, srv, nil)
-		ch, _ := wmSubscribe(t, sub, topic)
+		ch, _ := testutil.Subscribe(t, sub, topic)
 		chans = append(chans, ch)
 		published := tests.PublishSimpleMessages(t, 1, pub, topic)
 		for i, ch := range chans {
-			msg := wmReceive(t, ch)
+			msg := testutil.Receive(t, ch)
 			msg.Ack()
 			require.Equal(t, published[0].UUID, msg.UUID, "subscriber %d", i)
 		}
@@ -584,8 +601,8 @@ func TestSubscribeFirst_NoConsumerGroupsFanOut(t *testing.T) {
 	topic := wmTopic("fan-out")
 	_, group1 := wmUniversalPubSub(t, srv, nil)
 	_, group2 := wmUniversalPubSub(t, srv, nil)
-	ch1, _ := wmSubscribe(t, group1, topic)
-	ch2, _ := wmSubscribe(t, group2, topic)
+	ch1, _ := testutil.Subscribe(t, group1, topic)
+	ch2, _ := testutil.Subscribe(t, group2, topic)
 
 	published := tests.PublishSimpleMessages(t, 50, pub, topic)
 	tests.AssertAllMessagesReceived(t, published, wmReadAll(t, ch1, 50))
@@ -619,7 +636,7 @@ func TestSubscribeFirst_Reconnect(t *testing.T) {
 		}
 	})
 	topic := wmTopic("reconnect")
-	ch, cancelSub := wmSubscribe(t, sub, topic)
+	ch, cancelSub := testutil.Subscribe(t, sub, topic)
 
 	var (
 		mu        sync.Mutex
@@ -699,32 +716,32 @@ func TestSubscribeFirst_Reconnect(t *testing.T) {
 		if !workClosed {
 			close(work)
 		}
-		publishers.Wait()
+		testutil.WaitGroup(t, &publishers, "the publishers to stop")
 		cancelSub()
-		<-receiverDone
+		testutil.Wait(t, receiverDone, "the receiver to stop")
 	})
 
 	for i := range messagesCount {
 		if restartAt[i] {
 			setSubscribed(false)
-			wmEventually(t, allMustArriveReceived, "every message published while subscribed arrived before the kill")
+			testutil.Eventually(t, allMustArriveReceived, "every message published while subscribed arrived before the kill")
 			srv.Kill()
 			srv.Restart()
-			wmWait(t, reconnects, "the Subscriber to reconnect")
+			testutil.Wait(t, reconnects, "the Subscriber to reconnect")
 			// OnReconnect comes once Redis confirmed the resubscription
 			// (TestOnReconnectAfterResubscriptionConfirmed), so Redis has
 			// the subscriber already and what is published from now on
 			// must arrive.
-			require.EqualValues(t, 1, wmNumsub(t, srv, wmUniversalPrefix+topic),
+			require.EqualValues(t, 1, testutil.Numsub(t, srv, wmUniversalPrefix+topic),
 				"OnReconnect came after Redis confirmed the resubscription")
 			setSubscribed(true)
 		}
-		work <- struct{}{}
+		testutil.Send(t, work, struct{}{}, "a message's work to a publisher")
 	}
 	close(work)
 	workClosed = true
-	publishers.Wait()
-	wmEventually(t, allMustArriveReceived, "every message published while subscribed arrived")
+	testutil.WaitGroup(t, &publishers, "the publishers")
+	testutil.Eventually(t, allMustArriveReceived, "every message published while subscribed arrived")
 
 	mu.Lock()
 	defer mu.Unlock()
@@ -778,14 +795,14 @@ func TestOnReconnectAfterResubscriptionConfirmed(t *testing.T) {
 			}
 		}
 	})
-	guarded, _ := wmSubscribe(t, sub, "guarded")
-	open, _ := wmSubscribe(t, sub, "open")
+	guarded, _ := testutil.Subscribe(t, sub, "guarded")
+	open, _ := testutil.Subscribe(t, sub, "open")
 
 	srv.Kill()
 	srv.Restart()
 	srv.Do(t, "ACL", "SETUSER", "default", "resetchannels", "&"+wmUniversalPrefix+"open")
 
-	r := wmWait(t, reports, "OnReconnect")
+	r := testutil.Wait(t, reports, "OnReconnect")
 	require.NoError(t, r.err)
 	require.EqualValues(t, 1, r.numsub[wmUniversalPrefix+"open"], "OnReconnect comes after Redis confirmed the resubscription")
 	require.EqualValues(t, 0, r.numsub[wmUniversalPrefix+"guarded"])
@@ -795,11 +812,11 @@ func TestOnReconnectAfterResubscriptionConfirmed(t *testing.T) {
 	select {
 	case _, ok := <-guarded:
 		require.False(t, ok, "the refused subscription ends")
-	case <-time.After(wmWaitTimeout):
+	case <-time.After(testutil.Timeout):
 		t.Fatal("the refused subscription's channel was not closed")
 	}
 	require.NoError(t, pub.Publish("open", message.NewMessage(watermill.NewUUID(), []byte(`{}`))))
-	wmReceive(t, open).Ack()
+	testutil.Receive(t, open).Ack()
 }
 
 // While the connection is down, Subscribe waits for Redis's confirmation
@@ -814,7 +831,7 @@ func TestSubscribeWhileDisconnectedWaitsForConfirmation(t *testing.T) {
 	sub := wmSubscriber(t, srv, func(c *redispubsub.SubscriberConfig) {
 		c.SubscribeTimeout = 500 * time.Millisecond
 	})
-	wmSubscribe(t, sub, "existing")
+	testutil.Subscribe(t, sub, "existing")
 	srv.Kill() // and not restarted
 
 	_, err := sub.Subscribe(context.Background(), "new-topic")
@@ -839,14 +856,14 @@ func TestSubscribeDoesNotGetMessagesPublishedBeforeIt(t *testing.T) {
 	const n = 2000
 	srv := redistest.Start(t)
 	pub, sub := wmUniversalPubSub(t, srv, nil)
-	wmSubscribe(t, sub, "busy") // never read: its queue holds what comes
-	require.NoError(t, pub.Publish("busy", wmMessages(n, strings.Repeat("x", 1024))...))
+	testutil.Subscribe(t, sub, "busy") // never read: its queue holds what comes
+	require.NoError(t, pub.Publish("busy", testutil.Messages(n, strings.Repeat("x", 1024))...))
 
-	late, _ := wmSubscribe(t, sub, "busy")
+	late, _ := testutil.Subscribe(t, sub, "busy")
 	readBefore := sub.Stats().Received
 	marker := message.NewMessage(watermill.NewUUID(), []byte("after"))
 	require.NoError(t, pub.Publish("busy", marker))
-	msg := wmReceive(t, late)
+	msg := testutil.Receive(t, late)
 	require.Equal(t, marker.UUID, msg.UUID,
 		"the first message of a Subscribe made after %d messages were published is one of them (%d of them read when Subscribe returned)", n, readBefore)
 }

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 // waitTimeout bounds every command and every wait of these tests; it only
@@ -136,8 +137,7 @@ func (p *proc) wait(t *testing.T) result {
 // waitStderr waits until the command wrote a line holding substr on stderr.
 func (p *proc) waitStderr(t *testing.T, substr string) {
 	t.Helper()
-	require.Eventually(t, func() bool { return strings.Contains(p.stderr.String(), substr) },
-		waitTimeout, 5*time.Millisecond, "stderr never said %q", substr)
+	testutil.Eventually(t, func() bool { return strings.Contains(p.stderr.String(), substr) }, "stderr to say %q", substr)
 }
 
 // signal sends sig to the command.

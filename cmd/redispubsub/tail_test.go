@@ -9,10 +9,11 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 // jsonEvent is a line of tail --json as a jq user reads it.
@@ -138,7 +139,7 @@ func TestTailSignals(t *testing.T) {
 			tail := startCLI(t, "", "tail", "-u", srv.url, "orders")
 			tail.waitStderr(t, "subscribed to orders")
 			require.Equal(t, 0, runCLI(t, "", "publish", "-u", srv.url, "orders", `{}`).code)
-			require.Eventually(t, func() bool { return len(tail.stdout.lines()) == 1 }, waitTimeout, 5*time.Millisecond)
+			testutil.Eventually(t, func() bool { return len(tail.stdout.lines()) == 1 }, "the event printed")
 			tail.signal(t, sig)
 			res := tail.wait(t)
 			require.Equal(t, 0, res.code, res.stderr)

@@ -8,10 +8,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 // TestMetricsMove starts the service on the embedded Redis, scrapes /metrics
@@ -36,10 +37,10 @@ func TestMetricsMove(t *testing.T) {
 	}
 	// Each order is acked twice: by "count" and, as orders.counted, by "log".
 	var after map[string]float64
-	require.Eventually(t, func() bool {
+	testutil.Eventually(t, func() bool {
 		after = scrape(t, s.addr)
 		return after[`redispubsub_subscriber_acked_total{name="router"}`] == 2*orders
-	}, 20*time.Second, 10*time.Millisecond, "acked never reached %d", 2*orders)
+	}, "acked to reach %d", 2*orders)
 
 	for metric, want := range map[string]float64{
 		`redispubsub_publisher_published_total{name="orders"}`:                                                             2 * orders, // the orders and the counted ones

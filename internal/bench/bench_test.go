@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 // tinyConfig runs every case with every system, each in a few messages or
@@ -86,9 +87,9 @@ func TestRunEveryCase(t *testing.T) {
 	assert.NotContains(t, table.String(), "failed")
 
 	assert.Equal(t, int64(0), srv.Do(t, "DBSIZE"), "redisstream's streams are deleted")
-	require.Eventually(t, func() bool {
+	testutil.Eventually(t, func() bool {
 		return len(srv.Do(t, "PUBSUB", "CHANNELS", cfg.Prefix+"*").([]any)) == 0
-	}, 10*time.Second, 10*time.Millisecond, "every subscription ends")
+	}, "every subscription ends")
 }
 
 // TestRunSelects runs only the cases and systems it is asked for.

@@ -43,6 +43,7 @@ import (
 
 	redispubsub "github.com/alkdev/watermill-redispubsub"
 	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -833,9 +834,7 @@ func TestInterop_ChannelPrefix(t *testing.T) {
 	// so that the TypeScript pubsub listener is alone.
 	require.NoError(t, envTarget.Close())
 	require.NoError(t, rawTarget.Close())
-	require.Eventually(t, func() bool {
-		return srv.Do(t, "PUBSUB", "NUMSUB", channel).([]any)[1].(int64) == 0
-	}, interopTimeout, 5*time.Millisecond)
+	testutil.Eventually(t, func() bool { return testutil.Numsub(t, srv, channel) == 0 }, "the Go subscriptions to end")
 	listenPubSub := interopStart(t, srv, "listen", "--mode", "pubsub", "--prefix", prefix, "--topic", "call.responded",
 		"--id", "uuid-123", "--count", "1", "--timeout-ms", interopPeerTimeoutMs)
 	listenPubSub.ready()
