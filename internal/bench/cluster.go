@@ -2,10 +2,12 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -78,23 +80,25 @@ func NeedsCluster(caseIDs []string) bool {
 }
 
 // measureCluster measures s on the cluster: publishing only, classic then
-// sharded, then end to end the same way, each on a system opened for it.
+// sharded, then end to end the same way, each on a system opened for it
+// and channels of its own: a classic message reaches the other nodes over
+// the cluster bus after PUBLISH returned, and must not arrive in the next
+// measurement.
 func (r *runner) measureCluster(ctx context.Context, s system, topic string, size int) ([]float64, error) {
-	topics := make([]string, r.cfg.ClusterChannels)
-	for i := range topics {
-		topics[i] = topic + "." + strconv.Itoa(i)
-	}
-	modes := []string{"classic", "sharded"}
 	var rates [2][2]float64 // [publish only, end to end][classic, sharded]
 	var bus [2]float64      // [classic, sharded], publishing only
-	for e, consume := range []bool{false, true} {
-		for m, mode := range modes {
-			rate, perMsg, err := r.clusterThroughput(ctx, s, m == 1, consume, topics, size)
+	for e, phase := range []string{"publish only", "end to end"} {
+		for m, mode := range []string{"classic", "sharded"} {
+			topics := make([]string, r.cfg.ClusterChannels)
+			for i := range topics {
+				topics[i] = fmt.Sprintf("%s.%s.%d.%d", topic, mode, e, i)
+			}
+			rate, perMsg, err := r.clusterThroughput(ctx, s, m == 1, e == 1, topics, size)
 			if err != nil {
-				return nil, fmt.Errorf("%s, %s: %w", mode, map[bool]string{false: "publish only", true: "end to end"}[consume], err)
+				return nil, fmt.Errorf("%s, %s: %w", mode, phase, err)
 			}
 			rates[e][m] = rate
-			if !consume {
+			if e == 0 {
 				bus[m] = perMsg
 			}
 		}
@@ -108,7 +112,8 @@ func (r *runner) measureCluster(ctx context.Context, s system, topic string, siz
 
 // clusterThroughput measures the throughput of s on the cluster, classic
 // or sharded, with single messages from Publishers goroutines, and counts
-// the Pub/Sub messages it made the nodes send each other.
+// the Pub/Sub messages it made the nodes send each other. It returns once
+// the nodes received every one of those.
 func (r *runner) clusterThroughput(ctx context.Context, s system, sharded, consume bool, topics []string, size int) (rate, busPerMsg float64, err error) {
 	newClient := func() redis.UniversalClient { return r.cfg.NewClusterClient() }
 	t, err := s.open(r.cfg, target{newClient: newClient, sharded: sharded})
@@ -124,37 +129,74 @@ func (r *runner) clusterThroughput(ctx context.Context, s system, sharded, consu
 	if err != nil {
 		return 0, 0, err
 	}
-	after, err := busMessages(ctx, r.cluster)
+	after, err := r.busSettled(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
-	return res.rate, float64(after-before) / float64(res.sent), nil
+	return res.rate, float64(after.sent-before.sent) / float64(res.sent), nil
 }
 
-// busMessages sums, over the cluster's nodes, the Pub/Sub messages they
-// sent each other over the cluster bus (CLUSTER INFO
-// cluster_stats_messages_publish_sent and _publishshard_sent, each absent
-// until its first message). Redis counts a message as it queues it, in the
-// command that publishes.
-func busMessages(ctx context.Context, c *redis.ClusterClient) (int64, error) {
-	var sum atomic.Int64
+// busCount is the sum, over the cluster's nodes, of the Pub/Sub messages
+// they sent each other over the cluster bus, and of those they received.
+type busCount struct{ sent, received int64 }
+
+// busSettled waits, at most StallTimeout, until the nodes received every
+// Pub/Sub message sent over the cluster bus (a classic PUBLISH reaches the
+// other nodes after it returned), and returns the count.
+func (r *runner) busSettled(ctx context.Context) (busCount, error) {
+	deadline := time.Now().Add(r.cfg.StallTimeout)
+	for {
+		c, err := busMessages(ctx, r.cluster)
+		if err != nil || c.received == c.sent {
+			return c, err
+		}
+		if time.Now().After(deadline) {
+			return c, fmt.Errorf("the cluster bus did not deliver within %v: %d Pub/Sub messages sent, %d received", r.cfg.StallTimeout, c.sent, c.received)
+		}
+		select {
+		case <-ctx.Done():
+			return c, ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// busMessages counts the Pub/Sub messages of the cluster bus: CLUSTER INFO
+// cluster_stats_messages_publish_sent and _publishshard_sent (and
+// _received), each absent until its first message. Redis counts a message
+// sent as it queues it, in the command that publishes.
+func busMessages(ctx context.Context, c *redis.ClusterClient) (busCount, error) {
+	var sent, received atomic.Int64
 	err := c.ForEachShard(ctx, func(ctx context.Context, node *redis.Client) error {
 		info, err := node.ClusterInfo(ctx).Result()
 		if err != nil {
 			return fmt.Errorf("%s: CLUSTER INFO: %w", node.Options().Addr, err)
 		}
-		for _, field := range []string{"cluster_stats_messages_publish_sent", "cluster_stats_messages_publishshard_sent"} {
-			if v, ok := infoField(info, field); ok {
-				n, err := strconv.ParseInt(v, 10, 64)
-				if err != nil {
-					return fmt.Errorf("%s: CLUSTER INFO %s: %w", node.Options().Addr, field, err)
-				}
-				sum.Add(n)
+		for _, kind := range []string{"publish", "publishshard"} {
+			s, err1 := infoCount(info, "cluster_stats_messages_"+kind+"_sent")
+			r, err2 := infoCount(info, "cluster_stats_messages_"+kind+"_received")
+			if err := errors.Join(err1, err2); err != nil {
+				return fmt.Errorf("%s: CLUSTER INFO: %w", node.Options().Addr, err)
 			}
+			sent.Add(s)
+			received.Add(r)
 		}
 		return nil
 	})
-	return sum.Load(), err
+	return busCount{sent: sent.Load(), received: received.Load()}, err
+}
+
+// infoCount returns the number of field in an INFO reply; 0 when absent.
+func infoCount(info, field string) (int64, error) {
+	v, ok := infoField(info, field)
+	if !ok {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", field, err)
+	}
+	return n, nil
 }
 
 // clusterShape describes the cluster: "3 masters, 0 replicas".
