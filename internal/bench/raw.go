@@ -28,11 +28,12 @@ func openRaw(cfg Config, on target) (transport, error) {
 // to the node that owns the channel's slot (PUBLISH has no key, and would
 // go to a random node).
 func (r *rawTransport) command(ctx context.Context, channel string, payload []byte) *redis.IntCmd {
-	name := "publish"
-	if r.sharded {
-		name = "spublish"
+	var cmd *redis.IntCmd
+	if r.sharded { // the names are constants: a variable would cost an allocation
+		cmd = redis.NewIntCmd(ctx, "spublish", channel, payload)
+	} else {
+		cmd = redis.NewIntCmd(ctx, "publish", channel, payload)
 	}
-	cmd := redis.NewIntCmd(ctx, name, channel, payload)
 	cmd.SetFirstKeyPos(1)
 	return cmd
 }
