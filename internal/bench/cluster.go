@@ -56,8 +56,10 @@ var clusterPublish = &caseSpec{
 			"Redis broadcasts to every other node over the cluster bus; sharded: SPUBLISH (PublisherConfig.Sharded), "+
 			"which stays in the owner's shard. End to end: one Subscriber of every channel (classic: one connection; "+
 			"sharded: SubscriberConfig.Sharded, a connection per node); raw go-redis: one PubSub, sharded one PubSub "+
-			"per node and an SSUBSCRIBE per channel. Sharded / classic: the quotient of the two rows above it. Bus messages: CLUSTER INFO cluster_stats_messages_publish_sent and "+
-			"_publishshard_sent summed over the nodes, per message published.", c.Publishers, c.ClusterChannels)
+			"per node and an SSUBSCRIBE per channel. Sharded / classic: the quotient of the two rows above it. Bus "+
+			"messages: CLUSTER INFO cluster_stats_messages_publish_sent and _publishshard_sent summed over the nodes, "+
+			"per message published; each measurement waits until the nodes received those of the one before.",
+			c.Publishers, c.ClusterChannels)
 	},
 	measureSystem: func(ctx context.Context, r *runner, s system, topic string, size int) ([]float64, error) {
 		return r.measureCluster(ctx, s, topic, size)
