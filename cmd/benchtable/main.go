@@ -1,12 +1,14 @@
 // Command benchtable measures this module's Publisher and Subscriber side
 // by side with raw go-redis on one Redis server in one run, with
-// watermill-redisstream and Watermill's gochannel for reference, and prints
-// a markdown table with the ratio adapter / raw go-redis (see
+// watermill-redisstream and Watermill's gochannel for reference, and
+// classic against sharded Pub/Sub on a Redis Cluster of 3 masters, and
+// prints a markdown table with the ratio adapter / raw go-redis (see
 // internal/bench). `make bench` runs it:
 //
-//	go run ./cmd/benchtable                        # a redis-server of its own
-//	go run ./cmd/benchtable -addr 127.0.0.1:6380   # a server you run
+//	go run ./cmd/benchtable                        # a redis-server and a cluster of its own
+//	go run ./cmd/benchtable -addr 127.0.0.1:6380   # a server you run; no cluster case
 //	go run ./cmd/benchtable -cases e2e-batch,latency -sizes 256 -duration 3s
+//	go run ./cmd/benchtable -cases cluster-publish
 //
 // The table goes to standard output, one progress line per measurement to
 // standard error. It exits with status 1 when a measurement failed, 2 when
@@ -38,7 +40,7 @@ func main() {
 		cases   string
 		systems string
 	)
-	flag.StringVar(&addr, "addr", "", "host:port of the Redis to measure (default: start a redis-server of its own)")
+	flag.StringVar(&addr, "addr", "", "host:port of the Redis to measure (default: start a redis-server of its own, and a cluster for cluster-publish, which -addr leaves out)")
 	flag.StringVar(&cfg.Prefix, "prefix", "", "prefix of every channel and key (default: redispubsub-bench:<random>:)")
 	flag.StringVar(&sizes, "sizes", "16,256,4096,65536", "payload sizes in bytes, comma-separated")
 	flag.StringVar(&cases, "cases", "", "cases to run, comma-separated (default: all): "+strings.Join(bench.CaseIDs(), ","))
@@ -46,7 +48,8 @@ func main() {
 	flag.DurationVar(&cfg.Duration, "duration", 0, "how long each round of a throughput measurement publishes (default 300ms)")
 	flag.IntVar(&cfg.Rounds, "rounds", 0, "rounds of each throughput measurement, the systems taking turns; the table gives the median (default 3)")
 	flag.IntVar(&cfg.Batch, "batch", 0, "messages per Publish call in e2e-batch and publish (default 100)")
-	flag.IntVar(&cfg.Publishers, "publishers", 0, "goroutines of e2e-parallel (default 64)")
+	flag.IntVar(&cfg.Publishers, "publishers", 0, "goroutines of e2e-parallel and cluster-publish (default 64)")
+	flag.IntVar(&cfg.ClusterChannels, "cluster-channels", 0, "channels of cluster-publish (default 64)")
 	flag.IntVar(&cfg.LatencySamples, "latency-samples", 0, "messages of the latency case (default 1000)")
 	flag.IntVar(&cfg.LatencyRate, "latency-rate", 0, "messages per second of the latency case (default 2000)")
 	flag.IntVar(&cfg.Topics, "topics", 0, "topics of the subscribe case (default 2000)")
@@ -72,17 +75,13 @@ func main() {
 
 func run(ctx context.Context, cfg bench.Config, addr string) int {
 	if addr == "" {
-		a, stopServer, err := startServer()
-		if err != nil {
+		var stop func()
+		var err error
+		if addr, stop, err = startOwn(&cfg); err != nil {
 			fmt.Fprintln(os.Stderr, "benchtable:", err)
 			return 2
 		}
-		defer func() {
-			if err := stopServer(); err != nil {
-				fmt.Fprintln(os.Stderr, "benchtable:", err)
-			}
-		}()
-		addr = a
+		defer stop()
 	}
 	cfg.NewClient = func() redis.UniversalClient { return redis.NewClient(&redis.Options{Addr: addr}) }
 	cfg.Progress = os.Stderr

@@ -4,7 +4,8 @@
 // for reference, and prints the figures as one markdown table with the
 // ratio adapter / raw go-redis.
 //
-// `make bench` (cmd/benchtable) runs it against a redis-server of its own.
+// `make bench` (cmd/benchtable) runs it against a redis-server of its own,
+// and the cluster case on a Redis Cluster of its own.
 // It is written so that a command can run it against a user's Redis too:
 // every channel and key it uses starts with Config.Prefix, every measurement
 // is bounded in time, the streams that redisstream creates are deleted after
@@ -77,6 +78,17 @@ type Config struct {
 	// at a time. Defaults: 100,000 and 1,000.
 	ManyTopics, SubscribeWorkers int
 
+	// NewClusterClient returns a new client of a Redis Cluster (Redis 7 or
+	// later), on which the "cluster-publish" case runs: Run calls it for
+	// every publisher and subscriber of that case, and closes what it
+	// returns. nil: that case is not run, and a note under the table says
+	// so.
+	NewClusterClient func() *redis.ClusterClient
+
+	// ClusterChannels is the number of channels of the "cluster-publish"
+	// case, over which its Publishers goroutines publish. Default: 64.
+	ClusterChannels int
+
 	// Cases selects the cases to run by id (see CaseIDs), in the order of
 	// CaseIDs. Default: all.
 	Cases []string
@@ -116,6 +128,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.Topics, 2000)
 	setDefault(&c.ManyTopics, 100_000)
 	setDefault(&c.SubscribeWorkers, 1000)
+	setDefault(&c.ClusterChannels, 64)
 	if c.Cases == nil {
 		c.Cases = CaseIDs()
 	}
@@ -143,7 +156,7 @@ func (c *Config) validate() error {
 	case c.Duration < 0 || c.StallTimeout < 0 || c.SubscribeTimeout < 0:
 		return errors.New("bench: durations must not be negative")
 	case c.Rounds < 1 || c.Batch < 1 || c.Publishers < 1 || c.LatencySamples < 1 || c.LatencyRate < 1 ||
-		c.Topics < 1 || c.ManyTopics < 1 || c.SubscribeWorkers < 1:
+		c.Topics < 1 || c.ManyTopics < 1 || c.SubscribeWorkers < 1 || c.ClusterChannels < 1:
 		return errors.New("bench: counts must be positive")
 	}
 	for _, s := range c.Sizes {
@@ -195,6 +208,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		Systems:      selectedSystems(cfg.Systems),
 	}
 	r := &runner{cfg: cfg, admin: admin}
+	if cfg.NewClusterClient != nil && NeedsCluster(cfg.Cases) {
+		r.cluster = cfg.NewClusterClient()
+		defer func() { _ = r.cluster.Close() }()
+		if report.Cluster, err = clusterShape(ctx, r.cluster); err != nil {
+			return nil, fmt.Errorf("bench: the cluster does not answer: %w", err)
+		}
+	}
 	p := r.plan(report)
 	rounds := make(map[*Row]map[string][]float64)
 	for i, c := range p {
@@ -203,24 +223,36 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			report.Elapsed = time.Since(started)
 			return report, ctxErr
 		}
-		for j, row := range c.rows {
-			if rounds[row] == nil {
-				rounds[row] = make(map[string][]float64)
-			}
-			id := c.system.id
-			switch {
-			case row.Values[id].Err != nil: // an earlier round failed
-			case err != nil:
-				row.Values[id] = Value{Err: err}
-			default:
-				rounds[row][id] = append(rounds[row][id], values[j])
-				row.Values[id] = Value{V: median(rounds[row][id])}
-			}
-		}
+		c.record(rounds, values, err)
 		r.progress(i+1, len(p), c, values, err, started)
 	}
 	report.Elapsed = time.Since(started)
 	return report, nil
+}
+
+// record puts the values of one round of c, or its error, in its rows:
+// the median of the rounds so far, or the quotient of two such rows.
+// rounds keeps the values of every round by row and system.
+func (c cell) record(rounds map[*Row]map[string][]float64, values []float64, err error) {
+	id := c.system.id
+	for j, row := range c.rows {
+		if rounds[row] == nil {
+			rounds[row] = make(map[string][]float64)
+		}
+		switch {
+		case row.Values[id].Err != nil: // an earlier round failed
+		case err != nil:
+			row.Values[id] = Value{Err: err}
+		default:
+			rounds[row][id] = append(rounds[row][id], values[j])
+			row.Values[id] = Value{V: median(rounds[row][id])}
+		}
+	}
+	for j, m := range c.spec.metrics {
+		if q := m.quotient; q != nil && c.rows[j].Values[id].Err == nil {
+			c.rows[j].Values[id] = Value{V: c.rows[q[0]].Values[id].V / c.rows[q[1]].Values[id].V}
+		}
+	}
 }
 
 // median returns the median of vs, which it sorts.
@@ -239,18 +271,30 @@ func redisVersion(ctx context.Context, c redis.UniversalClient) (string, error) 
 	if err != nil {
 		return "", fmt.Errorf("redis does not answer: %w", err)
 	}
-	for _, l := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "redis_version:"); ok {
-			return v, nil
-		}
+	if v, ok := infoField(info, "redis_version"); ok {
+		return v, nil
 	}
 	return "unknown", nil
+}
+
+// infoField returns the value of field in the reply of INFO or CLUSTER
+// INFO, "field:value" lines.
+func infoField(info, field string) (string, bool) {
+	for _, l := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), field+":"); ok {
+			return v, true
+		}
+	}
+	return "", false
 }
 
 // runner carries what the measurements of one Run share.
 type runner struct {
 	cfg   Config
 	admin redis.UniversalClient
+	// cluster is a client of Config.NewClusterClient's cluster, when a
+	// cluster case runs; nil otherwise.
+	cluster *redis.ClusterClient
 }
 
 // cell is one measurement: a case, a payload size, a system and a round,
@@ -271,12 +315,16 @@ func (r *runner) plan(report *Report) []cell {
 		if !slices.Contains(r.cfg.Cases, spec.id) {
 			continue
 		}
+		if spec.cluster && r.cluster == nil {
+			report.Notes = append(report.Notes, fmt.Sprintf("*%s*: not run: it needs a Redis Cluster, and none was given.", spec.id))
+			continue
+		}
 		if spec.note != nil {
 			if n := spec.note(r.cfg); !slices.Contains(report.Notes, n) {
 				report.Notes = append(report.Notes, n)
 			}
 		}
-		sizes := []int{0}
+		sizes := []int{spec.size}
 		if spec.sized {
 			sizes = r.cfg.Sizes
 		}
@@ -309,11 +357,15 @@ func (r *runner) plan(report *Report) []cell {
 // key its topic may have made.
 func (r *runner) measure(ctx context.Context, c cell) ([]float64, error) {
 	topic := fmt.Sprintf("%s.%s.%d", c.spec.id, c.system.id, c.size)
+	if c.spec.measureSystem != nil {
+		runtime.GC()
+		return c.spec.measureSystem(ctx, r, c.system, topic, c.size)
+	}
 	defer func() {
 		// A stream of redisstream is a key; Pub/Sub channels are not.
 		_ = r.admin.Del(context.WithoutCancel(ctx), r.cfg.Prefix+topic).Err()
 	}()
-	t, err := c.system.open(r.cfg)
+	t, err := c.system.open(r.cfg, target{newClient: r.cfg.NewClient})
 	if err != nil {
 		return nil, err
 	}

@@ -16,11 +16,12 @@ import (
 	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
-// tinyConfig runs every case with every system, each in a few messages or
-// topics, against srv.
+// tinyConfig runs every case but the cluster case with every system, each
+// in a few messages or topics, against srv.
 func tinyConfig(srv *redistest.Server) Config {
 	return Config{
 		NewClient:        func() redis.UniversalClient { return redis.NewClient(&redis.Options{Addr: srv.Addr()}) },
+		ClusterChannels:  8,
 		Prefix:           "bench-test:",
 		Sizes:            []int{8, 300},
 		Duration:         20 * time.Millisecond,
@@ -36,17 +37,22 @@ func tinyConfig(srv *redistest.Server) Config {
 	}
 }
 
-// TestRunEveryCase runs every case on every system, tiny, and checks that
-// every cell it applies to was measured, and that nothing is left on the
-// server.
+// TestRunEveryCase runs every case on every system, tiny, the cluster case
+// on a cluster of 3 masters, and checks that every cell it applies to was
+// measured, and that nothing is left on the server or the cluster.
 func TestRunEveryCase(t *testing.T) {
 	srv := redistest.Start(t)
+	cluster := redistest.StartCluster(t, 3)
 	cfg := tinyConfig(srv)
+	cfg.NewClusterClient = func() *redis.ClusterClient {
+		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs()})
+	}
 	var progress strings.Builder
 	cfg.Progress = &progress
 
 	rep, err := Run(context.Background(), cfg)
 	require.NoError(t, err)
+	assert.Equal(t, "3 masters, 0 replicas", rep.Cluster)
 
 	require.Len(t, rep.Systems, len(SystemIDs()))
 	var seen []string
@@ -55,9 +61,13 @@ func TestRunEveryCase(t *testing.T) {
 			seen = append(seen, row.Case)
 		}
 		want := SystemIDs()
-		if strings.HasPrefix(row.Case, "subscribe") || strings.HasPrefix(row.Case, "eventtarget") {
+		switch {
+		case strings.HasPrefix(row.Case, "subscribe") || strings.HasPrefix(row.Case, "eventtarget"):
 			want = []string{"go-redis", "adapter", "gochannel"}
+		case row.Case == "cluster-publish":
+			want = []string{"go-redis", "adapter"}
 		}
+		busSharded := row.Metric == "bus/msg sharded"
 		var got []string
 		for _, id := range SystemIDs() {
 			v, ok := row.Values[id]
@@ -65,21 +75,29 @@ func TestRunEveryCase(t *testing.T) {
 				continue
 			}
 			got = append(got, id)
-			if assert.NoError(t, v.Err, "%s %d %s", row.Title, row.Size, id) && row.Unit != Bytes {
+			if assert.NoError(t, v.Err, "%s %d %s", row.Title, row.Size, id) && row.Unit != Bytes && !busSharded {
 				assert.Positive(t, v.V, "%s %d %s", row.Title, row.Size, id)
+			}
+			switch row.Metric {
+			case "bus/msg classic": // to each of the other two masters
+				assert.Equal(t, 2.0, v.V, "%s %s", row.Title, id)
+			case "bus/msg sharded": // no replicas
+				assert.Equal(t, 0.0, v.V, "%s %s", row.Title, id)
 			}
 		}
 		assert.Equal(t, want, got, row.Title)
 		_, ok := row.Ratio()
-		assert.Equal(t, !strings.Contains(row.Title, "stacks"), ok, row.Title)
+		noRatio := strings.Contains(row.Title, "stacks") || row.Unit == Ratio || busSharded // raw go-redis's 0
+		assert.Equal(t, !noRatio, ok, row.Title)
 	}
 	assert.Equal(t, CaseIDs(), seen)
 	// Per size: e2e-batch 2 rows, e2e-parallel 1, publish 1, latency 2;
-	// then subscribe 1, subscribe-many 3, eventtarget-many 3.
-	assert.Len(t, rep.Rows, 2*(2+1+1+2)+1+3+3)
+	// then subscribe 1, subscribe-many 3, eventtarget-many 3,
+	// cluster-publish 8.
+	assert.Len(t, rep.Rows, 2*(2+1+1+2)+1+3+3+8)
 	// Per size: 3 throughput cases of 2 rounds, latency; then 3 subscribe
-	// cases on 3 systems.
-	assert.Equal(t, 2*(3*2+1)*6+3*3, strings.Count(progress.String(), "\n"), progress.String())
+	// cases on 3 systems, cluster-publish of 2 rounds on 2.
+	assert.Equal(t, 2*(3*2+1)*6+3*3+2*2, strings.Count(progress.String(), "\n"), progress.String())
 
 	var table strings.Builder
 	require.NoError(t, rep.WriteTable(&table))
@@ -90,23 +108,37 @@ func TestRunEveryCase(t *testing.T) {
 	testutil.Eventually(t, func() bool {
 		return len(srv.Do(t, "PUBSUB", "CHANNELS", cfg.Prefix+"*").([]any)) == 0
 	}, "every subscription ends")
+	for _, node := range cluster.Nodes() {
+		testutil.Eventually(t, func() bool {
+			return len(node.Do(t, "PUBSUB", "CHANNELS", cfg.Prefix+"*").([]any)) == 0 &&
+				len(node.Do(t, "PUBSUB", "SHARDCHANNELS", cfg.Prefix+"*").([]any)) == 0
+		}, "every subscription on "+node.Addr()+" ends")
+	}
 }
 
 // TestRunSelects runs only the cases and systems it is asked for.
 func TestRunSelects(t *testing.T) {
 	srv := redistest.Start(t)
 	cfg := tinyConfig(srv)
-	cfg.Cases = []string{"publish", "subscribe"}
+	cfg.Cases = []string{"publish", "subscribe", "cluster-publish"}
 	cfg.Systems = []string{"go-redis", "adapter"}
 	cfg.Sizes = []int{16}
 
 	rep, err := Run(context.Background(), cfg)
 	require.NoError(t, err)
 	require.Equal(t, []System{{"go-redis", "raw go-redis"}, {"adapter", "adapter (envelope)"}}, rep.Systems)
-	require.Len(t, rep.Rows, 2)
+	require.Len(t, rep.Rows, 2, "no cluster, no cluster case")
 	for _, row := range rep.Rows {
 		assert.Len(t, row.Values, 2, row.Title)
 	}
+	assert.Contains(t, rep.Notes, "*cluster-publish*: not run: it needs a Redis Cluster, and none was given.")
+	assert.Empty(t, rep.Cluster)
+}
+
+func TestNeedsCluster(t *testing.T) {
+	assert.True(t, NeedsCluster(nil), "every case")
+	assert.True(t, NeedsCluster([]string{"publish", "cluster-publish"}))
+	assert.False(t, NeedsCluster([]string{"publish", "latency"}))
 }
 
 func TestRunUnreachableRedis(t *testing.T) {

@@ -9,17 +9,26 @@ import (
 // caseSpec is one case of the benchmark: what it measures, on which
 // systems, and the rows it fills.
 type caseSpec struct {
-	id     string
-	sized  bool // measured once per payload size
+	id    string
+	sized bool // measured once per payload size
+	// size is the payload size of a case that is not sized; 0: none.
+	size   int
 	rounds bool // measured Config.Rounds times
+	// cluster: runs on Config.NewClusterClient's cluster, and not at all
+	// without one.
+	cluster bool
 	// systems are the ids of the systems it runs on; nil: all.
 	systems []string
 	metrics []metric
 	// note explains the case under the table; nil: nothing to add.
 	note func(Config) string
-	// measure runs the case on t with topic (without the prefix) and
-	// payloads of size bytes, returning one value per metric.
+	// measure runs the case on t, the system opened on Config.NewClient's
+	// server, with topic (without the prefix) and payloads of size bytes,
+	// returning one value per metric.
 	measure func(ctx context.Context, r *runner, t transport, topic string, size int) ([]float64, error)
+	// measureSystem, set instead of measure, runs the case on the system
+	// s, which it opens itself, as often as it needs.
+	measureSystem func(ctx context.Context, r *runner, s system, topic string, size int) ([]float64, error)
 }
 
 func (c *caseSpec) runs(system string) bool {
@@ -34,6 +43,11 @@ type metric struct {
 	// noRatio: adapter / raw says nothing (raw go-redis holds nothing of
 	// the kind).
 	noRatio bool
+	// quotient, when set, makes the row the quotient of the rows of the
+	// case's metrics quotient[0] / quotient[1] (their medians, as the
+	// table shows them); the value measure returns for it, the quotient of
+	// the round, goes to the progress line only.
+	quotient *[2]int
 }
 
 // subscribeSystems are the systems of the subscribe cases: the Subscriber's
@@ -62,7 +76,7 @@ var cases = []*caseSpec{
 				"process's, publisher and consumer, per message.", c.Batch, c.Batch, c.Batch, formatCount(maxInFlight), formatSize(maxInFlightBytes))
 		},
 		measure: func(ctx context.Context, r *runner, t transport, topic string, size int) ([]float64, error) {
-			res, err := r.throughput(ctx, t, topic, size, 1, r.cfg.Batch, true)
+			res, err := r.throughput(ctx, t, []string{topic}, size, 1, r.cfg.Batch, true)
 			return []float64{res.rate, res.allocs}, err
 		},
 	},
@@ -79,7 +93,7 @@ var cases = []*caseSpec{
 			return fmt.Sprintf("*%d goroutines*: each publishes one message per call; the same consumer.", c.Publishers)
 		},
 		measure: func(ctx context.Context, r *runner, t transport, topic string, size int) ([]float64, error) {
-			res, err := r.throughput(ctx, t, topic, size, r.cfg.Publishers, 1, true)
+			res, err := r.throughput(ctx, t, []string{topic}, size, r.cfg.Publishers, 1, true)
 			return []float64{res.rate}, err
 		},
 	},
@@ -96,7 +110,7 @@ var cases = []*caseSpec{
 			return "*publish only*: as end to end with batches, nobody subscribed (gochannel then has nothing to do)."
 		},
 		measure: func(ctx context.Context, r *runner, t transport, topic string, size int) ([]float64, error) {
-			res, err := r.throughput(ctx, t, topic, size, 1, r.cfg.Batch, false)
+			res, err := r.throughput(ctx, t, []string{topic}, size, 1, r.cfg.Batch, false)
 			return []float64{res.rate}, err
 		},
 	},
@@ -157,6 +171,7 @@ var cases = []*caseSpec{
 			return res.values(), err
 		},
 	},
+	clusterPublish,
 }
 
 // topicsNote is the note of the subscribe cases.
@@ -194,6 +209,10 @@ func manyTopicsMetrics(head func(Config) string) []metric {
 //     per idle topic.
 //   - eventtarget-many: the same with an EventTarget, one listener per
 //     topic.
+//   - cluster-publish: on a Redis Cluster (Config.NewClusterClient; not run
+//     without one), classic PUBLISH and sharded SPUBLISH from Publishers
+//     goroutines over ClusterChannels channels: messages/s publishing, and
+//     end to end; cluster bus messages per published message.
 func CaseIDs() []string {
 	ids := make([]string, len(cases))
 	for i, c := range cases {

@@ -17,7 +17,7 @@ const latencyWarmup = 10
 func (r *runner) latency(ctx context.Context, t transport, topic string, size int) (p50, p99 time.Duration, err error) {
 	body := payload(size)
 	arrived := make(chan time.Time, 1)
-	stop, err := t.consume(ctx, topic, func() {
+	stop, err := t.consume(ctx, []string{topic}, func() {
 		select {
 		case arrived <- time.Now():
 		default: // not one at a time: the round trip below reports it

@@ -19,12 +19,15 @@ type Report struct {
 	Notes []string
 
 	RedisVersion string
-	GoVersion    string
-	GOMAXPROCS   int
-	Started      time.Time
-	Elapsed      time.Duration
-	Duration     time.Duration // of each round of a throughput measurement
-	Rounds       int           // of each throughput measurement
+	// Cluster is the shape of the cluster of the cluster cases, as
+	// "3 masters, 0 replicas"; "" when none ran.
+	Cluster    string
+	GoVersion  string
+	GOMAXPROCS int
+	Started    time.Time
+	Elapsed    time.Duration
+	Duration   time.Duration // of each round of a throughput measurement
+	Rounds     int           // of each throughput measurement
 }
 
 // Row is one figure measured on every system it applies to.
@@ -71,8 +74,12 @@ const (
 	Seconds
 	// Bytes is memory; less is better.
 	Bytes
-	// Count is a number of allocations; less is better.
+	// Count is a number per message (allocations, cluster bus messages);
+	// less is better.
 	Count
+	// Ratio is a quotient of two figures of the same system, which the
+	// row's title names.
+	Ratio
 )
 
 // format formats v for a table cell.
@@ -84,6 +91,8 @@ func (u Unit) format(v float64) string {
 		return formatDuration(v)
 	case Bytes:
 		return formatCount(int(math.Round(v))) + " B"
+	case Ratio:
+		return formatRatio(v)
 	default:
 		return strconv.FormatFloat(v, 'f', 1, 64)
 	}
@@ -92,16 +101,18 @@ func (u Unit) format(v float64) string {
 // WriteTable writes the report as a markdown table, one column per system
 // and a last column with the ratio adapter (envelope) / raw go-redis,
 // followed by notes on what the cases measured, the failures, if any, and
-// a line saying how and where it was measured. A cell is "—" where the row does not apply to the system, and
-// "failed" where the measurement failed.
+// a line saying how and where it was measured. A system that no row
+// applies to has no column. A cell is "—" where the row does not apply to
+// the system, and "failed" where the measurement failed.
 func (rep *Report) WriteTable(w io.Writer) error {
 	var b strings.Builder
 	b.WriteString("| case | size |")
-	for _, s := range rep.Systems {
+	columns := rep.columns()
+	for _, s := range columns {
 		b.WriteString(" " + s.Title + " |")
 	}
 	b.WriteString(" adapter / raw |\n|---|---|")
-	b.WriteString(strings.Repeat("---:|", len(rep.Systems)+1))
+	b.WriteString(strings.Repeat("---:|", len(columns)+1))
 	b.WriteString("\n")
 	var failures []string
 	prev := ""
@@ -116,7 +127,7 @@ func (rep *Report) WriteTable(w io.Writer) error {
 			size = formatSize(row.Size)
 		}
 		fmt.Fprintf(&b, "| %s | %s |", title, size)
-		for _, s := range rep.Systems {
+		for _, s := range columns {
 			v, ok := row.Values[s.ID]
 			switch {
 			case !ok:
@@ -129,7 +140,7 @@ func (rep *Report) WriteTable(w io.Writer) error {
 			}
 		}
 		if ratio, ok := row.Ratio(); ok {
-			fmt.Fprintf(&b, " %.2f× |\n", ratio)
+			fmt.Fprintf(&b, " %s |\n", formatRatio(ratio))
 		} else {
 			b.WriteString(" — |\n")
 		}
@@ -145,11 +156,29 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		b.WriteString(strings.Join(dedupe(failures), "\n"))
 		b.WriteString("\n")
 	}
-	fmt.Fprintf(&b, "\n(%s, Redis %s, %s, GOMAXPROCS %d; throughput: median of %d rounds of %v, the systems taking turns; run took %v.)\n",
-		rep.Started.Format("2006-01-02"), rep.RedisVersion, rep.GoVersion, rep.GOMAXPROCS,
+	cluster := ""
+	if rep.Cluster != "" {
+		cluster = "; cluster of " + rep.Cluster
+	}
+	fmt.Fprintf(&b, "\n(%s, Redis %s, %s, GOMAXPROCS %d%s; throughput: median of %d rounds of %v, the systems taking turns; run took %v.)\n",
+		rep.Started.Format("2006-01-02"), rep.RedisVersion, rep.GoVersion, rep.GOMAXPROCS, cluster,
 		rep.Rounds, rep.Duration, rep.Elapsed.Round(time.Second))
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// columns are the Systems that have a value, or a failure, in a row.
+func (rep *Report) columns() []System {
+	var out []System
+	for _, s := range rep.Systems {
+		for _, row := range rep.Rows {
+			if _, ok := row.Values[s.ID]; ok {
+				out = append(out, s)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // dedupe removes repeated lines (a failed measurement fills several rows).
@@ -201,6 +230,9 @@ func formatCount(n int) string {
 	}
 	return b.String()
 }
+
+// formatRatio formats a ratio: "1.62×".
+func formatRatio(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) + "×" }
 
 // formatDuration formats seconds with three significant digits in the
 // largest unit that keeps the number at least 1: "85.2 µs", "233 ms".

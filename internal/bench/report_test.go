@@ -12,7 +12,7 @@ import (
 
 func TestWriteTable(t *testing.T) {
 	rep := &Report{
-		Systems: []System{{"go-redis", "raw go-redis"}, {"adapter", "adapter (envelope)"}, {"gochannel", "gochannel"}},
+		Systems: []System{{"go-redis", "raw go-redis"}, {"adapter", "adapter (envelope)"}, {"redisstream", "redisstream"}, {"gochannel", "gochannel"}},
 		Rows: []*Row{
 			{Title: "end to end (msg/s)", Size: 16, Unit: PerSecond, Values: map[string]Value{
 				"go-redis": {V: 300000.4}, "adapter": {V: 150000}, "gochannel": {V: 1234567},
@@ -32,11 +32,15 @@ func TestWriteTable(t *testing.T) {
 			{Title: "allocs", Size: 256, Unit: Count, Values: map[string]Value{
 				"go-redis": {V: 13.24}, "adapter": {V: 39.31},
 			}},
+			{Title: "sharded / classic", Size: 256, Unit: Ratio, NoRatio: true, Values: map[string]Value{
+				"go-redis": {V: 1.234}, "adapter": {V: 1.6251},
+			}},
 		},
 		Notes:        []string{"*end to end*: what it is."},
 		RedisVersion: "7.0.15",
 		GoVersion:    "go1.26.8",
 		GOMAXPROCS:   2,
+		Cluster:      "3 masters, 0 replicas",
 		Started:      time.Date(2026, 11, 30, 15, 0, 0, 0, time.UTC),
 		Elapsed:      150400 * time.Millisecond,
 		Duration:     300 * time.Millisecond,
@@ -44,6 +48,7 @@ func TestWriteTable(t *testing.T) {
 	}
 	var b strings.Builder
 	require.NoError(t, rep.WriteTable(&b))
+	// redisstream has no value in any row: no column.
 	assert.Equal(t, `| case | size | raw go-redis | adapter (envelope) | gochannel | adapter / raw |
 |---|---|---:|---:|---:|---:|
 | end to end (msg/s) | 16 B | 300,000 | 150,000 | 1,234,567 | 0.50× |
@@ -52,6 +57,7 @@ func TestWriteTable(t *testing.T) {
 | topics: time |  | 233 ms | 8.60 s | — | 36.91× |
 | topics: heap |  | 62 B | 11,953 B | — | 192.79× |
 | allocs | 256 B | 13.2 | 39.3 | — | 2.97× |
+| sharded / classic | 256 B | 1.23× | 1.63× | — | — |
 
 - *end to end*: what it is.
 
@@ -59,7 +65,7 @@ Failed:
 
 - end to end (msg/s), 64 KiB, adapter (envelope): lost 3
 
-(2026-11-30, Redis 7.0.15, go1.26.8, GOMAXPROCS 2; throughput: median of 3 rounds of 300ms, the systems taking turns; run took 2m30s.)
+(2026-11-30, Redis 7.0.15, go1.26.8, GOMAXPROCS 2; cluster of 3 masters, 0 replicas; throughput: median of 3 rounds of 300ms, the systems taking turns; run took 2m30s.)
 `, b.String())
 }
 

@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"slices"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Ids of the systems, the columns of the table.
@@ -26,9 +28,18 @@ type System struct {
 // system is a System and the way to open it.
 type system struct {
 	id, title string
-	// open opens a fresh instance for one measurement, with clients of its
-	// own; transport.close closes them.
-	open func(Config) (transport, error)
+	// open opens a fresh instance for one measurement on the target, with
+	// clients of its own; transport.close closes them.
+	open func(Config, target) (transport, error)
+}
+
+// target is the Redis a system is opened on.
+type target struct {
+	// newClient returns a new client of it: Config.NewClient, or
+	// Config.NewClusterClient.
+	newClient func() redis.UniversalClient
+	// sharded: SPUBLISH and SSUBSCRIBE (the systems of the cluster case).
+	sharded bool
 }
 
 // systems are the systems in table order. The first is the yardstick of
@@ -45,7 +56,8 @@ var systems = []system{
 // SystemIDs returns the ids of the systems, in table order:
 //
 //   - go-redis: raw go-redis, the yardstick: pipelined PUBLISH, and one
-//     PubSub read with ReceiveMessage.
+//     PubSub read with ReceiveMessage; in the cluster case also SPUBLISH,
+//     and a PubSub per node with an SSUBSCRIBE per channel.
 //   - adapter: this module's Publisher and Subscriber with the default
 //     JSONEnvelopeMarshaler; adapter-rawjson and adapter-msgpack: with
 //     RawJSONMarshaler and MsgpackMarshaler.
@@ -76,11 +88,11 @@ type transport interface {
 	// publish sends n messages carrying payload on topic in one call (one
 	// pipeline for raw go-redis), returning once the server took them.
 	publish(ctx context.Context, topic string, payload []byte, n int) error
-	// consume subscribes to topic and returns once the subscription is
+	// consume subscribes to topics and returns once every subscription is
 	// live; it then calls onMsg for every message received, after its Ack,
-	// from one goroutine. stop ends the subscription and waits for that
-	// goroutine.
-	consume(ctx context.Context, topic string, onMsg func()) (stop func(), err error)
+	// from one goroutine per subscription (one in all for a single topic).
+	// stop ends the subscriptions and waits for those goroutines.
+	consume(ctx context.Context, topics []string, onMsg func()) (stop func(), err error)
 	// prepareTopics readies, without subscribing yet, the subscription of
 	// every topic, from workers goroutines at a time where the system
 	// subscribes one topic per call; with eventTarget, as listeners of an

@@ -35,26 +35,28 @@ func payload(size int) []byte {
 type throughputResult struct {
 	rate   float64 // messages per second
 	allocs float64 // heap allocations of the process per message
+	sent   uint64  // messages published, the warm-up's too
 }
 
-// throughput publishes payloads of size bytes on topic for Duration from
-// publishers goroutines, batch messages per call, and, with consume, waits
-// until a consumer received every one. The rate counts from the first
-// Publish to the last message received (or, without consume, the last
-// Publish returned). A warm-up batch goes first and is not counted.
-func (r *runner) throughput(ctx context.Context, t transport, topic string, size, publishers, batch int, consume bool) (throughputResult, error) {
+// throughput publishes payloads of size bytes on topics for Duration from
+// publishers goroutines, batch messages per call (goroutine i on topic i
+// modulo their number), and, with consume, waits until a consumer received
+// every one. The rate counts from the first Publish to the last message
+// received (or, without consume, the last Publish returned). A warm-up
+// batch on every topic goes first and is not counted.
+func (r *runner) throughput(ctx context.Context, t transport, topics []string, size, publishers, batch int, consume bool) (throughputResult, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	body := payload(size)
 	win := newWindow(windowSize(size, publishers, batch))
 	if consume {
-		stop, err := t.consume(ctx, topic, func() { win.release(1) })
+		stop, err := t.consume(ctx, topics, func() { win.release(1) })
 		if err != nil {
 			return throughputResult{}, fmt.Errorf("subscribe: %w", err)
 		}
 		defer stop()
 	}
-	round := func() error {
+	round := func(topic string) error {
 		if consume {
 			if err := win.acquire(ctx, batch); err != nil {
 				return err
@@ -69,15 +71,19 @@ func (r *runner) throughput(ctx context.Context, t transport, topic string, size
 	}
 	defer watch(ctx, cancel, r.cfg.StallTimeout, moved)()
 
-	if err := round(); err != nil {
-		return throughputResult{}, r.failure("warm-up", err, t, 0, win)
-	}
-	if consume {
-		if err := win.drain(ctx); err != nil {
-			return throughputResult{}, r.failure("warm-up", err, t, uint64(batch), win)
+	var warm uint64 // messages of the warm-up
+	for _, topic := range topics {
+		if err := round(topic); err != nil {
+			return throughputResult{}, r.failure("warm-up", err, t, warm, win)
+		}
+		warm += uint64(batch)
+		if consume {
+			if err := win.drain(ctx); err != nil {
+				return throughputResult{}, r.failure("warm-up", err, t, warm, win)
+			}
 		}
 	}
-	warm := win.received()
+	received := win.received()
 
 	runtime.GC()
 	var before, after runtime.MemStats
@@ -85,12 +91,13 @@ func (r *runner) throughput(ctx context.Context, t transport, topic string, size
 	start := time.Now()
 	deadline := start.Add(r.cfg.Duration)
 	var wg sync.WaitGroup
-	for range publishers {
+	for i := range publishers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			topic := topics[i%len(topics)]
 			for time.Now().Before(deadline) {
-				if err := round(); err != nil {
+				if err := round(topic); err != nil {
 					cancel(err)
 					return
 				}
@@ -110,12 +117,13 @@ func (r *runner) throughput(ctx context.Context, t transport, topic string, size
 	elapsed := time.Since(start)
 	runtime.ReadMemStats(&after)
 	n := published.Load()
-	if got := win.received() - warm; consume && got != n {
+	if got := win.received() - received; consume && got != n {
 		return throughputResult{}, fmt.Errorf("received %d messages, published %d", got, n)
 	}
 	return throughputResult{
 		rate:   float64(n) / elapsed.Seconds(),
 		allocs: float64(after.Mallocs-before.Mallocs) / float64(n),
+		sent:   warm + n,
 	}, nil
 }
 

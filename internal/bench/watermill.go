@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
@@ -37,18 +38,18 @@ type wmTransport struct {
 	ids     atomic.Uint64
 }
 
-func openAdapter(m redispubsub.Marshaler) func(Config) (transport, error) {
-	return func(cfg Config) (transport, error) {
-		pc, sc := cfg.NewClient(), cfg.NewClient()
+func openAdapter(m redispubsub.Marshaler) func(Config, target) (transport, error) {
+	return func(cfg Config, on target) (transport, error) {
+		pc, sc := on.newClient(), on.newClient()
 		closeClients := func() error { return errors.Join(pc.Close(), sc.Close()) }
 		pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{
-			Client: pc, ChannelPrefix: cfg.Prefix, Marshaler: m,
+			Client: pc, ChannelPrefix: cfg.Prefix, Marshaler: m, Sharded: on.sharded,
 		}, nil)
 		if err != nil {
 			return nil, errors.Join(err, closeClients())
 		}
 		sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
-			Client: sc, ChannelPrefix: cfg.Prefix, Marshaler: m,
+			Client: sc, ChannelPrefix: cfg.Prefix, Marshaler: m, Sharded: on.sharded,
 		}, nil)
 		if err != nil {
 			return nil, errors.Join(err, pub.Close(), closeClients())
@@ -73,8 +74,8 @@ func openAdapter(m redispubsub.Marshaler) func(Config) (transport, error) {
 // Subscribe returns once the group exists, so that what is added after it
 // returned is read. Its Publisher and Subscriber close the clients they
 // are given.
-func openRedisStream(cfg Config) (transport, error) {
-	pc, sc := cfg.NewClient(), cfg.NewClient()
+func openRedisStream(cfg Config, on target) (transport, error) {
+	pc, sc := on.newClient(), on.newClient()
 	pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{Client: pc, DefaultMaxlen: streamMaxLen}, nil)
 	if err != nil {
 		return nil, errors.Join(err, pc.Close(), sc.Close())
@@ -98,7 +99,7 @@ func openRedisStream(cfg Config) (transport, error) {
 	}, nil
 }
 
-func openGoChannel(Config) (transport, error) {
+func openGoChannel(Config, target) (transport, error) {
 	gc := gochannel.NewGoChannel(gochannel.Config{}, nil)
 	return &wmTransport{
 		pub:     gc,
@@ -119,25 +120,30 @@ func (w *wmTransport) publish(ctx context.Context, topic string, payload []byte,
 	return w.pub.Publish(w.name(topic), msgs...)
 }
 
-func (w *wmTransport) consume(ctx context.Context, topic string, onMsg func()) (func(), error) {
+// consume subscribes every topic, one Subscribe call after the other.
+func (w *wmTransport) consume(ctx context.Context, topics []string, onMsg func()) (func(), error) {
 	ctx, cancel := context.WithCancel(ctx)
-	ch, err := w.sub.Subscribe(ctx, w.name(topic))
-	if err != nil {
+	var wg sync.WaitGroup
+	stop := func() {
 		cancel()
-		return nil, err
+		wg.Wait()
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for msg := range ch {
-			msg.Ack()
-			onMsg()
+	for _, topic := range topics {
+		ch, err := w.sub.Subscribe(ctx, w.name(topic))
+		if err != nil {
+			stop()
+			return nil, err
 		}
-	}()
-	return func() {
-		cancel()
-		<-done
-	}, nil
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for msg := range ch {
+				msg.Ack()
+				onMsg()
+			}
+		}()
+	}
+	return stop, nil
 }
 
 func (w *wmTransport) prepareTopics(topics []string, workers int, eventTarget bool) (topicSet, error) {
