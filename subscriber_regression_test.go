@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 // closeWithin closes sub and fails the test when Close does not return
@@ -187,7 +188,7 @@ func TestReviewFailureReadRacesWithFail(t *testing.T) {
 		_, err := sub.Subscribe(ctx, "denied") // reads sn.failure once ctx ended
 		subscribed <- err
 	}()
-	require.Error(t, <-subscribed)
+	require.Error(t, testutil.Wait(t, subscribed, "the Subscribe whose context ends"))
 	select {
 	case err := <-initialized: // fail wrote sn.failure
 		require.ErrorIs(t, err, ErrSubscriptionRefused)
@@ -211,11 +212,10 @@ func TestReviewIdleNodeConnectionNeverCloses(t *testing.T) {
 	ch, err := sub.Subscribe(ctx, "orders")
 	require.NoError(t, err)
 	cancel()
-	for range ch {
-	}
-	require.Eventually(t, func() bool {
+	testutil.RequireClosed(t, ch)
+	testutil.Eventually(t, func() bool {
 		sub.mu.Lock()
 		defer sub.mu.Unlock()
 		return len(sub.conns) == 0
-	}, 3*time.Second, 10*time.Millisecond, "the idle node connection was not closed")
+	}, "the idle node connection was not closed")
 }

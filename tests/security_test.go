@@ -32,6 +32,7 @@ import (
 
 	redispubsub "github.com/alkdev/watermill-redispubsub"
 	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 // secPrefix is the ChannelPrefix of the ACL user's service.
@@ -85,7 +86,7 @@ func secErrorLogs(log *faultLog) []string {
 // secCtx returns a context that bounds a Subscribe expected to return at
 // once, so that a failing test does not wait for SubscribeTimeout.
 func secCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), wmWaitTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Timeout)
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -118,7 +119,7 @@ func secPublishReceive(t *testing.T, pub message.Publisher, topic string, chs ..
 	msg := message.NewMessage(watermill.NewUUID(), []byte(`{"topic":"`+topic+`"}`))
 	require.NoError(t, pub.Publish(topic, msg))
 	for _, ch := range chs {
-		got := wmReceive(t, ch)
+		got := testutil.Receive(t, ch)
 		require.Equal(t, msg.UUID, got.UUID)
 		got.Ack()
 	}
@@ -140,13 +141,13 @@ func TestACLLeastPrivilegeRunsPublisherSubscriberAndEventTarget(t *testing.T) {
 		Client: secAppClient(t, srv), ChannelPrefix: secPrefix, SubscribeTimeout: time.Minute,
 	}, log)
 
-	orders, cancelOrders := wmSubscribe(t, sub, "orders")
-	joined, cancelJoined := wmSubscribe(t, sub, "orders")
+	orders, cancelOrders := testutil.Subscribe(t, sub, "orders")
+	joined, cancelJoined := testutil.Subscribe(t, sub, "orders")
 	// Redis compares a PSUBSCRIBE's pattern with the ACL's literally: "*"
 	// (Redis's "myapp:events:*") is the one pattern this user may use.
 	all, cancelAll := secSubscribePattern(t, sub, "*")
 	secPublishReceive(t, pub, "orders", orders, joined)
-	msg := wmReceive(t, all)
+	msg := testutil.Receive(t, all)
 	require.Equal(t, "orders", msg.Metadata.Get(redispubsub.MetadataTopic))
 	msg.Ack()
 
@@ -161,22 +162,22 @@ func TestACLLeastPrivilegeRunsPublisherSubscriberAndEventTarget(t *testing.T) {
 	require.NoError(t, target.DispatchEvent(ctx, redispubsub.Event[secEvent]{
 		Type: "call.responded", ID: "uuid-1", Payload: secEvent{Status: "ok"},
 	}))
-	ev := wmWait(t, got, "the event")
+	ev := testutil.Wait(t, got, "the event")
 	require.Equal(t, "uuid-1", ev.ID)
 	require.Equal(t, "ok", ev.Payload.Status)
-	msg = wmReceive(t, all)
+	msg = testutil.Receive(t, all)
 	require.Equal(t, "call.responded:uuid-1", msg.Metadata.Get(redispubsub.MetadataTopic))
 	msg.Ack()
 
 	require.NoError(t, target.Close())
 	cancelJoined()
-	wmRequireClosed(t, joined)
+	testutil.RequireClosed(t, joined)
 	cancelOrders()
-	wmRequireClosed(t, orders)
+	testutil.RequireClosed(t, orders)
 	cancelAll()
-	wmRequireClosed(t, all)
-	wmEventually(t, func() bool {
-		return wmNumsub(t, srv, secPrefix+"orders") == 0 && wmNumsub(t, srv, secPrefix+"call.responded:uuid-1") == 0 &&
+	testutil.RequireClosed(t, all)
+	testutil.Eventually(t, func() bool {
+		return testutil.Numsub(t, srv, secPrefix+"orders") == 0 && testutil.Numsub(t, srv, secPrefix+"call.responded:uuid-1") == 0 &&
 			srv.Do(t, "PUBSUB", "NUMPAT").(int64) == 0
 	}, "unsubscribed from everything")
 	require.Empty(t, secErrorLogs(log))
@@ -194,7 +195,7 @@ func TestACLRefusedSubscribeFailsAtOnceAndAlone(t *testing.T) {
 	client := secAppClient(t, srv)
 	pub := secPublisher(t, client, "", log)
 	sub := secSubscriber(t, redispubsub.SubscriberConfig{Client: client, SubscribeTimeout: time.Minute}, log)
-	ok, _ := wmSubscribe(t, sub, secPrefix+"ok")
+	ok, _ := testutil.Subscribe(t, sub, secPrefix+"ok")
 
 	ctx := secCtx(t)
 	_, err := sub.Subscribe(ctx, "other:x")
@@ -234,7 +235,7 @@ func TestACLRefusedSubscribeFailsAtOnceAndAlone(t *testing.T) {
 		wg.Wait()
 		close(done)
 	}()
-	wmWait(t, done, "the concurrent Subscribes")
+	testutil.Wait(t, done, "the concurrent Subscribes")
 	for i, r := range results {
 		if i%2 == 1 {
 			secRequireRefused(t, r.err, fmt.Sprintf("%q", topic(i)))
@@ -262,14 +263,14 @@ func TestACLRevokedWhileSubscribed(t *testing.T) {
 		Client: client, ChannelPrefix: secPrefix, SubscribeTimeout: time.Minute,
 		OnReconnect: func(ev redispubsub.ReconnectEvent) { reconnects <- ev },
 	}, log)
-	ok, _ := wmSubscribe(t, sub, "ok")
-	revoked, _ := wmSubscribe(t, sub, "revoked")
+	ok, _ := testutil.Subscribe(t, sub, "ok")
+	revoked, _ := testutil.Subscribe(t, sub, "revoked")
 
 	srv.SetUser(t, "app", "resetchannels", "&"+secPrefix+"ok")
-	ev := wmWait(t, reconnects, "OnReconnect")
+	ev := testutil.Wait(t, reconnects, "OnReconnect")
 	require.Equal(t, 1, ev.Topics, "%+v", ev)
 	require.Equal(t, 1, ev.Refused, "%+v", ev)
-	wmRequireClosed(t, revoked)
+	testutil.RequireClosed(t, revoked)
 	secPublishReceive(t, pub, "ok", ok)
 
 	_, err := sub.Subscribe(secCtx(t), "revoked")
@@ -292,12 +293,12 @@ func TestTLSPublisherAndSubscriber(t *testing.T) {
 			log := newFaultLog(t)
 			pub := secPublisher(t, client, "", log)
 			sub := secSubscriber(t, redispubsub.SubscriberConfig{Client: client}, log)
-			ch, _ := wmSubscribe(t, sub, "tls")
+			ch, _ := testutil.Subscribe(t, sub, "tls")
 			all, _ := secSubscribePattern(t, sub, "tl*")
 			secPublishReceive(t, pub, "tls", ch, all)
 
 			srv.KillClients(t, "TYPE", "pubsub")
-			wmEventually(t, func() bool { return sub.Stats().Reconnects == 1 }, "reconnected over TLS")
+			testutil.Eventually(t, func() bool { return sub.Stats().Reconnects == 1 }, "reconnected over TLS")
 			secPublishReceive(t, pub, "tls", ch, all)
 		})
 	}
@@ -397,7 +398,7 @@ func TestTLSWrongAuthorityFailsAtOnceWithoutRetryStorm(t *testing.T) {
 	_, err = sub.SubscribePattern(secCtx(t), "p*")
 	require.ErrorIs(t, err, redispubsub.ErrConnectionRefused, "a later Subscribe fails at once too")
 
-	faultPoll(t, "retrying", func() bool { return dials.n.Load() >= 3 })
+	testutil.Eventually(t, func() bool { return dials.n.Load() >= 3 }, "retrying")
 	time.Sleep(time.Until(start.Add(2 * time.Second))) // the window the dials are counted in
 	n := int(dials.n.Load())
 	elapsed := time.Since(start)
@@ -419,7 +420,7 @@ func TestTLSRedissURL(t *testing.T) {
 	log := newFaultLog(t)
 	pub := secPublisher(t, client, "", log)
 	sub := secSubscriber(t, redispubsub.SubscriberConfig{Client: client}, log)
-	ch, _ := wmSubscribe(t, sub, "url")
+	ch, _ := testutil.Subscribe(t, sub, "url")
 	secPublishReceive(t, pub, "url", ch)
 }
 
@@ -532,7 +533,7 @@ func TestSecretNotInLogsOrErrors(t *testing.T) {
 		pubs = append(pubs, secPublisher(t, client, "", log))
 		sub := secSubscriber(t, redispubsub.SubscriberConfig{Client: client, SubscribeTimeout: 300 * time.Millisecond}, log)
 		subs = append(subs, sub)
-		ch, _ := wmSubscribe(t, sub, "restart")
+		ch, _ := testutil.Subscribe(t, sub, "restart")
 		chs = append(chs, ch)
 	}
 	for _, pub := range pubs {
@@ -552,7 +553,7 @@ func TestSecretNotInLogsOrErrors(t *testing.T) {
 	}
 	srv.Restart()
 	for _, sub := range subs {
-		wmEventually(t, func() bool { return sub.Stats().Reconnects == 1 }, "reconnected")
+		testutil.Eventually(t, func() bool { return sub.Stats().Reconnects == 1 }, "reconnected")
 	}
 	for _, pub := range pubs {
 		secPublishReceive(t, pub, "restart", chs...)
@@ -761,7 +762,7 @@ func TestSecurityFullSocketStallsNeitherSubscribeNorClose(t *testing.T) {
 	srv := redistest.Start(t)
 	stall := newSecStall()
 	sub := secStalledSubscriber(t, srv, stall, nil)
-	wmSubscribe(t, sub, "ok")
+	testutil.Subscribe(t, sub, "ok")
 
 	stall.stallOpen()
 	const n = 50
@@ -776,7 +777,7 @@ func TestSecurityFullSocketStallsNeitherSubscribeNorClose(t *testing.T) {
 			_, _ = sub.Subscribe(ctx, fmt.Sprintf("big.%d.%s", i, long))
 		}()
 	}
-	faultPoll(t, "a write blocked", func() bool { return stall.blocked.Load() > 0 })
+	testutil.Eventually(t, func() bool { return stall.blocked.Load() > 0 }, "a write blocked")
 
 	for _, probe := range []struct {
 		name, topic string
@@ -793,7 +794,7 @@ func TestSecurityFullSocketStallsNeitherSubscribeNorClose(t *testing.T) {
 			}
 			errc <- err
 		}()
-		err := wmWait(t, errc, probe.name)
+		err := testutil.Wait(t, errc, probe.name)
 		cancel()
 		require.ErrorIs(t, err, context.DeadlineExceeded, probe.name)
 	}
@@ -804,13 +805,13 @@ func TestSecurityFullSocketStallsNeitherSubscribeNorClose(t *testing.T) {
 		_ = sub.Close()
 		close(closeDone)
 	}()
-	wmWait(t, closeDone, "Close")
+	testutil.Wait(t, closeDone, "Close")
 	subscribed := make(chan struct{})
 	go func() {
 		wg.Wait()
 		close(subscribed)
 	}()
-	wmWait(t, subscribed, "the blocked Subscribes")
+	testutil.Wait(t, subscribed, "the blocked Subscribes")
 }
 
 // A connection whose socket takes no more bytes, while Redis sends nothing,
@@ -825,7 +826,7 @@ func TestSecurityFullSocketIsDroppedByTheHealthCheck(t *testing.T) {
 		c.HealthCheckInterval = 300 * time.Millisecond
 	})
 	pub, _ := wmPubSub(t, srv, nil)
-	ok, _ := wmSubscribe(t, sub, "ok")
+	ok, _ := testutil.Subscribe(t, sub, "ok")
 
 	stall.stallOpen()
 	type result struct {
@@ -838,12 +839,12 @@ func TestSecurityFullSocketIsDroppedByTheHealthCheck(t *testing.T) {
 		ch, err := sub.Subscribe(ctx, "after")
 		done <- result{ch, err}
 	}()
-	faultPoll(t, "the SUBSCRIBE blocked", func() bool { return stall.blocked.Load() > 0 })
-	r := wmWait(t, done, "the Subscribe")
+	testutil.Eventually(t, func() bool { return stall.blocked.Load() > 0 }, "the SUBSCRIBE blocked")
+	r := testutil.Wait(t, done, "the Subscribe")
 	require.NoError(t, r.err)
 	// The reconnect is counted once every resubscription is confirmed,
 	// which may be just after this one.
-	wmEventually(t, func() bool { return sub.Stats().Reconnects == 1 }, "one reconnect")
+	testutil.Eventually(t, func() bool { return sub.Stats().Reconnects == 1 }, "one reconnect")
 	secPublishReceive(t, pub, "after", r.ch)
 	secPublishReceive(t, pub, "ok", ok)
 }
