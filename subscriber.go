@@ -237,7 +237,6 @@ func (s *Subscriber) subscribe(ctx context.Context, key subscriptionKey) (<-chan
 		sn.end()
 		return nil, err
 	}
-	s.logger.Debug("Subscribed", watermill.LogFields{"topic": key.name, "pattern": key.pattern})
 	return sn.out, nil
 }
 

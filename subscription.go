@@ -444,9 +444,11 @@ func (sn *subscription) finish() {
 	if stop != nil {
 		stop()
 	}
-	sn.sub.logger.Debug("Subscription ended", watermill.LogFields{
-		"topic": sn.key.name, "pattern": sn.key.pattern, "discarded": left,
-	})
+	if left > 0 {
+		sn.sub.logger.Info("Subscription ended with messages still queued", watermill.LogFields{
+			"topic": sn.key.name, "pattern": sn.key.pattern, "discarded": left,
+		})
+	}
 	sn.sub.wg.Done()
 }
 
