@@ -27,8 +27,9 @@ const (
 )
 
 // targetTopic is one topic of an EventTarget: its subscription and its
-// listeners. An idle one holds this, its listeners, its context, and, once
-// live, one goroutine (run).
+// listeners. An idle one holds this, its listeners and its context; on a
+// *Subscriber no goroutine (its delivery goroutine calls deliver), on any
+// other Subscriber one (run).
 type targetTopic[T any] struct {
 	target *EventTarget[T]
 	name   string
@@ -161,7 +162,27 @@ func (t *EventTarget[T]) subscribe(ctx context.Context, tl *targetListener[T]) e
 	if ctx.Done() != nil {
 		stop = context.AfterFunc(ctx, tl.Remove)
 	}
-	msgs, err := t.sub.Subscribe(tt.ctx, tt.name)
+	// A *Subscriber calls deliver on its own delivery goroutine, which
+	// runs only while messages are queued: an idle topic then costs no
+	// goroutine. Any other Subscriber hands messages over a channel that
+	// run reads.
+	var msgs <-chan *message.Message
+	var err error
+	direct, isDirect := t.sub.(handlerSubscriber)
+	if isDirect {
+		t.wg.Add(1) // Done by the end callback, or below on an error
+		err = direct.subscribeHandler(tt.ctx, tt.name,
+			func(msg *message.Message) { t.deliver(tt, msg) },
+			func() {
+				defer t.wg.Done()
+				t.subscriptionClosed(tt)
+			})
+		if err != nil {
+			t.wg.Done()
+		}
+	} else {
+		msgs, err = t.sub.Subscribe(tt.ctx, tt.name)
+	}
 	if stop != nil && !stop() {
 		tl.Remove() // ctx ended; the AfterFunc may not have run yet
 	}
@@ -177,7 +198,9 @@ func (t *EventTarget[T]) subscribe(ctx context.Context, tl *targetListener[T]) e
 		t.forget(tt)
 	default:
 		tt.state = topicLive
-		t.wg.Add(1) // Done by run
+		if !isDirect {
+			t.wg.Add(1) // Done by run
+		}
 	}
 	tt.first = nil
 	if w := tt.wait; w != nil {
@@ -196,8 +219,16 @@ func (t *EventTarget[T]) subscribe(ctx context.Context, tl *targetListener[T]) e
 		tt.cancel()
 		return waitErr
 	}
-	go t.run(tt, msgs)
+	if !isDirect {
+		go t.run(tt, msgs)
+	}
 	return nil
+}
+
+// handlerSubscriber is implemented by *Subscriber: subscribeHandler calls a
+// function with each message in place of a channel.
+type handlerSubscriber interface {
+	subscribeHandler(ctx context.Context, topic string, handle func(*message.Message), ended func()) error
 }
 
 // run delivers tt's messages until the Subscriber closes msgs, which it

@@ -132,7 +132,26 @@ func NewSubscriber(config SubscriberConfig, logger watermill.LoggerAdapter) (*Su
 // Subscriber is closed first. The channel is closed when ctx ends, the
 // Subscriber closes, or Redis refuses the channel later (after a reconnect).
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	return s.subscribe(ctx, subscriptionKey{name: topic})
+	return s.subscribe(ctx, subscriptionKey{name: topic}, nil)
+}
+
+// handler receives a subscription's messages in place of its output
+// channel; see subscribeHandler.
+type handler struct {
+	handle func(*message.Message)
+	ended  func()
+}
+
+// subscribeHandler is Subscribe for the EventTarget: instead of handing
+// messages over a channel, which needs a goroutine of the caller's for
+// every idle topic, the subscription calls handle with each message on its
+// own delivery goroutine (which runs only while messages are queued), one at
+// a time; handle Acks or Nacks it. When it returns nil, ended is called once
+// the subscription ended (ctx done, Close, Redis refused it later), on a
+// goroutine of the Subscriber's; when it returns an error, never.
+func (s *Subscriber) subscribeHandler(ctx context.Context, topic string, handle func(*message.Message), ended func()) error {
+	_, err := s.subscribe(ctx, subscriptionKey{name: topic}, &handler{handle: handle, ended: ended})
+	return err
 }
 
 // SubscribePattern is Subscribe for every topic that matches the Redis glob
@@ -143,7 +162,7 @@ func (s *Subscriber) SubscribePattern(ctx context.Context, pattern string) (<-ch
 	if s.config.Sharded {
 		return nil, fmt.Errorf("%w: %q", ErrShardedPattern, pattern)
 	}
-	return s.subscribe(ctx, subscriptionKey{name: pattern, pattern: true})
+	return s.subscribe(ctx, subscriptionKey{name: pattern, pattern: true}, nil)
 }
 
 // SubscribeInitialize subscribes to topic ahead of time, so that messages
@@ -201,7 +220,7 @@ func (s *Subscriber) SubscribeInitialize(topic string) error {
 	return err
 }
 
-func (s *Subscriber) subscribe(ctx context.Context, key subscriptionKey) (<-chan *message.Message, error) {
+func (s *Subscriber) subscribe(ctx context.Context, key subscriptionKey, h *handler) (<-chan *message.Message, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("redispubsub: subscribe to %q: %w", key.name, context.Cause(ctx))
 	}
@@ -211,7 +230,7 @@ func (s *Subscriber) subscribe(ctx context.Context, key subscriptionKey) (<-chan
 		}
 	}
 	if !key.pattern {
-		if out, ok, err := s.takeInitialized(ctx, key.name); ok {
+		if out, ok, err := s.takeInitialized(ctx, key.name, h); ok {
 			return out, err
 		}
 	}
@@ -226,6 +245,7 @@ func (s *Subscriber) subscribe(ctx context.Context, key subscriptionKey) (<-chan
 		return nil, err
 	}
 	sn := newSubscription(s, key)
+	sn.handleWith(h)
 	sn.attach(ctx)
 	s.mu.Unlock()
 	if err := s.addTo(conn, sn); err != nil {
@@ -237,6 +257,7 @@ func (s *Subscriber) subscribe(ctx context.Context, key subscriptionKey) (<-chan
 		sn.end()
 		return nil, err
 	}
+	sn.onEnded(h)
 	return sn.out, nil
 }
 
@@ -244,7 +265,7 @@ func (s *Subscriber) subscribe(ctx context.Context, key subscriptionKey) (<-chan
 // to this Subscribe, once it is confirmed. When ctx ends first, the
 // subscription and what it holds stay for the next Subscribe. ok is false
 // when there is none.
-func (s *Subscriber) takeInitialized(ctx context.Context, topic string) (out <-chan *message.Message, ok bool, err error) {
+func (s *Subscriber) takeInitialized(ctx context.Context, topic string, h *handler) (out <-chan *message.Message, ok bool, err error) {
 	for {
 		s.mu.Lock()
 		sn, held := s.initialized[topic]
@@ -272,8 +293,10 @@ func (s *Subscriber) takeInitialized(ctx context.Context, topic string) (out <-c
 			sn.discard()
 			return nil, false, nil
 		}
+		sn.handleWith(h)
 		sn.attach(ctx)
 		s.mu.Unlock()
+		sn.onEnded(h)
 		return sn.out, true, nil
 	}
 }

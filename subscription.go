@@ -30,7 +30,11 @@ type subscription struct {
 	key subscriptionKey
 	sub *Subscriber
 
-	out chan *message.Message
+	out chan *message.Message // nil when handle takes the messages
+	// handle, when set, is called with each message in place of out;
+	// onEnd is called once the subscription finished (see onEnded).
+	handle func(*message.Message)
+	onEnd  func()
 	// The subscription ends when the consumer's context ends (once
 	// attached), or when end is called: the Subscriber closes, Redis
 	// refused the subscription, or Subscribe gave up. end sets ending and
@@ -70,10 +74,10 @@ type subscription struct {
 	// its delivery goroutine lives (only while there are messages to hand
 	// over: an idle subscription has no goroutine); finishing once its end
 	// was taken care of.
-	attached, running, finishing bool
-	stopWatch                    func() bool   // stops the AfterFunc on the consumer's context
-	wake                         chan struct{} // capacity 1: end, for a goroutine waiting on the consumer
-	drops                        *dropLog      // nil until the first drop
+	attached, running, finishing, finished bool
+	stopWatch                              func() bool   // stops the AfterFunc on the consumer's context
+	wake                                   chan struct{} // capacity 1: end, for a goroutine waiting on the consumer
+	drops                                  *dropLog      // nil until the first drop
 }
 
 // dropLog counts the drops of a subscription since it last logged them.
@@ -149,6 +153,31 @@ func (sn *subscription) fail(err error) {
 		close(sn.ready)
 	}
 	sn.end()
+}
+
+// handleWith makes h.handle take sn's messages in place of the output
+// channel. Called before attach.
+func (sn *subscription) handleWith(h *handler) {
+	if h != nil {
+		sn.handle, sn.out = h.handle, nil
+	}
+}
+
+// onEnded has h.ended called once sn finished: by finish, or now when it
+// finished already. Called once the subscription started.
+func (sn *subscription) onEnded(h *handler) {
+	if h == nil {
+		return
+	}
+	sn.mu.Lock()
+	finished := sn.finished
+	if !finished {
+		sn.onEnd = h.ended
+	}
+	sn.mu.Unlock()
+	if finished {
+		h.ended()
+	}
 }
 
 // attach ties sn to the consumer's context: the subscription ends with it.
@@ -349,7 +378,14 @@ func (sn *subscription) deliver(msg *message.Message, shared bool) bool {
 		// contract says.
 		ctx, cancel := context.WithCancel(sn.consumerCtx)
 		attempt.SetContext(ctx)
-		answer := sn.handOver(attempt)
+		var answer answer
+		if sn.handle != nil {
+			sn.sub.stats.delivered.Add(1)
+			sn.handle(attempt)
+			answer = sn.awaitAnswer(attempt)
+		} else {
+			answer = sn.handOver(attempt)
+		}
 		cancel()
 		switch answer {
 		case acked:
@@ -394,6 +430,12 @@ func (sn *subscription) handOver(msg *message.Message) answer {
 			return ended
 		}
 	}
+	return sn.awaitAnswer(msg)
+}
+
+// awaitAnswer waits for msg's Ack or Nack, unless the subscription ends
+// first.
+func (sn *subscription) awaitAnswer(msg *message.Message) answer {
 	for {
 		select {
 		case <-msg.Acked():
@@ -437,12 +479,18 @@ func (sn *subscription) sleep(d time.Duration) bool {
 func (sn *subscription) finish() {
 	left := sn.discard()
 	sn.sub.leave(sn)
-	close(sn.out)
+	if sn.out != nil {
+		close(sn.out)
+	}
 	sn.mu.Lock()
-	stop := sn.stopWatch
+	stop, onEnd := sn.stopWatch, sn.onEnd
+	sn.finished = true
 	sn.mu.Unlock()
 	if stop != nil {
 		stop()
+	}
+	if onEnd != nil {
+		onEnd()
 	}
 	if left > 0 {
 		sn.sub.logger.Info("Subscription ended with messages still queued", watermill.LogFields{
