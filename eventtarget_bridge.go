@@ -69,13 +69,13 @@ type Event[T any] struct {
 //     Subscriber whose Subscribe returns after the subscription is live (this
 //     package's and gochannel's do) an event dispatched after
 //     AddEventListener returned is received.
-//   - Each live topic has one goroutine of the EventTarget, which reads the
-//     topic's channel and calls the topic's listeners synchronously, in the
-//     order they were added, for one event after another in the order the
-//     Subscriber delivers them. A slow listener delays only its own topic.
-//     Besides what the Subscriber holds for the subscription, a topic with
-//     one listener costs that goroutine (a 2 KiB stack) and under 1 KiB of
-//     heap, most of it the goroutine's.
+//   - A topic's listeners are called synchronously, in the order they were
+//     added, for one event after another in the order the Subscriber
+//     delivers them, on one goroutine per topic: on this package's
+//     *Subscriber, the subscription's delivery goroutine, which runs only
+//     while events wait (an idle topic costs no goroutine); on any other
+//     Subscriber, a goroutine of the EventTarget that reads the topic's
+//     channel. A slow listener delays only its own topic.
 //   - A message is Acked after every listener ran, including when one of
 //     them panicked (the panic is recovered and reported to the error hook)
 //     and when its payload does not decode (reported, no listener called). A
