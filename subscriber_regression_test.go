@@ -1,7 +1,7 @@
 package redispubsub
 
-// Review tests: each one shows a suspected bug of the Subscriber. They fail
-// on the code as reviewed.
+// Regression tests of bugs a review of the rewritten Subscriber found; each
+// failed on the code as reviewed (the comments describe the bug).
 
 import (
 	"context"
@@ -41,7 +41,7 @@ func closeWithin(t *testing.T, sub *Subscriber, d time.Duration) {
 // closed when it first started). The next Subscribe of the topic takes it
 // over: it returns no error for a refused topic, its channel never closes,
 // and Close waits for ever for the subscription to finish.
-func TestReviewRefusedInitializedSubscriptionHangsClose(t *testing.T) {
+func TestRefusedHeldSubscriptionNeitherSucceedsNorHangsClose(t *testing.T) {
 	srv := redistest.Start(t)
 	reconnected := make(chan ReconnectEvent, 4)
 	sub, err := NewSubscriber(SubscriberConfig{
@@ -91,7 +91,7 @@ func TestReviewRefusedInitializedSubscriptionHangsClose(t *testing.T) {
 // channel's new SUBSCRIBE is even written. So Subscribe returns while Redis
 // has not subscribed the channel, and a message published right after it
 // returns is lost.
-func TestReviewJoinerOfRefusedBatchStartsBeforeConfirmation(t *testing.T) {
+func TestJoinerOfARefusedBatchStartsAtItsOwnConfirmation(t *testing.T) {
 	srv := redistest.Start(t)
 	pub, err := NewPublisher(PublisherConfig{Client: srv.NewClient(t)}, nil)
 	require.NoError(t, err)
@@ -152,7 +152,7 @@ func TestReviewJoinerOfRefusedBatchStartsBeforeConfirmation(t *testing.T) {
 // (fail, under c.mu) at the same time. Here the Subscribe gives up while the
 // connection is down; the resubscription is then refused, which writes
 // failure.
-func TestReviewFailureReadRacesWithFail(t *testing.T) {
+func TestFailureIsReadWithoutARace(t *testing.T) {
 	srv := redistest.Start(t)
 	srv.Do(t, "ACL", "SETUSER", "default", "resetchannels", "&warm")
 	proxy := redistest.NewProxy(t, srv.Addr())
@@ -203,7 +203,7 @@ func TestReviewFailureReadRacesWithFail(t *testing.T) {
 // is not empty yet (pending holds the UNSUBSCRIBE), and nothing calls it
 // once the UNSUBSCRIBE is confirmed: the connection, its two goroutines and
 // its health-check PINGs stay for good.
-func TestReviewIdleNodeConnectionNeverCloses(t *testing.T) {
+func TestIdleNodeConnectionCloses(t *testing.T) {
 	cluster := redistest.StartCluster(t, 3)
 	sub, err := NewSubscriber(SubscriberConfig{Client: cluster.NewClient(t), Sharded: true}, nil)
 	require.NoError(t, err)
