@@ -61,8 +61,8 @@ type connection struct {
 	// sending is set while the writer writes the commands take returned;
 	// take returns none once the connection is broken or closed.
 	sending bool
-	// closed ends the connection for good; done is closed once its
-	// goroutines have returned.
+	// closed ends the connection for good; stop is closed with it, to end
+	// the backoff between connection attempts.
 	closed   bool
 	stop     chan struct{}
 	stopOnce sync.Once

@@ -10,6 +10,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/alkdev/watermill-redispubsub/internal/hashslot"
 )
 
 // serve runs the writer and the health check, and reads the connection
@@ -163,7 +165,7 @@ func (c *connection) take(ps *redis.PubSub) []*command {
 			bk.kind += 2
 		}
 		if sharded {
-			bk.slot = hashSlot(key.name)
+			bk.slot = hashslot.Of(key.name)
 		}
 		cmd := batch[bk]
 		alone := c.pending.alone[key]

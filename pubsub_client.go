@@ -1,6 +1,7 @@
 package redispubsub
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -98,7 +99,7 @@ type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error
 func (pc *pubsubClient) counting(dial dialFunc, tlsConfig *tls.Config, timeout time.Duration) dialFunc {
 	if dial == nil {
 		dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			d := &net.Dialer{Timeout: cmpOr(timeout, 5*time.Second), KeepAlive: 5 * time.Minute}
+			d := &net.Dialer{Timeout: cmp.Or(timeout, 5*time.Second), KeepAlive: 5 * time.Minute}
 			if tlsConfig == nil {
 				return d.DialContext(ctx, network, addr)
 			}
@@ -138,13 +139,6 @@ func (pc *pubsubClient) abort() {
 	for _, cc := range conns {
 		_ = cc.Close()
 	}
-}
-
-func cmpOr(d, fallback time.Duration) time.Duration {
-	if d > 0 {
-		return d
-	}
-	return fallback
 }
 
 // countingConn counts the bytes read from a connection.

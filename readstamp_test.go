@@ -39,7 +39,7 @@ func TestEnvelopeReadStampAgreesWithUnmarshal(t *testing.T) {
 		{"bad escape: the body does not decode", `{"metadata":{"rps_pub":"\x","rps_seq":"1"}}`, "", 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			publisher, seq, ok := JSONEnvelopeMarshaler{}.readStamp(c.body)
+			publisher, seq, ok := readStamp(JSONEnvelopeMarshaler{}, c.body)
 			require.Equal(t, c.publisher != "", ok)
 			require.Equal(t, c.publisher, publisher)
 			require.Equal(t, c.seq, seq)
@@ -81,7 +81,7 @@ func FuzzReadStamp(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for name, m := range stampReaders {
-			publisher, seq, ok := m.(stampReader).readStamp(string(body))
+			publisher, seq, ok := readStamp(m.(stampReader), string(body))
 			msg, err := m.Unmarshal("t", body)
 			if ok {
 				require.NotEmpty(t, publisher, name)
@@ -104,7 +104,7 @@ func FuzzReadStamp(f *testing.F) {
 			}
 			canonical, err := m.Marshal("t", msg)
 			require.NoError(t, err)
-			publisher, seq, ok = m.(stampReader).readStamp(string(canonical))
+			publisher, seq, ok = readStamp(m.(stampReader), string(canonical))
 			require.True(t, ok, "%s: no stamp found in %q", name, canonical)
 			require.Equal(t, wantPublisher, publisher, name)
 			require.Equal(t, wantSeq, seq, name)
@@ -125,7 +125,7 @@ func BenchmarkReadStamp(b *testing.B) {
 			s := string(body)
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, _, ok := m.(stampReader).readStamp(s); !ok {
+				if _, _, ok := readStamp(m.(stampReader), s); !ok {
 					b.Fatal("no stamp")
 				}
 			}

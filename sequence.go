@@ -44,10 +44,9 @@ func stamped(msg *message.Message, publisher string, seq uint64, since int64) *m
 // reader does it for every message, and must keep up with Redis.
 type stampReader interface {
 	stampOf(body string) (stamp, bool)
-	readStamp(body string) (publisher string, seq uint64, ok bool)
 }
 
-// readStamp finds the stamp in the envelope's "metadata" member, which is
+// stampOf finds the stamp in the envelope's "metadata" member, which is
 // always the last one the Publisher writes: it looks at the last
 // `"metadata":{` only, and only when that object closes the envelope, so a
 // stamp-shaped object inside a payload is never taken for the real stamp.
@@ -82,12 +81,6 @@ func parseStamp(publisher, seqText, sinceText string) (stamp, bool) {
 	}
 	since, _ := strconv.ParseInt(sinceText, 10, 64)
 	return stamp{publisher: publisher, seq: seq, since: since}, true
-}
-
-// readStamp is stampOf without the time: the stamp's identity.
-func (m JSONEnvelopeMarshaler) readStamp(body string) (string, uint64, bool) {
-	st, ok := m.stampOf(body)
-	return st.publisher, st.seq, ok
 }
 
 // stampMembers returns the last values of the MetadataPublisher and
@@ -174,12 +167,6 @@ func (MsgpackMarshaler) stampOf(body string) (stamp, bool) {
 		}
 	}
 	return parseStamp(publisher, seqText, sinceText)
-}
-
-// readStamp is stampOf without the time: the stamp's identity.
-func (m MsgpackMarshaler) readStamp(body string) (string, uint64, bool) {
-	st, ok := m.stampOf(body)
-	return st.publisher, st.seq, ok
 }
 
 // maxTrackedStreams bounds the streams (publisher and channel) one Redis

@@ -11,6 +11,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/alkdev/watermill-redispubsub/internal/hashslot"
 )
 
 // slotMap knows which cluster node owns each hash slot, for the Subscriber
@@ -22,8 +24,6 @@ type slotMap struct {
 	owners []string // by slot; nil until loaded
 }
 
-const clusterSlots = 16384
-
 func newSlotMap(cluster *redis.ClusterClient) *slotMap { return &slotMap{cluster: cluster} }
 
 // load asks the cluster who owns each slot (CLUSTER SHARDS: the master of
@@ -33,7 +33,7 @@ func (m *slotMap) load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("CLUSTER SHARDS: %w", err)
 	}
-	owners := make([]string, clusterSlots)
+	owners := make([]string, hashslot.Count)
 	for _, shard := range shards {
 		addr := ""
 		for _, node := range shard.Nodes {
@@ -53,7 +53,7 @@ func (m *slotMap) load(ctx context.Context) error {
 			continue
 		}
 		for _, r := range shard.Slots {
-			for slot := r.Start; slot <= r.End && slot < clusterSlots; slot++ {
+			for slot := r.Start; slot <= r.End && slot < hashslot.Count; slot++ {
 				owners[slot] = addr
 			}
 		}
@@ -82,34 +82,11 @@ func (m *slotMap) owner(channel string) (string, error) {
 	if m.owners == nil {
 		return "", fmt.Errorf("the cluster's slot map is not loaded")
 	}
-	node := m.owners[hashSlot(channel)]
+	node := m.owners[hashslot.Of(channel)]
 	if node == "" {
 		return "", fmt.Errorf("no node owns the slot of %q", channel)
 	}
 	return node, nil
-}
-
-// hashSlot is Redis Cluster's slot of key: CRC16 of its hash tag (the part
-// between the first '{' and the next '}', when not empty) or of the whole
-// key, modulo 16384.
-func hashSlot(key string) int {
-	if open := strings.IndexByte(key, '{'); open >= 0 {
-		if end := strings.IndexByte(key[open+1:], '}'); end > 0 {
-			key = key[open+1 : open+1+end]
-		}
-	}
-	var crc uint16
-	for i := 0; i < len(key); i++ {
-		crc ^= uint16(key[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return int(crc) % clusterSlots
 }
 
 // rehome moves a channel whose slot left c's node (Redis said so with an

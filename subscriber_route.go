@@ -33,6 +33,13 @@ func (s *Subscriber) route(c *connection, m *redis.Message) {
 		})
 		return
 	}
+	// The stamp is read before the lock: parsing the body is the costly
+	// part of the sequence check.
+	var stp stamp
+	stamped := false
+	if s.stamps != nil {
+		stp, stamped = s.stamps.stampOf(m.Payload)
+	}
 	c.mu.Lock()
 	var st *channelState
 	if m.Pattern != "" {
@@ -46,7 +53,7 @@ func (s *Subscriber) route(c *connection, m *redis.Message) {
 	}
 	// The stream is checked whether or not a subscription takes the
 	// message: one may be joining, and it must not see a gap later.
-	ev, verdict := s.checkSequence(st, m)
+	ev, verdict := s.checkSequence(st, m, stp, stamped)
 	// The subscriptions are pushed to outside mu, from a copy: remove
 	// edits st.subs in place. One subscription, the common case, needs no
 	// slice.
@@ -85,19 +92,16 @@ func (s *Subscriber) route(c *connection, m *redis.Message) {
 	}
 }
 
-// checkSequence reads m's sequence stamp and says whether it is new, a
-// duplicate (its GapEvent's First is the duplicate's number) or reveals a
+// checkSequence takes m's sequence stamp stp (when stamped) and says whether
+// it is new, a duplicate (its GapEvent's First is the duplicate's number) or
+// reveals a
 // gap in what st received. The first message of a stream it never saw, after
 // the connection was interrupted, reveals that its start was lost when the
 // stream began after the subscription (by MetadataSince), or may have been
 // when it began before or does not say. Called with the connection's mu
 // held.
-func (s *Subscriber) checkSequence(st *channelState, m *redis.Message) (GapEvent, sequenceVerdict) {
-	if s.stamps == nil {
-		return GapEvent{}, inSequence
-	}
-	stp, ok := s.stamps.stampOf(m.Payload)
-	if !ok {
+func (s *Subscriber) checkSequence(st *channelState, m *redis.Message, stp stamp, stamped bool) (GapEvent, sequenceVerdict) {
+	if !stamped {
 		return GapEvent{}, inSequence
 	}
 	if st.sequences == nil {

@@ -1,35 +1,10 @@
 package redisproc
 
-import "strings"
+import "github.com/alkdev/watermill-redispubsub/internal/hashslot"
 
 // SlotCount is the number of hash slots of a Redis Cluster.
-const SlotCount = 16384
+const SlotCount = hashslot.Count
 
 // KeySlot returns the hash slot of a key or channel name, as Redis Cluster
-// computes it (CLUSTER KEYSLOT): CRC16 (XMODEM) modulo 16384 of the name,
-// or of its hash tag, the part between the first "{" and the next "}" when
-// that part is not empty.
-func KeySlot(key string) int {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	return int(crc16(key) % SlotCount)
-}
-
-// crc16 is CRC-16/XMODEM (polynomial 0x1021, initial value 0).
-func crc16(s string) uint16 {
-	var crc uint16
-	for i := 0; i < len(s); i++ {
-		crc ^= uint16(s[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
-}
+// computes it (CLUSTER KEYSLOT); see hashslot.Of.
+func KeySlot(key string) int { return hashslot.Of(key) }
