@@ -38,7 +38,8 @@ type SubscriberStats struct {
 	// decoding.
 	Oversized uint64
 	// Discarded counts messages still queued, or waiting for their Ack, when
-	// their subscription ended or the Subscriber closed.
+	// their subscription ended or the Subscriber closed, and those routed to
+	// a subscription in the moment it ended.
 	Discarded uint64
 	// Reconnects counts connections re-established after a loss.
 	Reconnects uint64

@@ -224,7 +224,9 @@ func (sn *subscription) push(in *incoming) {
 	s := sn.sub
 	if s.budget.over(in.size) && !s.makeRoom(sn, in.size) {
 		sn.mu.Lock()
-		if !sn.ended {
+		if sn.ended {
+			s.stats.discarded.Add(1)
+		} else {
 			sn.noteDrop(in)
 		}
 		sn.mu.Unlock()
@@ -232,6 +234,8 @@ func (sn *subscription) push(in *incoming) {
 	}
 	sn.mu.Lock()
 	if sn.ended {
+		// Routed while the subscription ended: counted, not silent.
+		s.stats.discarded.Add(1)
 		sn.mu.Unlock()
 		return
 	}
