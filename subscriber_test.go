@@ -19,7 +19,7 @@ import (
 )
 
 func TestSubscribeThenPublish10000NoneLost(t *testing.T) {
-	f := newFixture(t, func(c *redispubsub.SubscriberConfig) { c.QueueSize = 10_000 })
+	f := newFixture(t, nil)
 	ch, _ := testutil.Subscribe(t, f.sub, "orders")
 
 	const n = 10_000
@@ -124,8 +124,9 @@ func TestCloseWithNobodyReading(t *testing.T) {
 }
 
 // A subscription that never reads must not get the Subscriber disconnected
-// by Redis's output buffer limit: the reader keeps reading and the queue
-// overflow is counted.
+// by Redis's output buffer limit: the reader keeps reading and the overflow
+// of its QueueSize cap is counted. (The default, a byte budget, has its own
+// test: TestFaultStalledConsumerHeapBounded.)
 func TestStalledConsumerIsNotDisconnected(t *testing.T) {
 	const queue = 16
 	f := newFixture(t, func(c *redispubsub.SubscriberConfig) { c.QueueSize = queue },
@@ -261,7 +262,6 @@ func TestGapsCountWhatRedisLost(t *testing.T) {
 		resumed = make(chan struct{}, 1)
 	)
 	f := newFixture(t, func(c *redispubsub.SubscriberConfig) {
-		c.QueueSize = 20_000
 		c.OnGap = func(ev redispubsub.GapEvent) {
 			mu.Lock()
 			gapSum += ev.Missing()
@@ -315,7 +315,7 @@ func TestStampsAreRemovedFromDeliveredMessages(t *testing.T) {
 // Redis confirmed its UNSUBSCRIBE, starts with its own SUBSCRIBE: it does not
 // get what the ended subscription left unread on the connection.
 func TestResubscribeDoesNotGetMessagesOfTheEndedSubscription(t *testing.T) {
-	f := newFixture(t, func(c *redispubsub.SubscriberConfig) { c.QueueSize = 4096 })
+	f := newFixture(t, nil)
 	ch, cancel := testutil.Subscribe(t, f.sub, "again")
 	msgs := make([]*message.Message, 2000)
 	for i := range msgs {
