@@ -58,8 +58,10 @@ type Subscriber struct {
 	// conns holds the connections by cluster node address ("" in classic
 	// mode, and in sharded mode on a single server).
 	conns map[string]*connection
-	// slots maps hash slots to node addresses in sharded mode on a cluster.
-	slots *slotMap
+	// slots maps hash slots to node addresses in sharded mode on a cluster,
+	// and dialNode dials a node.
+	slots    *slotMap
+	dialNode func(node string) dialFunc
 	// initialized holds subscriptions made by SubscribeInitialize until the
 	// first Subscribe of their topic takes them over.
 	initialized map[string]*subscription
@@ -116,14 +118,31 @@ func NewSubscriber(config SubscriberConfig, logger watermill.LoggerAdapter) (*Su
 	if stamps, ok := config.Marshaler.(stampReader); ok && !config.DisableGapDetection {
 		s.stamps = stamps
 	}
-	if _, cluster := config.Client.(*redis.ClusterClient); config.Sharded && cluster {
-		s.slots = newSlotMap(config.Client.(*redis.ClusterClient))
-	} else {
-		s.mu.Lock()
-		s.conns[""] = newConnection(s, "", newPubsubClient(config.Client))
-		s.mu.Unlock()
+	cluster, isCluster := config.Client.(*redis.ClusterClient)
+	var slots *slotMap
+	if isCluster {
+		slots = newSlotMap(cluster)
 	}
+	if config.Sharded && isCluster {
+		s.slots = slots
+		s.dialNode = func(node string) dialFunc { return nodeDialer(cluster, node) }
+		return s, nil
+	}
+	dial, err := clientDialer(config.Client, slots, s.id)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	s.start(dial)
 	return s, nil
+}
+
+// start makes the connection of a Subscriber in classic mode, or in sharded
+// mode on a single server.
+func (s *Subscriber) start(dial dialFunc) {
+	s.mu.Lock()
+	s.conns[""] = newConnection(s, "", dial)
+	s.mu.Unlock()
 }
 
 // Subscribe returns a channel of the messages published on topic from now
@@ -319,15 +338,12 @@ func (s *Subscriber) await(ctx context.Context, sn *subscription) error {
 
 // lastDialError describes why sn's connection is down, if it is.
 func (s *Subscriber) lastDialError(sn *subscription) string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, c := range s.conns {
-		c.mu.Lock()
-		err := c.dialErr
-		c.mu.Unlock()
-		if err != nil {
-			return fmt.Sprintf(" (last connection attempt: %v)", err)
-		}
+	c := sn.connection()
+	if c == nil {
+		return ""
+	}
+	if err := c.lastDialError(); err != nil {
+		return fmt.Sprintf(" (last connection attempt: %v)", err)
 	}
 	return ""
 }
@@ -373,7 +389,7 @@ func (s *Subscriber) connectionFor(key subscriptionKey) (*connection, error) {
 	}
 	c := s.conns[node]
 	if c == nil {
-		c = newConnection(s, node, nodeClient(s.slots.cluster.Options(), node))
+		c = newConnection(s, node, s.dialNode(node))
 		s.conns[node] = c
 	}
 	return c, nil
