@@ -95,6 +95,32 @@ type subscriberCounters struct {
 // be reached is not an error here: the Subscriber keeps trying, and
 // Subscribe reports what it could not confirm.
 func NewSubscriber(config SubscriberConfig, logger watermill.LoggerAdapter) (*Subscriber, error) {
+	s, err := newSubscriber(config, logger)
+	if err != nil {
+		return nil, err
+	}
+	cluster, isCluster := config.Client.(*redis.ClusterClient)
+	var slots *slotMap
+	if isCluster {
+		slots = newSlotMap(cluster)
+	}
+	if config.Sharded && isCluster {
+		s.slots = slots
+		s.dialNode = func(node string) dialFunc { return nodeDialer(cluster, node) }
+		return s, nil
+	}
+	dial, err := clientDialer(config.Client, slots, s.id)
+	if err != nil {
+		s.cancel()
+		return nil, err
+	}
+	s.start(dial)
+	return s, nil
+}
+
+// newSubscriber returns a Subscriber without connections: NewSubscriber
+// gives it those of its Client, a unit test one on a fake socket (start).
+func newSubscriber(config SubscriberConfig, logger watermill.LoggerAdapter) (*Subscriber, error) {
 	config.setDefaults()
 	if err := config.Validate(); err != nil {
 		return nil, err
@@ -118,22 +144,6 @@ func NewSubscriber(config SubscriberConfig, logger watermill.LoggerAdapter) (*Su
 	if stamps, ok := config.Marshaler.(stampReader); ok && !config.DisableGapDetection {
 		s.stamps = stamps
 	}
-	cluster, isCluster := config.Client.(*redis.ClusterClient)
-	var slots *slotMap
-	if isCluster {
-		slots = newSlotMap(cluster)
-	}
-	if config.Sharded && isCluster {
-		s.slots = slots
-		s.dialNode = func(node string) dialFunc { return nodeDialer(cluster, node) }
-		return s, nil
-	}
-	dial, err := clientDialer(config.Client, slots, s.id)
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	s.start(dial)
 	return s, nil
 }
 
