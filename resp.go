@@ -31,13 +31,13 @@ const maxNesting = 8
 type frameKind uint8
 
 const (
-	frameOther        frameKind = iota // anything else (a push of another kind): ignored
-	frameMessage                       // message, smessage: name is the channel
-	framePMessage                      // pmessage: name is the pattern, channel the channel
-	frameSubscribe                     // subscribe, ssubscribe, psubscribe confirmations
-	frameUnsubscribe                   // unsubscribe, sunsubscribe, punsubscribe confirmations
-	framePong                          // the answer to a PING
-	frameError                         // an error reply: text is Redis's words
+	frameOther       frameKind = iota // anything else (a push of another kind): ignored
+	frameMessage                      // message, smessage: name is the channel
+	framePMessage                     // pmessage: name is the pattern, channel the channel
+	frameSubscribe                    // subscribe, ssubscribe, psubscribe confirmations
+	frameUnsubscribe                  // unsubscribe, sunsubscribe, punsubscribe confirmations
+	framePong                         // the answer to a PING
+	frameError                        // an error reply: text is Redis's words
 )
 
 // frame is one reply. Its byte slices are valid until the next read; body
@@ -74,14 +74,26 @@ func newRESPReader(r io.Reader, maxBody int) *respReader {
 	return &respReader{r: bufio.NewReaderSize(r, 32<<10), maxBody: maxBody}
 }
 
-// readFrame reads the next reply into f.
+// readFrame reads the next reply into f. It returns io.EOF only when the
+// stream ends between replies; in the middle of one, io.ErrUnexpectedEOF.
 func (rr *respReader) readFrame(f *frame) error {
 	*f = frame{}
-	for {
-		line, err := rr.line()
-		if err != nil {
-			return err
+	line, err := rr.line()
+	if err != nil {
+		return err
+	}
+	if err := rr.readReply(f, line); err != nil {
+		if errors.Is(err, io.EOF) {
+			return io.ErrUnexpectedEOF
 		}
+		return err
+	}
+	return nil
+}
+
+// readReply reads the reply whose first line is line.
+func (rr *respReader) readReply(f *frame, line []byte) error {
+	for {
 		switch line[0] {
 		case '|': // a RESP3 attribute, which precedes the reply it is about
 			n, err := rr.count(line)
@@ -89,6 +101,9 @@ func (rr *respReader) readFrame(f *frame) error {
 				return err
 			}
 			if err := rr.skipElements(2*n, 1); err != nil {
+				return err
+			}
+			if line, err = rr.line(); err != nil {
 				return err
 			}
 			continue
