@@ -120,9 +120,12 @@ func (sn *subscription) signal() {
 	}
 }
 
-// isDone reports whether the subscription is to end, or has ended.
+// isDone reports whether the subscription is to end, or has ended. (The
+// consumer's context ends it through end, called by context.AfterFunc:
+// isDone does not read consumerCtx, which attach writes while a connection
+// may be asking.)
 func (sn *subscription) isDone() bool {
-	return sn.ending.Load() || sn.sub.ctx.Err() != nil || (sn.consumerCtx != nil && sn.consumerCtx.Err() != nil)
+	return sn.ending.Load() || sn.sub.ctx.Err() != nil
 }
 
 // failed returns why sn failed (Redis refused it, or its connection for
