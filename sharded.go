@@ -74,13 +74,6 @@ func (m *slotMap) ensure(ctx context.Context) error {
 	return m.load(ctx)
 }
 
-// invalidate has the map loaded again before its next use.
-func (m *slotMap) invalidate() {
-	m.mu.Lock()
-	m.owners = nil
-	m.mu.Unlock()
-}
-
 // owner returns the node that owns channel's slot, and a client for it.
 func (m *slotMap) owner(channel string) (string, error) {
 	m.mu.Lock()

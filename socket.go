@@ -27,26 +27,25 @@ import (
 type dialFunc func(ctx context.Context) (net.Conn, error)
 
 // clientDialer returns the dialFunc of a Subscriber in classic mode, or in
-// sharded mode on a single server. A cluster's connection goes to the
-// master that owns the slot of key (spreading Subscribers over the
-// masters), by slots, reloaded after a failed attempt.
-func clientDialer(client redis.UniversalClient, slots *slotMap, key string) (dialFunc, error) {
+// sharded mode on a single server. On a cluster the connection goes to the
+// master that go-redis's slot map gives for key (spreading Subscribers
+// over the masters); a failed attempt has go-redis reload its slot map, so
+// that the next one follows a failover.
+func clientDialer(client redis.UniversalClient, key string) (dialFunc, error) {
 	switch client := client.(type) {
 	case *redis.Client:
 		opts := *client.Options()
 		return func(ctx context.Context) (net.Conn, error) { return dialWith(ctx, opts) }, nil
 	case *redis.ClusterClient:
 		return func(ctx context.Context) (net.Conn, error) {
-			if err := slots.ensure(ctx); err != nil {
-				return nil, err
-			}
-			node, err := slots.owner(key)
+			node, err := client.MasterForKey(ctx, key)
 			if err != nil {
-				return nil, err
+				client.ReloadState(ctx)
+				return nil, fmt.Errorf("the cluster's slot map: %w", err)
 			}
-			conn, err := nodeDialer(client, node)(ctx)
+			conn, err := dialWith(ctx, *node.Options())
 			if err != nil {
-				slots.invalidate()
+				client.ReloadState(ctx)
 			}
 			return conn, err
 		}, nil

@@ -99,17 +99,12 @@ func NewSubscriber(config SubscriberConfig, logger watermill.LoggerAdapter) (*Su
 	if err != nil {
 		return nil, err
 	}
-	cluster, isCluster := config.Client.(*redis.ClusterClient)
-	var slots *slotMap
-	if isCluster {
-		slots = newSlotMap(cluster)
-	}
-	if config.Sharded && isCluster {
-		s.slots = slots
+	if cluster, ok := config.Client.(*redis.ClusterClient); ok && config.Sharded {
+		s.slots = newSlotMap(cluster)
 		s.dialNode = func(node string) dialFunc { return nodeDialer(cluster, node) }
 		return s, nil
 	}
-	dial, err := clientDialer(config.Client, slots, s.id)
+	dial, err := clientDialer(config.Client, s.id)
 	if err != nil {
 		s.cancel()
 		return nil, err
