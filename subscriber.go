@@ -72,6 +72,9 @@ type Subscriber struct {
 	// stamps reads sequence stamps; nil when gap detection is off or the
 	// Marshaler carries no metadata.
 	stamps stampReader
+	// directDecode is set when the Marshaler is one of the package's, fast
+	// enough to decode a small message on the reader's goroutine.
+	directDecode bool
 
 	closeOnce sync.Once
 	stats     subscriberCounters
@@ -139,6 +142,7 @@ func newSubscriber(config SubscriberConfig, logger watermill.LoggerAdapter) (*Su
 	if stamps, ok := config.Marshaler.(stampReader); ok && !config.DisableGapDetection {
 		s.stamps = stamps
 	}
+	_, s.directDecode = config.Marshaler.(codec)
 	return s, nil
 }
 
