@@ -19,6 +19,10 @@ import (
 type slotMap struct {
 	cluster *redis.ClusterClient
 
+	// loading is held while the map loads: one CLUSTER SHARDS at a time,
+	// however many Subscribes find the map not loaded yet.
+	loading sync.Mutex
+
 	mu     sync.Mutex
 	owners []string // by slot; nil until loaded
 }
@@ -63,12 +67,20 @@ func (m *slotMap) load(ctx context.Context) error {
 	return nil
 }
 
-// ensure loads the map unless it was loaded already.
+// ensure loads the map unless it was loaded already (by another caller
+// meanwhile, too).
 func (m *slotMap) ensure(ctx context.Context) error {
-	m.mu.Lock()
-	loaded := m.owners != nil
-	m.mu.Unlock()
-	if loaded {
+	loaded := func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.owners != nil
+	}
+	if loaded() {
+		return nil
+	}
+	m.loading.Lock()
+	defer m.loading.Unlock()
+	if loaded() {
 		return nil
 	}
 	return m.load(ctx)
