@@ -23,7 +23,7 @@ func requireNATSServer(t *testing.T) string {
 	t.Helper()
 	bin, err := findNATSServer("")
 	if err != nil {
-		t.Skipf("nats-server is not installed (Debian: apt-get install nats-server): %v", err)
+		t.Skipf("%v (Debian: apt-get install nats-server)", err)
 	}
 	return bin
 }

@@ -50,7 +50,7 @@ func findNATSServer(bin string) (string, error) {
 	}
 	p, err := exec.LookPath(bin)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", errNATSNotInstalled, err)
+		return "", fmt.Errorf("%s %w: %v", bin, errNATSNotInstalled, err)
 	}
 	return p, nil
 }
