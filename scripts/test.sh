@@ -90,7 +90,9 @@ fi
 if ! command -v nats-server >/dev/null 2>&1; then
 	if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
 		echo "test.sh: nats-server not found; installing it with apt-get (the bench's watermill-nats tests use it)" >&2
-		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nats-server ||
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get install -y --no-install-recommends nats-server ||
+			{ apt-get update && apt-get install -y --no-install-recommends nats-server; } ||
 			echo "test.sh: could not install nats-server; the watermill-nats tests will skip" >&2
 	else
 		echo "test.sh: nats-server not found; the bench's watermill-nats tests will skip (apt-get install nats-server)"
