@@ -25,7 +25,7 @@ type gateHook struct {
 	sizes            []int
 }
 
-func (h *gateHook) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *gateHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h *gateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		h.pass(1)
