@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -77,7 +78,7 @@ func nodeDialer(cluster *redis.ClusterClient, addr string) dialFunc {
 func dialWith(ctx context.Context, opts redis.Options) (net.Conn, error) {
 	var (
 		mu          sync.Mutex
-		socket      net.Conn
+		socket      *handedConn
 		initialized bool
 	)
 	dial := opts.Dialer
@@ -86,12 +87,14 @@ func dialWith(ctx context.Context, opts redis.Options) (net.Conn, error) {
 	}
 	opts.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		conn, err := dial(ctx, network, addr)
-		if err == nil {
-			mu.Lock()
-			socket = conn
-			mu.Unlock()
+		if err != nil {
+			return nil, err
 		}
-		return conn, err
+		handed := &handedConn{Conn: conn}
+		mu.Lock()
+		socket = handed
+		mu.Unlock()
+		return handed, nil
 	}
 	onConnect := opts.OnConnect
 	opts.OnConnect = func(ctx context.Context, cn *redis.Conn) error {
@@ -118,19 +121,18 @@ func dialWith(ctx context.Context, opts redis.Options) (net.Conn, error) {
 	opts.PushNotificationProcessor = nil
 	opts.ClientSideCacheConfig, opts.ClientSideCache = nil, nil
 
+	// (Not through Client.Conn: go-redis v9.22's Conn has no streaming
+	// credentials manager, and panics initialising a connection with a
+	// StreamingCredentialsProvider.)
 	private := redis.NewClient(&opts)
-	held := private.Conn()
-	release := func() {
-		_ = held.Close()
-		_ = private.Close()
-	}
+	release := func() { _ = private.Close() }
 	// The PING makes go-redis dial and initialise the socket.
-	err := held.Ping(ctx).Err()
+	err := private.Ping(ctx).Err()
 	mu.Lock()
-	conn, ready := socket, initialized
+	handed, ready := socket, initialized
 	mu.Unlock()
 	switch {
-	case !ready || conn == nil:
+	case !ready || handed == nil:
 		release()
 		if err == nil {
 			err = errors.New("redispubsub: go-redis did not initialise the connection")
@@ -140,12 +142,74 @@ func dialWith(ctx context.Context, opts redis.Options) (net.Conn, error) {
 		release()
 		return nil, err
 	}
+	conn := handed.takeOver()
 	// go-redis leaves the deadlines of its last command on the socket.
 	if err := conn.SetDeadline(time.Time{}); err != nil {
+		_ = conn.Close()
 		release()
 		return nil, err
 	}
 	return &ownedConn{Conn: conn, release: release}, nil
+}
+
+// errTakenOver is what go-redis gets if it touches a socket the Subscriber
+// took over (re-authentication by a StreamingCredentialsProvider, say).
+var errTakenOver = errors.New("redispubsub: the Subscriber took this socket over")
+
+// handedConn is the socket as go-redis sees it. Once taken over, go-redis
+// can neither read, write, set deadlines on nor close it: the Subscriber
+// alone uses the socket underneath.
+type handedConn struct {
+	net.Conn
+	taken atomic.Bool
+}
+
+// takeOver shuts go-redis out and returns the socket underneath.
+func (c *handedConn) takeOver() net.Conn {
+	c.taken.Store(true)
+	return c.Conn
+}
+
+func (c *handedConn) Read(p []byte) (int, error) {
+	if c.taken.Load() {
+		return 0, errTakenOver
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *handedConn) Write(p []byte) (int, error) {
+	if c.taken.Load() {
+		return 0, errTakenOver
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *handedConn) Close() error {
+	if c.taken.Load() {
+		return nil
+	}
+	return c.Conn.Close()
+}
+
+func (c *handedConn) SetDeadline(t time.Time) error {
+	if c.taken.Load() {
+		return nil
+	}
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *handedConn) SetReadDeadline(t time.Time) error {
+	if c.taken.Load() {
+		return nil
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *handedConn) SetWriteDeadline(t time.Time) error {
+	if c.taken.Load() {
+		return nil
+	}
+	return c.Conn.SetWriteDeadline(t)
 }
 
 // refusedPing reports whether err is an ACL's refusal of PING alone: the
@@ -156,7 +220,7 @@ func refusedPing(err error) bool {
 }
 
 // ownedConn is a socket taken over from go-redis: closing it closes the
-// private client that dialed it.
+// socket and the private client that dialed it.
 type ownedConn struct {
 	net.Conn
 	once    sync.Once
