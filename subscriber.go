@@ -200,6 +200,9 @@ func (s *Subscriber) SubscribePattern(ctx context.Context, pattern string) (<-ch
 // the confirmation. It implements message.SubscribeInitializer.
 func (s *Subscriber) SubscribeInitialize(topic string) error {
 	key := subscriptionKey{name: topic}
+	if err := s.loadSlots(context.Background(), key); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -252,10 +255,8 @@ func (s *Subscriber) subscribe(ctx context.Context, key subscriptionKey, h *hand
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("redispubsub: subscribe to %q: %w", key.name, context.Cause(ctx))
 	}
-	if s.slots != nil {
-		if err := s.slots.ensure(ctx); err != nil {
-			return nil, fmt.Errorf("redispubsub: subscribe to %q: %w", key.name, err)
-		}
+	if err := s.loadSlots(ctx, key); err != nil {
+		return nil, err
 	}
 	if !key.pattern {
 		if out, ok, err := s.takeInitialized(ctx, key.name, h); ok {
@@ -287,6 +288,21 @@ func (s *Subscriber) subscribe(ctx context.Context, key subscriptionKey, h *hand
 	}
 	sn.onEnded(h)
 	return sn.out, nil
+}
+
+// loadSlots loads the cluster's slot map, in sharded mode on a cluster,
+// unless it is loaded: which node carries key's channel depends on it. It
+// waits at most SubscribeTimeout.
+func (s *Subscriber) loadSlots(ctx context.Context, key subscriptionKey) error {
+	if s.slots == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.config.SubscribeTimeout)
+	defer cancel()
+	if err := s.slots.ensure(ctx); err != nil {
+		return fmt.Errorf("redispubsub: subscribe to %q: %w", key.name, err)
+	}
+	return nil
 }
 
 // takeInitialized hands the subscription SubscribeInitialize made for topic
