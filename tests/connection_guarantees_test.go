@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -140,39 +141,61 @@ func cgReceiveUntil(t testing.TB, ch <-chan *message.Message, want string, publi
 	return got
 }
 
+// cgStormRounds runs up to 4 rounds of cgStorm on sub over topics, and
+// after each one polls left, what Redis still holds for the Subscriber,
+// for up to 10s until it is empty. It stops at the first round after which
+// Redis still holds something, and returns that. (A round shows the leak of
+// issue 17 about half the time on main: a cancel must land in a window of
+// microseconds.)
+func cgStormRounds(t testing.TB, sub *redispubsub.Subscriber, topics []string, left func() []string) []string {
+	t.Helper()
+	for round := 1; round <= 4; round++ {
+		start := time.Now()
+		cgStorm(t, sub, topics)
+		stormed := time.Since(start)
+		var held []string
+		if !cgPoll(10*time.Second, func() bool {
+			held = left()
+			return len(held) == 0
+		}) {
+			t.Logf("round %d: storm over in %v; 10s later Redis still holds %v", round, stormed.Round(time.Millisecond), held)
+			return held
+		}
+		t.Logf("round %d: storm over in %v; Redis holds nothing %v later", round, stormed.Round(time.Millisecond), time.Since(start.Add(stormed)).Round(time.Millisecond))
+	}
+	return nil
+}
+
 // cgStorm subscribes and cancels 3,000 times from 64 goroutines over topics,
-// each context ended at a random moment: while Subscribe starts, while it
-// runs, a few microseconds into it, or right after it returned. It returns
-// once every Subscribe returned and every output channel closed.
+// each context ended at a random moment: while Subscribe starts, within
+// its first 60 microseconds (most of them), or right after it returned. The
+// contexts are of a type of the caller's own (cgSlowErrContext) whose Err
+// takes a while, so that a cancel lands inside Subscribe more often. It
+// returns once every Subscribe returned and every output channel closed.
 func cgStorm(t testing.TB, sub *redispubsub.Subscriber, topics []string) {
 	t.Helper()
 	const calls, goroutines = 3000, 64
+	var subscribed atomic.Int64
 	testutil.Parallel(t, calls, goroutines, func(i int) error {
 		topic := topics[rand.IntN(len(topics))]
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		switch i % 4 {
+		switch i % 8 {
 		case 0:
 			go cancel()
-		case 1:
-			yields := rand.IntN(200)
-			go func() {
-				for range yields {
-					runtime.Gosched()
-				}
-				cancel()
-			}()
-		case 2:
-			timer := time.AfterFunc(time.Duration(rand.IntN(500))*time.Microsecond, cancel)
+		case 1: // after Subscribe returned
+		default:
+			timer := time.AfterFunc(time.Duration(rand.IntN(60))*time.Microsecond, cancel)
 			defer timer.Stop()
 		}
-		ch, err := sub.Subscribe(ctx, topic)
+		ch, err := sub.Subscribe(cgSlowErrContext{ctx}, topic)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("subscribe to %s: %w", topic, err)
 		}
+		subscribed.Add(1)
 		cancel()
 		timeout := time.NewTimer(testutil.Timeout)
 		defer timeout.Stop()
@@ -188,6 +211,21 @@ func cgStorm(t testing.TB, sub *redispubsub.Subscriber, topics []string) {
 			}
 		}
 	})
+	t.Logf("%d of %d Subscribe calls returned a subscription before their context ended", subscribed.Load(), calls)
+}
+
+// cgSlowErrContext is a context whose Err takes about 20µs, yielding the
+// processor meanwhile, as a context type of the caller's own may: what the
+// Subscriber does between asking it and acting on the answer takes that
+// much longer, and a cancel lands in between more often.
+type cgSlowErrContext struct{ context.Context }
+
+func (c cgSlowErrContext) Err() error {
+	err := c.Context.Err()
+	for start := time.Now(); time.Since(start) < 20*time.Microsecond; {
+		runtime.Gosched()
+	}
+	return err
 }
 
 // cgStormTopics returns n topics.
@@ -216,11 +254,11 @@ func cgChannels(t testing.TB, srv *redistest.Server, shard bool) []string {
 	return channels
 }
 
-// A Subscribe/cancel storm (3,000 calls over 300 topics from 64 goroutines,
-// contexts ended at random moments, Subscribe running included) leaves no
-// channel subscribed in Redis once every subscription ended, and a message
-// published to those topics later reaches nobody and is not counted as
-// Discarded. (The bug: connection.add checks whether the subscription ended
+// A Subscribe/cancel storm (rounds of 3,000 calls over 300 topics from 64
+// goroutines, contexts ended at random moments, Subscribe running
+// included) leaves no channel subscribed in Redis once every subscription
+// ended, and a message published to those topics later reaches nobody and
+// is not counted as Discarded. (The bug: connection.add checks whether the subscription ended
 // and registers it later; a context cancelled in between ends it before it
 // has a connection, and nothing removes it: 5-9 topics stayed subscribed
 // for good, their later messages counted as Discarded.)
@@ -232,14 +270,8 @@ func TestSubscribeCancelStormLeavesNothingSubscribed(t *testing.T) {
 	pub := cgPublisher(t, faultClient(t, srv.Addr(), nil), false)
 	topics := cgStormTopics(300)
 
-	start := time.Now()
-	cgStorm(t, sub, topics)
-	t.Logf("storm over in %v", time.Since(start).Round(time.Millisecond))
-	var left []string
-	assert.True(t, cgPoll(10*time.Second, func() bool {
-		left = cgChannels(t, srv, false)
-		return len(left) == 0
-	}), "channels still subscribed in Redis 10s after every subscription ended: %v", left)
+	left := cgStormRounds(t, sub, topics, func() []string { return cgChannels(t, srv, false) })
+	assert.Empty(t, left, "channels still subscribed in Redis 10s after every subscription ended")
 
 	discarded, noSubscribers := sub.Stats().Discarded, pub.Stats().NoSubscribers
 	for _, topic := range topics {
