@@ -342,7 +342,7 @@ func cgMaxConnections(window time.Duration) int64 {
 // its PINGs (NOPERM) and runs its SUBSCRIBEs. Subscribe works at once and
 // messages arrive, and the Subscriber does not reconnect: over 20
 // health-check intervals (each sending a PING that Redis refuses) the server
-// accepts no new connection and Stats().Reconnects stays 0. (The bug: the
+// accepts no new Pub/Sub connection and Stats().Reconnects stays 0. (The bug: the
 // error reply to the PING was taken for a desynchronised connection: a
 // reconnect about 20 times a second for ever, and Subscribe waited for
 // SubscribeTimeout.)
@@ -368,7 +368,10 @@ func TestRefusedPingByTheACLIsAnAnswer(t *testing.T) {
 	t.Logf("Subscribe returned after %v: %v; %d connections in %v; stats %+v",
 		took.Round(time.Millisecond), err, connections, 20*hc, sub.Stats())
 	assert.Less(t, took, 2*time.Second, "Subscribe waited instead of answering at once")
-	assert.Zero(t, connections, "the Subscriber reconnected; a refused PING is an answer")
+	// Nothing reconnects; 2 leave room for a connection of the client's
+	// pool that is not a Pub/Sub connection.
+	assert.LessOrEqual(t, connections, int64(2), "the Subscriber reconnects; a refused PING is an answer")
+	assert.Zero(t, sub.Stats().Reconnects)
 	require.NoError(t, err, "Subscribe of a channel the ACL allows")
 	for i := range 3 {
 		require.NoError(t, pub.Publish("noping", message.NewMessage(strconv.Itoa(i), []byte(`{}`))))
@@ -393,12 +396,20 @@ func TestHealthCheckKeepsAConnectionStalledForLessThanTheInterval(t *testing.T) 
 	srv := redistest.Start(t, "--enable-debug-command", "yes")
 	admin := cgAdmin(t, srv.Addr(), nil)
 	log := newFaultLog(t)
-	sub := faultSubscriber(t, redispubsub.SubscriberConfig{Client: faultClient(t, srv.Addr(), nil)}, log)
 	pub := cgPublisher(t, admin, false)
-	ch, _ := testutil.Subscribe(t, sub, "stall")
 	during, err := redispubsub.JSONEnvelopeMarshaler{}.Marshal("stall", message.NewMessage("during", []byte(`{}`)))
 	require.NoError(t, err)
+	made := time.Now()
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{Client: faultClient(t, srv.Addr(), nil), ChannelPrefix: cgPrefix}, log)
+	ch, _ := testutil.Subscribe(t, sub, "stall")
 
+	// The stall starts 400ms after the Subscriber was made, an arbitrary
+	// moment of its health check's cycle. (Main's watchdog, which counts
+	// silent quarters of the interval from the moment it dialled, dropped
+	// the connection every time with this one; right after the dial it
+	// missed the drop by a few milliseconds.) This wait places the fault;
+	// it synchronises nothing.
+	<-time.After(time.Until(made.Add(400 * time.Millisecond)))
 	// The last byte the Subscriber reads before the stall is this message.
 	require.NoError(t, pub.Publish("stall", message.NewMessage("before", []byte(`{}`))))
 	testutil.Receive(t, ch).Ack()
