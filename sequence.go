@@ -21,21 +21,78 @@ const (
 	// that was away compares it with when it subscribed, to tell whether the
 	// start of a stream it never saw was lost or came before its time.
 	MetadataSince = "rps_since"
+	// MetadataChannel is a checksum of the Redis channel the stamp was made
+	// for (ChannelPrefix included): FNV-1a of its bytes, 32 bits, as 8
+	// lowercase hex digits. A stamp speaks only for that channel. A peer
+	// that passes a received envelope on to another channel unchanged (a
+	// TypeScript listener forwarding `detail`) relays the stamp, and a
+	// Subscriber of the other channel ignores it, as if the message were
+	// unstamped, instead of counting duplicates and gaps of a stream that is
+	// not that channel's. A stamp without it (from a Publisher before it was
+	// added) is read as before.
+	MetadataChannel = "rps_ch"
 )
 
-// stamped returns a copy of msg carrying the sequence stamp; msg itself is
-// not modified, so one message may be published on several topics at once.
-func stamped(msg *message.Message, publisher string, seq uint64, since int64) *message.Message {
-	metadata := make(message.Metadata, len(msg.Metadata)+3)
+// channelChecksum is the checksum of channel that MetadataChannel carries:
+// 32-bit FNV-1a.
+func channelChecksum(channel string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(channel); i++ {
+		h ^= uint32(channel[i])
+		h *= 16777619
+	}
+	return h
+}
+
+// appendChannelChecksum appends sum as MetadataChannel writes it: 8
+// lowercase hex digits.
+func appendChannelChecksum(b []byte, sum uint32) []byte {
+	const digits = "0123456789abcdef"
+	for shift := 28; shift >= 0; shift -= 4 {
+		b = append(b, digits[sum>>shift&0xf])
+	}
+	return b
+}
+
+// parseChannelChecksum parses what appendChannelChecksum writes, and
+// nothing else.
+func parseChannelChecksum(text string) (uint32, bool) {
+	if len(text) != 8 {
+		return 0, false
+	}
+	var sum uint32
+	for i := 0; i < len(text); i++ {
+		c := text[i]
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		default:
+			return 0, false
+		}
+		sum = sum<<4 | uint32(c)
+	}
+	return sum, true
+}
+
+// stamped returns a copy of msg carrying the sequence stamp st; msg itself
+// is not modified, so one message may be published on several topics at
+// once.
+func stamped(msg *message.Message, st stamp) *message.Message {
+	metadata := make(message.Metadata, len(msg.Metadata)+4)
 	for k, v := range msg.Metadata {
 		metadata[k] = v
 	}
-	metadata[MetadataPublisher] = publisher
-	metadata[MetadataSequence] = strconv.FormatUint(seq, 10)
-	if since != 0 {
-		metadata[MetadataSince] = strconv.FormatInt(since, 10)
+	metadata[MetadataPublisher] = st.publisher
+	metadata[MetadataSequence] = strconv.FormatUint(st.seq, 10)
+	if st.since != 0 {
+		metadata[MetadataSince] = strconv.FormatInt(st.since, 10)
 	}
-	// Only for the Marshaler, which reads these three fields: no Ack state.
+	if st.scoped {
+		metadata[MetadataChannel] = string(appendChannelChecksum(nil, st.channel))
+	}
+	// Only for the Marshaler, which reads these fields: no Ack state.
 	return &message.Message{UUID: msg.UUID, Metadata: metadata, Payload: msg.Payload}
 }
 
@@ -65,72 +122,89 @@ func (JSONEnvelopeMarshaler) stampOf(body string) (stamp, bool) {
 	if object[end:] != "}" {
 		return stamp{}, false
 	}
-	publisher, seqText, sinceText, ok := stampMembers(object[:end])
+	m, ok := stampMembers(object[:end])
 	if !ok {
 		return stamp{}, false
 	}
-	return parseStamp(publisher, seqText, sinceText)
+	return parseStamp(m)
 }
 
-// parseStamp checks and parses a stamp's members; since is optional
-// (Publishers before it was added do not write it).
-func parseStamp(publisher, seqText, sinceText string) (stamp, bool) {
-	seq, err := strconv.ParseUint(seqText, 10, 64)
-	if publisher == "" || err != nil || seq == 0 {
+// stampTexts are the stamp's metadata values as a body carries them.
+type stampTexts struct {
+	publisher, seq, since, channel string
+	haveChannel                    bool
+}
+
+// parseStamp checks and parses a stamp's members; since and channel are
+// optional (Publishers before they were added do not write them). A
+// channel checksum that is not one makes the stamp unreadable: it is not
+// known which channel it speaks for.
+func parseStamp(m stampTexts) (stamp, bool) {
+	seq, err := strconv.ParseUint(m.seq, 10, 64)
+	if m.publisher == "" || err != nil || seq == 0 {
 		return stamp{}, false
 	}
-	since, _ := strconv.ParseInt(sinceText, 10, 64)
-	return stamp{publisher: publisher, seq: seq, since: since}, true
+	st := stamp{publisher: m.publisher, seq: seq}
+	st.since, _ = strconv.ParseInt(m.since, 10, 64)
+	if m.haveChannel {
+		if st.channel, st.scoped = parseChannelChecksum(m.channel); !st.scoped {
+			return stamp{}, false
+		}
+	}
+	return st, true
 }
 
-// stampMembers returns the last values of the MetadataPublisher and
-// MetadataSequence members of the metadata object. ok is false when one is
-// missing, or when the object is not an object of string members as far as
-// the scan can tell.
-func stampMembers(object string) (publisher, seqText, sinceText string, ok bool) {
+// stampMembers returns the last values of the stamp's members of the
+// metadata object. ok is false when MetadataPublisher or MetadataSequence
+// is missing, or when the object is not an object of string members as far
+// as the scan can tell.
+func stampMembers(object string) (m stampTexts, ok bool) {
 	last := len(object) - 1 // the closing brace
 	if last < 1 || object[last] != '}' {
-		return "", "", "", false
+		return stampTexts{}, false
 	}
 	var havePublisher, haveSeq bool
 	for i := skipJSONSpace(object, 1); i < last; {
 		if object[i] != '"' {
-			return "", "", "", false
+			return stampTexts{}, false
 		}
 		keyEnd := endOfJSONString(object, i)
 		key := object[i:keyEnd]
 		i = skipJSONSpace(object, keyEnd)
 		if i >= last || object[i] != ':' {
-			return "", "", "", false
+			return stampTexts{}, false
 		}
 		i = skipJSONSpace(object, i+1)
 		if i >= last || object[i] != '"' {
-			return "", "", "", false // not a string: the body does not decode
+			return stampTexts{}, false // not a string: the body does not decode
 		}
 		valueEnd := endOfJSONString(object, i)
 		if valueEnd > last {
-			return "", "", "", false
+			return stampTexts{}, false
 		}
 		switch {
 		case jsonStringEquals(key, MetadataPublisher):
-			publisher, havePublisher = unquoteJSONString(object[i:valueEnd])
+			m.publisher, havePublisher = unquoteJSONString(object[i:valueEnd])
 		case jsonStringEquals(key, MetadataSequence):
-			seqText, haveSeq = unquoteJSONString(object[i:valueEnd])
+			m.seq, haveSeq = unquoteJSONString(object[i:valueEnd])
 		case jsonStringEquals(key, MetadataSince):
-			sinceText, _ = unquoteJSONString(object[i:valueEnd])
+			m.since, _ = unquoteJSONString(object[i:valueEnd])
+		case jsonStringEquals(key, MetadataChannel):
+			m.channel, _ = unquoteJSONString(object[i:valueEnd])
+			m.haveChannel = true
 		}
 		i = skipJSONSpace(object, valueEnd)
 		if i < last {
 			if object[i] != ',' {
-				return "", "", "", false
+				return stampTexts{}, false
 			}
 			i = skipJSONSpace(object, i+1)
 			if i >= last {
-				return "", "", "", false // a trailing comma
+				return stampTexts{}, false // a trailing comma
 			}
 		}
 	}
-	return publisher, seqText, sinceText, havePublisher && haveSeq
+	return m, havePublisher && haveSeq
 }
 
 // stampOf decodes the head of the body (version, UUID, metadata), which
@@ -150,7 +224,7 @@ func (MsgpackMarshaler) stampOf(body string) (stamp, bool) {
 	if err != nil {
 		return stamp{}, false
 	}
-	var publisher, seqText, sinceText string
+	var m stampTexts
 	for range n {
 		k, err1 := dec.DecodeString()
 		v, err2 := dec.DecodeString()
@@ -159,14 +233,16 @@ func (MsgpackMarshaler) stampOf(body string) (stamp, bool) {
 		}
 		switch k {
 		case MetadataPublisher:
-			publisher = v
+			m.publisher = v
 		case MetadataSequence:
-			seqText = v
+			m.seq = v
 		case MetadataSince:
-			sinceText = v
+			m.since = v
+		case MetadataChannel:
+			m.channel, m.haveChannel = v, true
 		}
 	}
-	return parseStamp(publisher, seqText, sinceText)
+	return parseStamp(m)
 }
 
 // maxTrackedStreams bounds the streams (publisher and channel) one Redis

@@ -92,16 +92,17 @@ func (s *Subscriber) route(c *connection, m *redis.Message) {
 	}
 }
 
-// checkSequence takes m's sequence stamp stp (when stamped) and says whether
-// it is new, a duplicate (its GapEvent's First is the duplicate's number) or
-// reveals a
-// gap in what st received. The first message of a stream it never saw, after
+// checkSequence takes m's sequence stamp stp (when stamped, and made for
+// m's channel) and says whether it is new, a duplicate (its GapEvent's First
+// is the duplicate's number) or reveals a gap in what st received. The first message of a stream it never saw, after
 // the connection was interrupted, reveals that its start was lost when the
 // stream began after the subscription (by MetadataSince), or may have been
 // when it began before or does not say. Called with the connection's mu
 // held.
 func (s *Subscriber) checkSequence(st *channelState, m *redis.Message, stp stamp, stamped bool) (GapEvent, sequenceVerdict) {
-	if !stamped {
+	if !stamped || (stp.scoped && stp.channel != channelChecksum(m.Channel)) {
+		// No stamp, or one made for another channel (a peer relayed the
+		// envelope unchanged): it says nothing of this channel's stream.
 		return GapEvent{}, inSequence
 	}
 	if st.sequences == nil {
