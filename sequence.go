@@ -1,6 +1,7 @@
 package redispubsub
 
 import (
+	"hash/maphash"
 	"strconv"
 	"strings"
 
@@ -245,10 +246,33 @@ func (MsgpackMarshaler) stampOf(body string) (stamp, bool) {
 	return parseStamp(m)
 }
 
-// maxTrackedStreams bounds the streams (publisher and channel) one Redis
-// subscription tracks. A forgotten stream is picked up again from its next
-// message, without a gap (and a duplicate of it would be delivered).
-const maxTrackedStreams = 4096
+// The streams (publisher and channel) that one Redis subscription tracks
+// are bounded, since publishers come and go (each restart is a new id) and
+// a pattern subscription may see any number of channels. Counts must never
+// say loss where there was none: a stream's next message after a reconnect
+// can only be checked against its last number if that is still known, and a
+// stream that is not known cannot be told from a new one that lost its
+// start. So what is forgotten is forgotten in two steps:
+//
+//   - maxTrackedStreams streams are kept by name, exactly: a number not
+//     above the last is a duplicate, dropped.
+//   - When a stream has to leave them, its last number is kept under a
+//     64-bit hash of its name (about 40 bytes with the map's own, against
+//     about 160 for a name), for maxHashedStreams more streams. Its next message is checked against
+//     that number as before, but never dropped as a duplicate: two names of
+//     one hash (about one chance in 10^10 at that size) could make a count
+//     wrong, never lose a message.
+//   - Only a stream that has to leave those too is forgotten for good. From
+//     then on, the start of a stream first seen after a reconnect may be one
+//     it forgot: it counts as a possible gap, never a certain one.
+//
+// At most about 0.6 MiB for the names and 2.7 MiB for the hashes (measured),
+// for a Redis subscription that sees over 70,000 streams; a channel with a
+// few publishers costs a few entries.
+const (
+	maxTrackedStreams = 4096
+	maxHashedStreams  = 64 << 10
+)
 
 // GapEvent reports messages that a Subscriber never received: sequence
 // numbers First to Last (inclusive) of one publisher on one channel. They
@@ -258,11 +282,14 @@ type GapEvent struct {
 	Topic       string
 	Publisher   string
 	First, Last uint64
-	// Possible is set when the messages may as well have been published
-	// before the Subscriber subscribed: the first message of a stream it
-	// had never seen arrived after a reconnect, and the stream began (by
-	// MetadataSince) before the subscription, or its Publisher did not say
-	// when. Such gaps count in SubscriberStats.PossibleGaps, not Gaps.
+	// Possible is set when the messages may as well have been received, or
+	// published before the Subscriber subscribed: the first message of a
+	// stream it had never seen arrived after a reconnect, and the stream
+	// began (by MetadataSince) before the subscription, or its Publisher
+	// did not say when, or the Subscriber may have seen it and forgotten it
+	// (past maxTrackedStreams+maxHashedStreams streams on one Redis
+	// subscription). Such gaps count in SubscriberStats.PossibleGaps, not
+	// Gaps.
 	Possible bool
 }
 
@@ -270,11 +297,27 @@ type GapEvent struct {
 func (g GapEvent) Missing() uint64 { return g.Last - g.First + 1 }
 
 // sequenceTracker remembers the last sequence number seen per publisher and
-// channel for one Redis subscription.
-type sequenceTracker map[streamKey]uint64
+// channel for one Redis subscription; nil until its first stamped message.
+type sequenceTracker = *streamTracker
+
+type streamTracker struct {
+	named  map[streamKey]uint64 // by name: at most maxTrackedStreams
+	hashed map[uint64]uint64    // by hash of the name: at most maxHashedStreams
+	// lost is set once a stream was forgotten for good.
+	lost bool
+}
+
+func newSequenceTracker() *streamTracker {
+	return &streamTracker{named: make(map[streamKey]uint64)}
+}
 
 // streamKey names the stream of one publisher on one channel.
 type streamKey struct{ publisher, channel string }
+
+// streamSeed seeds the hashes of the streams forgotten by name.
+var streamSeed = maphash.MakeSeed()
+
+func (k streamKey) hash() uint64 { return maphash.Comparable(streamSeed, k) }
 
 // sequenceVerdict is what a sequence number says of the stream it is in.
 type sequenceVerdict int
@@ -288,32 +331,69 @@ const (
 )
 
 // observe records seq. The first message of a stream reveals no gap by
-// itself (the caller knows whether it could have missed its start); a
-// number not above the last one seen is a duplicate (a Publisher never
-// reuses one: it takes a new id instead). A gap's first missing number is
-// returned; its last is seq-1.
-func (t sequenceTracker) observe(publisher, channel string, seq uint64) (verdict sequenceVerdict, firstMissing uint64) {
+// itself (the caller knows whether it could have missed its start, see
+// forgot); a number not above the last one seen is a duplicate (a
+// Publisher never reuses one: it takes a new id instead). A gap's first
+// missing number is returned; its last is seq-1.
+func (t *streamTracker) observe(publisher, channel string, seq uint64) (verdict sequenceVerdict, firstMissing uint64) {
 	key := streamKey{publisher, channel}
-	prev, known := t[key]
-	switch {
-	case known && seq <= prev:
-		return duplicate, 0
-	case !known && len(t) >= maxTrackedStreams:
-		for forget := range t {
-			delete(t, forget)
+	prev, known := t.named[key]
+	if known {
+		switch {
+		case seq <= prev:
+			return duplicate, 0
+		case seq > prev+1:
+			t.named[key] = seq
+			return gapFound, prev + 1
+		}
+		t.named[key] = seq
+		return inSequence, 0
+	}
+	verdict = newStream
+	if t.hashed != nil {
+		h := key.hash()
+		if prev, known = t.hashed[h]; known {
+			delete(t.hashed, h)
+			switch {
+			case seq <= prev:
+				// Most likely a duplicate; delivered, since a hash is not
+				// a name.
+				verdict, seq = inSequence, prev
+			case seq > prev+1:
+				verdict, firstMissing = gapFound, prev+1
+			default:
+				verdict = inSequence
+			}
+		}
+	}
+	if len(t.named) >= maxTrackedStreams {
+		for forget, last := range t.named {
+			delete(t.named, forget)
+			t.remember(forget.hash(), last)
 			break
 		}
 	}
-	if !known {
-		// The names may be parts of a message body: keep copies.
-		key = streamKey{strings.Clone(publisher), strings.Clone(channel)}
-	}
-	t[key] = seq
-	switch {
-	case !known:
-		return newStream, 0
-	case seq > prev+1:
-		return gapFound, prev + 1
-	}
-	return inSequence, 0
+	// The names may be parts of a message body: keep copies.
+	t.named[streamKey{strings.Clone(publisher), strings.Clone(channel)}] = seq
+	return verdict, firstMissing
 }
+
+// remember keeps the last number of a stream forgotten by name under its
+// hash, forgetting another for good when there is no room.
+func (t *streamTracker) remember(h, last uint64) {
+	if t.hashed == nil {
+		t.hashed = make(map[uint64]uint64)
+	}
+	if len(t.hashed) >= maxHashedStreams {
+		for forget := range t.hashed {
+			delete(t.hashed, forget)
+			t.lost = true
+			break
+		}
+	}
+	t.hashed[h] = last
+}
+
+// forgot reports whether a stream not known to the tracker may be one it
+// forgot for good, rather than one it never saw.
+func (t *streamTracker) forgot() bool { return t.lost }

@@ -1,6 +1,7 @@
 package redispubsub
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -10,7 +11,7 @@ import (
 )
 
 func TestSequenceTrackerFindsGapsAndDuplicates(t *testing.T) {
-	tr := sequenceTracker{}
+	tr := newSequenceTracker()
 	for _, step := range []struct {
 		seq          uint64
 		verdict      sequenceVerdict
@@ -150,4 +151,56 @@ func TestStampGolden(t *testing.T) {
 	got, ok := JSONEnvelopeMarshaler{}.stampOf(string(golden))
 	require.True(t, ok)
 	require.Equal(t, st, got)
+}
+
+// Streams that leave the names the tracker keeps are still checked by the
+// hash of their name: their next numbers are in sequence, a skipped one is
+// a gap, and none is taken for a new stream (which after a reconnect would
+// count as a lost start).
+func TestSequenceTrackerChecksStreamsForgottenByName(t *testing.T) {
+	tr := newSequenceTracker()
+	const streams = maxTrackedStreams + 1000
+	for i := range streams {
+		verdict, _ := tr.observe(fmt.Sprint("pub-", i), "ch", 1)
+		require.Equal(t, newStream, verdict)
+	}
+	require.Len(t, tr.named, maxTrackedStreams)
+	require.Len(t, tr.hashed, 1000)
+	for i := range streams {
+		verdict, _ := tr.observe(fmt.Sprint("pub-", i), "ch", 2)
+		require.Equal(t, inSequence, verdict, "stream %d", i)
+	}
+	for i := range streams {
+		verdict, firstMissing := tr.observe(fmt.Sprint("pub-", i), "ch", 4)
+		require.Equal(t, gapFound, verdict, "stream %d", i)
+		require.EqualValues(t, 3, firstMissing, "stream %d", i)
+	}
+	// A duplicate of a stream known by its hash only is delivered: a hash
+	// is not a name.
+	var hashedOnly streamKey
+	for i := range streams {
+		if _, ok := tr.named[streamKey{fmt.Sprint("pub-", i), "ch"}]; !ok {
+			hashedOnly = streamKey{fmt.Sprint("pub-", i), "ch"}
+			break
+		}
+	}
+	verdict, _ := tr.observe(hashedOnly.publisher, hashedOnly.channel, 4)
+	require.Equal(t, inSequence, verdict)
+	verdict, _ = tr.observe(hashedOnly.publisher, hashedOnly.channel, 5)
+	require.Equal(t, inSequence, verdict)
+	require.False(t, tr.forgot())
+}
+
+// Past both bounds a stream is forgotten for good, and the tracker says
+// so: a stream it does not know may be one it forgot.
+func TestSequenceTrackerSaysWhenItForgot(t *testing.T) {
+	tr := newSequenceTracker()
+	for i := range maxTrackedStreams + maxHashedStreams {
+		tr.observe("pub", fmt.Sprint("ch-", i), 1)
+	}
+	require.False(t, tr.forgot())
+	tr.observe("pub", "one more", 1)
+	require.True(t, tr.forgot())
+	require.Len(t, tr.named, maxTrackedStreams)
+	require.Len(t, tr.hashed, maxHashedStreams)
 }

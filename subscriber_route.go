@@ -94,11 +94,12 @@ func (s *Subscriber) route(c *connection, m *redis.Message) {
 
 // checkSequence takes m's sequence stamp stp (when stamped, and made for
 // m's channel) and says whether it is new, a duplicate (its GapEvent's First
-// is the duplicate's number) or reveals a gap in what st received. The first message of a stream it never saw, after
-// the connection was interrupted, reveals that its start was lost when the
-// stream began after the subscription (by MetadataSince), or may have been
-// when it began before or does not say. Called with the connection's mu
-// held.
+// is the duplicate's number) or reveals a gap in what st received. The
+// first message of a stream it never saw, after the connection was
+// interrupted, reveals that its start was lost when the stream began after
+// the subscription (by MetadataSince), or may have been when it began
+// before, does not say, or may be a stream the tracker forgot (see
+// maxTrackedStreams). Called with the connection's mu held.
 func (s *Subscriber) checkSequence(st *channelState, m *redis.Message, stp stamp, stamped bool) (GapEvent, sequenceVerdict) {
 	if !stamped || (stp.scoped && stp.channel != channelChecksum(m.Channel)) {
 		// No stamp, or one made for another channel (a peer relayed the
@@ -106,7 +107,7 @@ func (s *Subscriber) checkSequence(st *channelState, m *redis.Message, stp stamp
 		return GapEvent{}, inSequence
 	}
 	if st.sequences == nil {
-		st.sequences = sequenceTracker{}
+		st.sequences = newSequenceTracker()
 	}
 	ev := GapEvent{Topic: strings.TrimPrefix(m.Channel, s.config.ChannelPrefix), Publisher: stp.publisher}
 	verdict, firstMissing := st.sequences.observe(stp.publisher, m.Channel, stp.seq)
@@ -120,7 +121,7 @@ func (s *Subscriber) checkSequence(st *channelState, m *redis.Message, stp stamp
 			return ev, inSequence
 		}
 		ev.First, ev.Last = 1, stp.seq-1
-		if stp.since == 0 || stp.since < st.confirmedMs {
+		if stp.since == 0 || stp.since < st.confirmedMs || st.sequences.forgot() {
 			ev.Possible = true
 			return ev, possibleGap
 		}
