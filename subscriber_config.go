@@ -43,9 +43,9 @@ type OverflowPolicy int
 const (
 	// DropNewest loses the most recent message (the arriving one, or the
 	// last one queued): what was queued before is delivered, and the
-	// consumer sees an in-order stream with a hole. No other subscription
-	// loses a message for an arriving one unless that makes room for it.
-	// The default.
+	// consumer sees an in-order stream with a hole. The heavier
+	// subscriptions lose messages for an arriving one only when that makes
+	// room for it (as far as the 64 heaviest tell). The default.
 	DropNewest OverflowPolicy = iota
 	// DropOldest loses the oldest queued message: the consumer catches up
 	// with the most recent messages.
