@@ -27,8 +27,9 @@ type stamp struct {
 type codec interface {
 	// marshalStamped is Marshal of msg with st added to its metadata.
 	marshalStamped(topic string, msg *message.Message, st stamp) ([]byte, error)
-	// unmarshalUnstamped is Unmarshal without the stamp's metadata. It
-	// neither retains nor modifies body's bytes.
+	// unmarshalUnstamped is Unmarshal without the stamp's metadata. body's
+	// memory is the Subscriber's, read off the socket for this message
+	// alone and never used again: the message's payload may share it.
 	unmarshalUnstamped(topic, body string) (*message.Message, error)
 }
 

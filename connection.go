@@ -1,75 +1,153 @@
 package redispubsub
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	"github.com/redis/go-redis/v9"
 )
 
 var (
-	errHealthCheck     = errors.New("redispubsub: no bytes and no answer to PING within the health-check interval")
+	errHealthCheck     = errors.New("redispubsub: no bytes and no answer to PING for a whole health-check interval")
 	errUnexpectedReply = errors.New("redispubsub: reply to a command this connection did not send")
 )
 
 // connection is one Redis Pub/Sub connection of a Subscriber. It owns the
-// socket, the commands written on it and the replies Redis owes for them,
-// the Redis subscriptions (channels and patterns) it carries, their
-// resubscription after a reconnect, and the health check. A Subscriber in
-// classic mode has one; in sharded mode, one per cluster node that owns the
-// slot of a subscribed channel.
+// socket (opened by dial, see socket.go, then read and written by this file
+// and connection_io.go alone), the commands written on it and the replies
+// Redis owes for them, the Redis subscriptions (channels and patterns) it
+// carries, their resubscription after a reconnect, and the health check. A
+// Subscriber in classic mode has one; in sharded mode on a cluster, one per
+// node that owns the slot of a subscribed channel.
 //
-//	dialing ──PING written──> resubscribing ──every resubscription confirmed──> live
-//	  ^   │                         │                                           │
-//	  │   └─dial failed: backoff──┐ │                                           │
-//	  └───────────────────────────┴─┴─ read/write error, silence, desync ───────┘
-//	closed: from any state, when the Subscriber closes (or, sharded, when the
-//	connection carries no channel any more)
+// Its state is one value, changed only by setState, which checks the
+// transition:
 //
-// Two goroutines serve a connection: the reader (run) dials, reads every
+//	          ┌──── attempt failed: backoff ────┐
+//	          v                                 │
+//	      dialing ──── refused for good ───> refused (Subscribes fail at once;
+//	         │ ^                                │     retried with backoff)
+//	socket up│ └──── attempt failed ────────────┤
+//	         v                                  │ socket up
+//	   subscribing <────────────────────────────┘
+//	         │ every resubscription confirmed
+//	         v
+//	       live
+//	subscribing, live ── this side dropped the socket (silence, desync) ──> broken
+//	subscribing, live, broken ── the reader stopped: session dropped ──> dialing
+//	any state ── Close (or, sharded, nothing left to carry) ──> closed
+//
+// A session holds what lives and dies with one socket; dial creates it and
+// disconnect drops it, so that nothing of a lost socket survives into the
+// next. Three goroutines serve a session: the reader (serve) reads every
 // reply and routes messages without ever waiting for a consumer; the writer
-// (write) writes every command, in the order of the replies the reader
-// expects, and checks health. Neither holds mu while on the socket.
+// writes the commands, in the order of the replies the reader expects; the
+// health check (watch) asks for a PING and drops a silent socket. None of
+// them holds mu while on the socket.
 type connection struct {
 	s      *Subscriber
 	node   string // the cluster node's address in sharded mode, else ""
-	client *pubsubClient
+	dial   dialFunc
 	logger watermill.LoggerAdapter
+	// ctx ends with the connection: it stops a dial and the backoff.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// bytesRead grows with every byte read: the health check's proof of life.
+	bytesRead atomic.Uint64
 
+	// mu guards what follows, and the fields of the channelStates and the
+	// Redis-facing fields of the subscriptions the connection carries
+	// (subscription.state, phase, awaits). Lock order, each lock taken only
+	// while holding those to its left:
+	//
+	//	Subscriber.mu → connection.mu → subscription.mu → budget.mu, Subscriber.dropMu
+	//	Subscriber.mu → slotMap.mu;  connection.mu → mover.mu, slotMap.mu, hookRunner.mu
 	mu       sync.Mutex
+	state    connState
+	sess     *session                 // set in subscribing, live and broken
 	channels map[string]*channelState // by Redis channel
 	patterns map[string]*channelState // by Redis pattern
-	pubsub   *redis.PubSub            // nil while dialing
-	broken   error                    // why this side closed pubsub, if it did
-	sent     []*command               // written and owing replies, oldest first
-	pending  pendingCommands          // to write
-	wake     chan struct{}            // capacity 1: pending is not empty
-	// awaiting counts the resubscriptions owed on this connection; live is
-	// set once there are none.
+	dialErr  error                    // the last failed attempt's error; nil once one succeeds
+}
+
+// connState is where a connection stands; see the diagram on connection.
+type connState uint8
+
+const (
+	stateDialing connState = iota
+	stateRefused
+	stateSubscribing
+	stateLive
+	stateBroken
+	stateClosed
+)
+
+var stateNames = [...]string{"dialing", "refused", "subscribing", "live", "broken", "closed"}
+
+func (st connState) String() string { return stateNames[st] }
+
+// transitions lists the states each state may change to.
+var transitions = [...][]connState{
+	stateDialing:     {stateRefused, stateSubscribing, stateClosed},
+	stateRefused:     {stateDialing, stateSubscribing, stateClosed},
+	stateSubscribing: {stateLive, stateBroken, stateDialing, stateClosed},
+	stateLive:        {stateBroken, stateDialing, stateClosed},
+	stateBroken:      {stateDialing, stateClosed},
+	stateClosed:      {},
+}
+
+// setState changes the state; a transition the diagram does not have is a
+// bug. Called with mu held.
+func (c *connection) setState(to connState) {
+	if !slices.Contains(transitions[c.state], to) {
+		panic(fmt.Sprintf("redispubsub: connection state %v -> %v", c.state, to))
+	}
+	c.state = to
+}
+
+// usable reports whether commands can be queued on the session. Called with
+// mu held.
+func (c *connection) usable() bool { return c.state == stateSubscribing || c.state == stateLive }
+
+// session is what lives and dies with one socket.
+type session struct {
+	conn    net.Conn
+	sent    []*command      // written and owing replies, oldest first
+	pending pendingCommands // to write
+	wake    chan struct{}   // capacity 1: pending is not empty
+	done    chan struct{}   // closed when the session is dropped
+	// awaiting counts the resubscriptions owed; live is set once there are
+	// none. reconnect is the reconnect to report then.
 	awaiting  int
 	live      bool
 	reconnect *pendingReconnect
-	// dialErr is the error of the last failed connection attempt, cleared by
-	// a successful one; permanent is set when retrying cannot heal it.
-	dialErr   error
-	permanent bool
-	// sending is set while the writer writes the commands take returned;
-	// take returns none once the connection is broken or closed.
-	sending bool
-	// closed ends the connection for good; stop is closed with it, to end
-	// the backoff between connection attempts.
-	closed   bool
-	stop     chan struct{}
-	stopOnce sync.Once
+	// broken is why this side dropped the socket, if it did.
+	broken error
+}
+
+func newSession(conn net.Conn) *session {
+	return &session{
+		conn: conn, pending: newPendingCommands(),
+		wake: make(chan struct{}, 1), done: make(chan struct{}),
+	}
+}
+
+func (sess *session) signal() {
+	select {
+	case sess.wake <- struct{}{}:
+	default:
+	}
 }
 
 // channelState is one Redis subscription (a channel or a pattern) and the
-// local subscriptions that share it.
+// local subscriptions that share it. Guarded by its connection's mu.
 type channelState struct {
 	name    string
 	pattern bool
@@ -119,23 +197,34 @@ type command struct {
 	replied int // confirmations received
 }
 
-// replyKind is the kind of the confirmations Redis sends for cmd.
-func (cmd *command) replyKind(sharded bool) string {
+// redisName is the command's name: the one place that maps a command to
+// Redis's words, for writing it and for matching its replies.
+func (cmd *command) redisName(sharded bool) string {
 	switch {
+	case cmd.kind == cmdPing:
+		return "PING"
 	case cmd.kind == cmdSubscribe && cmd.pattern:
-		return "psubscribe"
+		return "PSUBSCRIBE"
 	case cmd.kind == cmdSubscribe && sharded:
-		return "ssubscribe"
+		return "SSUBSCRIBE"
 	case cmd.kind == cmdSubscribe:
-		return "subscribe"
-	case cmd.kind == cmdUnsubscribe && cmd.pattern:
-		return "punsubscribe"
-	case cmd.kind == cmdUnsubscribe && sharded:
-		return "sunsubscribe"
-	case cmd.kind == cmdUnsubscribe:
-		return "unsubscribe"
+		return "SUBSCRIBE"
+	case cmd.pattern:
+		return "PUNSUBSCRIBE"
+	case sharded:
+		return "SUNSUBSCRIBE"
 	}
-	return "pong"
+	return "UNSUBSCRIBE"
+}
+
+// answeredBy reports whether f is the confirmation cmd owes next.
+func (cmd *command) answeredBy(f *frame, sharded bool) bool {
+	want := frameSubscribe
+	if cmd.kind == cmdUnsubscribe {
+		want = frameUnsubscribe
+	}
+	return cmd.kind != cmdPing && f.kind == want && f.pattern == cmd.pattern &&
+		f.sharded == (sharded && !cmd.pattern) && string(f.name) == cmd.names[cmd.replied]
 }
 
 // redisKey names a Redis subscription: a channel or a pattern.
@@ -168,18 +257,16 @@ func (p *pendingCommands) empty() bool { return len(p.ops) == 0 && len(p.joiners
 // maxNamesPerCommand bounds the channels of one SUBSCRIBE or UNSUBSCRIBE.
 const maxNamesPerCommand = 1000
 
-func newConnection(s *Subscriber, node string, client *pubsubClient) *connection {
+func newConnection(s *Subscriber, node string, dial dialFunc) *connection {
 	c := &connection{
 		s:        s,
 		node:     node,
-		client:   client,
+		dial:     dial,
 		logger:   s.logger,
 		channels: make(map[string]*channelState),
 		patterns: make(map[string]*channelState),
-		wake:     make(chan struct{}, 1),
-		stop:     make(chan struct{}),
 	}
-	c.pending = newPendingCommands()
+	c.ctx, c.cancel = context.WithCancel(s.ctx)
 	if node != "" {
 		c.logger = s.logger.With(watermill.LogFields{"node": node})
 	}
@@ -208,13 +295,13 @@ func (c *connection) table(pattern bool) map[string]*channelState {
 func (c *connection) add(sn *subscription, name string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.state == stateClosed {
+		return false
+	}
 	if sn.isDone() {
 		return true // ended before it was added
 	}
-	if c.closed {
-		return false
-	}
-	if c.permanent {
+	if c.state == stateRefused {
 		sn.fail(c.dialError())
 		return true
 	}
@@ -226,10 +313,15 @@ func (c *connection) add(sn *subscription, name string) bool {
 		table[name] = st
 	}
 	sn.state = st
+	// Published before isDone is read again: a subscription ending from
+	// now on finds its connection and leaves it (Subscriber.leave).
 	sn.conn.Store(c)
-	op, queued := c.pending.ops[key]
+	var op, queued bool
+	if c.usable() {
+		op, queued = c.sess.pending.ops[key]
+	}
 	switch {
-	case c.pubsub == nil:
+	case !c.usable():
 		// Everything starts with the resubscription.
 		sn.phase = phaseStarting
 		st.starting = append(st.starting, sn)
@@ -239,7 +331,7 @@ func (c *connection) add(sn *subscription, name string) bool {
 		st.starting = append(st.starting, sn)
 	case queued && !op:
 		// Its UNSUBSCRIBE was not written: the channel stays subscribed.
-		delete(c.pending.ops, key)
+		delete(c.sess.pending.ops, key)
 		st.subscribed = true
 		c.join(st, sn)
 	case !st.subscribed:
@@ -253,40 +345,41 @@ func (c *connection) add(sn *subscription, name string) bool {
 	default:
 		c.join(st, sn)
 	}
+	if sn.isDone() {
+		// It ended while being added, before Subscriber.leave could
+		// find it here: take it out again.
+		c.removeLocked(sn)
+	}
 	return true
 }
 
-// join makes sn start at the PONG of the next PING. Called with mu held.
+// join makes sn start at the PONG of the next PING. Called with mu held and
+// the connection usable.
 func (c *connection) join(st *channelState, sn *subscription) {
 	sn.phase = phaseWaiting
 	st.waiting++
-	c.pending.joiners = append(c.pending.joiners, sn)
-	c.signal()
+	c.sess.pending.joiners = append(c.sess.pending.joiners, sn)
+	c.sess.signal()
 }
 
 // queue asks for a SUBSCRIBE (subscribe) or UNSUBSCRIBE of key, cancelling
-// the opposite one if it was not written yet. Called with mu held.
+// the opposite one if it was not written yet. Called with mu held and the
+// connection usable.
 func (c *connection) queue(key redisKey, subscribe bool) {
-	if op, ok := c.pending.ops[key]; ok {
+	p := &c.sess.pending
+	if op, ok := p.ops[key]; ok {
 		if op != subscribe {
-			delete(c.pending.ops, key)
-			if c.pending.resub[key] {
-				delete(c.pending.resub, key)
+			delete(p.ops, key)
+			if p.resub[key] {
+				delete(p.resub, key)
 				c.resubscribed()
 			}
 		}
 		return
 	}
-	c.pending.ops[key] = subscribe
-	c.pending.order = append(c.pending.order, key)
-	c.signal()
-}
-
-func (c *connection) signal() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
+	p.ops[key] = subscribe
+	p.order = append(p.order, key)
+	c.sess.signal()
 }
 
 // remove takes an ended subscription out of its Redis subscription, and
@@ -298,6 +391,11 @@ func (c *connection) remove(sn *subscription) {
 		// It moved to another node meanwhile: the caller tries again.
 		return
 	}
+	c.removeLocked(sn)
+}
+
+// removeLocked is remove with mu held.
+func (c *connection) removeLocked(sn *subscription) {
 	st := sn.state
 	switch sn.phase {
 	case phaseStarting:
@@ -317,9 +415,9 @@ func (c *connection) remove(sn *subscription) {
 	if table[st.name] == st {
 		delete(table, st.name)
 	}
-	if st.subscribed && !c.closed {
+	if st.subscribed && c.state != stateClosed {
 		st.subscribed = false
-		if c.pubsub != nil {
+		if c.usable() {
 			c.queue(redisKey{st.name, st.pattern}, false)
 		}
 	}
@@ -336,46 +434,57 @@ func (c *connection) subscriptions() []*subscription {
 			sns = append(sns, st.starting...)
 		}
 	}
-	for _, cmd := range c.sent {
-		for _, starters := range cmd.starters {
-			sns = append(sns, starters...)
+	if sess := c.sess; sess != nil {
+		for _, cmd := range sess.sent {
+			for _, starters := range cmd.starters {
+				sns = append(sns, starters...)
+			}
+			sns = append(sns, cmd.joiners...)
 		}
-		sns = append(sns, cmd.joiners...)
+		sns = append(sns, sess.pending.joiners...)
 	}
-	return append(sns, c.pending.joiners...)
+	return sns
 }
 
 // empty reports whether the connection carries no Redis subscription and
 // owes no reply. Called with mu held.
 func (c *connection) empty() bool {
-	return len(c.channels) == 0 && len(c.patterns) == 0 && len(c.sent) == 0 && c.pending.empty()
+	sess := c.sess
+	return len(c.channels) == 0 && len(c.patterns) == 0 &&
+		(sess == nil || len(sess.sent) == 0 && sess.pending.empty())
 }
 
 // close ends the connection for good, and every subscription it carries.
 func (c *connection) close() {
 	c.mu.Lock()
-	c.closed = true
-	ps, sending := c.pubsub, c.sending
+	if c.state == stateClosed {
+		c.mu.Unlock()
+		return
+	}
+	c.setState(stateClosed)
+	sess := c.sess
 	for _, sn := range c.subscriptions() {
 		sn.end()
 	}
 	c.mu.Unlock()
-	c.stopOnce.Do(func() { close(c.stop) })
-	if sending {
-		// PubSub.Close waits for the command being written, which a
-		// socket that takes no more bytes holds: close the socket first.
-		c.client.abort()
-	}
-	if ps != nil {
-		_ = ps.Close()
+	c.cancel()
+	if sess != nil {
+		_ = sess.conn.Close() // the reader returns, and drops the session
 	}
 }
 
-// run dials, reads until the connection breaks, and starts over with
-// backoff until the connection is closed.
+func (c *connection) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state == stateClosed
+}
+
+// run dials, serves the socket until it breaks, and starts over with
+// backoff until the connection is closed. The backoff grows until a
+// connection is live again, so that a server that accepts sockets and
+// drops them at once is not dialed in a tight loop.
 func (c *connection) run() {
 	defer c.s.wg.Done()
-	defer c.client.close()
 	var (
 		lost     error
 		lostAt   time.Time
@@ -384,18 +493,18 @@ func (c *connection) run() {
 	)
 	for {
 		attempts++
-		ps, err := c.dial(lost, lostAt, attempts)
+		sess, err := c.connect(lost, lostAt, attempts)
 		if err == nil {
-			backoff = c.s.config.ReconnectBackoffMin
-			err = c.serve(ps)
-			established := c.disconnect(ps, err)
+			var wasLive bool
+			err, wasLive = c.serve(sess)
 			if c.isClosed() {
 				return
 			}
 			// A connection whose resubscription Redis never confirmed
 			// does not end the downtime.
-			if established {
+			if wasLive {
 				lost, lostAt, attempts = err, time.Now(), 0
+				backoff = c.s.config.ReconnectBackoffMin
 			}
 			c.logger.Error("Redis Pub/Sub connection lost, reconnecting", err, nil)
 		} else if c.isClosed() {
@@ -415,12 +524,6 @@ func (c *connection) run() {
 	}
 }
 
-func (c *connection) isClosed() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.closed
-}
-
 // sleep waits for d unless the connection closes first.
 func (c *connection) sleep(d time.Duration) bool {
 	t := time.NewTimer(d)
@@ -428,7 +531,7 @@ func (c *connection) sleep(d time.Duration) bool {
 	select {
 	case <-t.C:
 		return true
-	case <-c.stop:
+	case <-c.ctx.Done():
 		return false
 	}
 }
@@ -438,26 +541,24 @@ func jitter(d time.Duration) time.Duration {
 	return d - d/5 + rand.N(2*d/5+1)
 }
 
-// dial opens a connection and queues the resubscription of every channel and
-// pattern that has subscriptions. When lost is set, the reconnect is
-// reported once Redis confirmed them all.
-func (c *connection) dial(lost error, lostAt time.Time, attempts int) (*redis.PubSub, error) {
-	ps := c.client.open(c.s.ctx)
-	// A PING dials, outside mu; its PONG is read like any reply.
-	if err := ps.Ping(c.s.ctx); err != nil {
-		_ = ps.Close()
+// connect dials a socket, starts a session on it and queues the
+// resubscription of every channel and pattern that has subscriptions. When
+// lost is set, the reconnect is reported once Redis confirmed them all.
+func (c *connection) connect(lost error, lostAt time.Time, attempts int) (*session, error) {
+	conn, err := c.dial(c.ctx)
+	if err != nil {
 		c.dialFailed(err)
 		return nil, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
-		_ = ps.Close()
+	if c.state == stateClosed {
+		_ = conn.Close()
 		return nil, ErrSubscriberClosed
 	}
-	c.pubsub, c.broken, c.dialErr, c.permanent = ps, nil, nil, false
-	c.sent = append(c.sent[:0], &command{kind: cmdPing})
-	c.pending = newPendingCommands()
+	sess := newSession(conn)
+	c.sess, c.dialErr = sess, nil
+	c.setState(stateSubscribing)
 	topics, patterns := 0, 0
 	for _, pattern := range []bool{false, true} {
 		table := c.table(pattern)
@@ -473,9 +574,9 @@ func (c *connection) dial(lost error, lostAt time.Time, attempts int) (*redis.Pu
 		slices.Sort(names)
 		for _, name := range names {
 			key := redisKey{name, pattern}
-			c.pending.ops[key] = true
-			c.pending.resub[key] = true
-			c.pending.order = append(c.pending.order, key)
+			sess.pending.ops[key] = true
+			sess.pending.resub[key] = true
+			sess.pending.order = append(sess.pending.order, key)
 		}
 		if pattern {
 			patterns = len(names)
@@ -483,16 +584,16 @@ func (c *connection) dial(lost error, lostAt time.Time, attempts int) (*redis.Pu
 			topics = len(names)
 		}
 	}
-	c.awaiting = topics + patterns
+	sess.awaiting = topics + patterns
 	if lost != nil {
-		c.reconnect = &pendingReconnect{
+		sess.reconnect = &pendingReconnect{
 			event:  ReconnectEvent{Cause: lost, Attempts: attempts, Topics: topics, Patterns: patterns, Node: c.node},
 			lostAt: lostAt,
 		}
 	}
 	c.established()
-	c.signal()
-	return ps, nil
+	sess.signal()
+	return sess, nil
 }
 
 // dialFailed records why a connection attempt failed. When retrying cannot
@@ -501,9 +602,18 @@ func (c *connection) dial(lost error, lostAt time.Time, attempts int) (*redis.Pu
 func (c *connection) dialFailed(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.dialErr, c.permanent = err, isPermanent(err)
-	if !c.permanent {
+	if c.state == stateClosed {
 		return
+	}
+	c.dialErr = err
+	if !isPermanent(err) {
+		if c.state == stateRefused {
+			c.setState(stateDialing)
+		}
+		return
+	}
+	if c.state != stateRefused {
+		c.setState(stateRefused)
 	}
 	failed := c.dialError()
 	for _, table := range []map[string]*channelState{c.channels, c.patterns} {
@@ -523,10 +633,20 @@ func (c *connection) dialFailed(err error) {
 // dialError describes the last failed connection attempt. Called with mu
 // held.
 func (c *connection) dialError() error {
-	if c.permanent {
+	if c.state == stateRefused {
 		return fmt.Errorf("%w: %w", ErrConnectionRefused, c.dialErr)
 	}
 	return c.dialErr
+}
+
+// lastDialError is dialError, or nil while connected.
+func (c *connection) lastDialError() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dialErr == nil {
+		return nil
+	}
+	return c.dialError()
 }
 
 // pendingReconnect is a reconnect to report once resubscribed.
@@ -536,58 +656,58 @@ type pendingReconnect struct {
 }
 
 // resubscribed counts one resubscription confirmed (or no longer wanted).
-// Called with mu held.
+// Called with mu held and a session.
 func (c *connection) resubscribed() {
-	c.awaiting--
+	c.sess.awaiting--
 	c.established()
 }
 
-// established marks the connection live once no resubscription is owed,
-// and reports the reconnect, if any. Called with mu held.
+// established makes the connection live once no resubscription is owed,
+// and reports the reconnect, if any. Called with mu held and a session.
 func (c *connection) established() {
-	if c.awaiting > 0 || c.live {
+	sess := c.sess
+	if sess.awaiting > 0 || sess.live || c.state != stateSubscribing {
 		return
 	}
-	c.live = true
-	if r := c.reconnect; r != nil {
-		c.reconnect = nil
+	sess.live = true
+	c.setState(stateLive)
+	if r := sess.reconnect; r != nil {
+		sess.reconnect = nil
 		c.s.reportReconnect(r)
 	}
 }
 
-// disconnect closes a connection that serve gave up on, and readies every
+// disconnect drops the session the reader gave up on, and readies every
 // Redis subscription for the next one: the subscriptions waiting for a reply
 // that will never come wait for the resubscription instead. It reports
-// whether the connection had been live.
-func (c *connection) disconnect(ps *redis.PubSub, cause error) (wasLive bool) {
+// whether the session had been live.
+func (c *connection) disconnect(sess *session) (wasLive bool) {
 	c.mu.Lock()
-	wasLive = c.live
-	c.live, c.awaiting, c.reconnect = false, 0, nil
-	if c.pubsub == ps {
-		c.pubsub = nil
+	close(sess.done)
+	c.sess = nil
+	if c.state != stateClosed {
+		c.setState(stateDialing)
 	}
 	for _, table := range []map[string]*channelState{c.channels, c.patterns} {
 		for _, st := range table {
 			st.interrupted = st.confirmedMs != 0
 		}
 	}
-	for _, cmd := range c.sent {
+	for _, cmd := range sess.sent {
 		for _, sns := range cmd.starters {
-			c.restart(sns)
+			restart(sns)
 		}
-		c.restart(cmd.joiners)
+		restart(cmd.joiners)
 	}
-	c.restart(c.pending.joiners)
-	c.sent = nil
-	c.pending = newPendingCommands()
+	restart(sess.pending.joiners)
 	c.mu.Unlock()
-	_ = ps.Close()
-	return wasLive
+	_ = sess.conn.Close()
+	return sess.live
 }
 
 // restart moves subscriptions that waited for a reply on a lost connection
 // to the resubscription of their channel. Called with mu held.
-func (c *connection) restart(sns []*subscription) {
+func restart(sns []*subscription) {
 	for _, sn := range sns {
 		if sn.phase != phaseWaiting {
 			continue
@@ -598,52 +718,33 @@ func (c *connection) restart(sns []*subscription) {
 	}
 }
 
-// restartJoiners moves the subscriptions of st that wait for a PING's PONG
-// to its next SUBSCRIBE. Called with mu held.
-func (c *connection) restartJoiners(st *channelState) {
-	of := func(sns []*subscription) []*subscription {
-		var mine []*subscription
-		for _, sn := range sns {
-			if sn.state == st && sn.phase == phaseWaiting {
-				mine = append(mine, sn)
-			}
-		}
-		return mine
-	}
-	for _, cmd := range c.sent {
-		if cmd.kind == cmdPing {
-			c.restart(of(cmd.joiners))
-		}
-	}
-	c.restart(of(c.pending.joiners))
-}
-
-// forget removes the subscriptions of st from the commands written or to
-// write: st's channel moved to another connection. Called with mu held.
-func (c *connection) forget(st *channelState) {
-	other := func(sns []*subscription) []*subscription {
-		return slices.DeleteFunc(sns, func(sn *subscription) bool { return sn.state == st })
-	}
-	for _, cmd := range c.sent {
-		for i := range cmd.starters {
-			cmd.starters[i] = other(cmd.starters[i])
-		}
-		cmd.joiners = other(cmd.joiners)
-	}
-	c.pending.joiners = other(c.pending.joiners)
-}
-
-// fault closes ps because of err, unless it broke already. The reader then
-// ends with err as the cause. Called with mu held.
-func (c *connection) fault(ps *redis.PubSub, err error) {
-	if c.pubsub != ps || c.broken != nil {
+// fault drops sess's socket because of err, unless it broke already. The
+// reader then ends with err as the cause. Called with mu held.
+func (c *connection) fault(sess *session, err error) {
+	if c.sess != sess || sess.broken != nil || c.state == stateClosed {
 		return
 	}
-	c.broken = err
-	if c.sending {
-		// PubSub.Close waits for the command being written, which a
-		// socket that takes no more bytes holds: close the socket first.
-		c.client.abort()
+	sess.broken = err
+	c.setState(stateBroken)
+	_ = sess.conn.Close()
+}
+
+// failAll ends every subscription of st, and those that waited for a refused
+// command, with err. Called with mu held.
+func (c *connection) failAll(st *channelState, waiting []*subscription, err error) {
+	for _, sn := range slices.Concat(st.subs, st.starting, waiting) {
+		if sn.phase == phaseEnded {
+			continue
+		}
+		if sn.phase == phaseWaiting {
+			st.waiting--
+		}
+		sn.phase = phaseEnded
+		sn.fail(err)
 	}
-	_ = ps.Close()
+	st.subs, st.starting = nil, nil
+	st.subscribed, st.refused = false, err
+	if st.members() == 0 {
+		delete(c.table(st.pattern), st.name)
+	}
 }

@@ -222,16 +222,18 @@ func (f payloadForm) append(b, payload []byte) []byte {
 
 // Unmarshal implements Marshaler.
 func (JSONEnvelopeMarshaler) Unmarshal(_ string, body []byte) (*message.Message, error) {
-	return unmarshalEnvelope(body, false)
+	return unmarshalEnvelope(body, false, false)
 }
 
 func (JSONEnvelopeMarshaler) unmarshalUnstamped(_ string, body string) (*message.Message, error) {
-	return unmarshalEnvelope(bytesOf(body), true)
+	return unmarshalEnvelope(bytesOf(body), true, true)
 }
 
 // unmarshalEnvelope decodes body, leaving the stamp's metadata out when
-// unstamped is set. It neither retains nor modifies body.
-func unmarshalEnvelope(body []byte, unstamped bool) (*message.Message, error) {
+// unstamped is set. It never modifies body; when owned is set, body is the
+// caller's to give away and the payload shares its memory (capped, so that
+// an append to the payload cannot write past it), else it retains nothing.
+func unmarshalEnvelope(body []byte, unstamped, owned bool) (*message.Message, error) {
 	if len(body) == 0 {
 		return message.NewMessage(watermill.NewUUID(), nullPayload()), nil
 	}
@@ -290,9 +292,12 @@ func unmarshalEnvelope(body []byte, unstamped bool) (*message.Message, error) {
 
 	switch {
 	case len(encodingRaw) == 0 || encodingRaw[0] == 'n':
-		if payload == nil {
+		switch {
+		case payload == nil:
 			payload = nullPayload()
-		} else {
+		case owned:
+			payload = payload[:len(payload):len(payload)]
+		default:
 			payload = bytes.Clone(payload)
 		}
 	case jsonStringEquals(encodingRaw, "base64"):

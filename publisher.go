@@ -74,7 +74,9 @@ func (c *PublisherConfig) setDefaults() {
 }
 
 // Validate reports what is wrong with the config, wrapping ErrInvalidConfig.
+// A zero field stands for its default, as in the constructor.
 func (c PublisherConfig) Validate() error {
+	c.setDefaults()
 	if c.Client == nil {
 		return fmt.Errorf("%w: PublisherConfig.Client is required", ErrInvalidConfig)
 	}

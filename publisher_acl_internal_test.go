@@ -15,8 +15,9 @@ import (
 	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
-// gateHook holds the first pipeline of a client until release is closed,
-// and records the size of every pipeline.
+// gateHook holds the first pipeline (or single command: the Publisher sends
+// one message without a pipeline) of a client until release is closed, and
+// records the size of every pipeline.
 type gateHook struct {
 	entered, release chan struct{}
 	once             sync.Once
@@ -24,19 +25,28 @@ type gateHook struct {
 	sizes            []int
 }
 
-func (h *gateHook) DialHook(next redis.DialHook) redis.DialHook          { return next }
-func (h *gateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *gateHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *gateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.pass(1)
+		return next(ctx, cmd)
+	}
+}
 func (h *gateHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.mu.Lock()
-		h.sizes = append(h.sizes, len(cmds))
-		h.mu.Unlock()
-		h.once.Do(func() {
-			close(h.entered)
-			<-h.release
-		})
+		h.pass(len(cmds))
 		return next(ctx, cmds)
 	}
+}
+
+func (h *gateHook) pass(size int) {
+	h.mu.Lock()
+	h.sizes = append(h.sizes, size)
+	h.mu.Unlock()
+	h.once.Do(func() {
+		close(h.entered)
+		<-h.release
+	})
 }
 
 // A refused channel's call and allowed calls coalesced into one pipeline:

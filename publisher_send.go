@@ -30,32 +30,46 @@ func (p *Publisher) send(batch []*publishCall) {
 	ctx, cancel := batchContext(live)
 	defer cancel()
 	cmds := make([][]*redis.IntCmd, len(live))
-	_, err := p.config.Client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for i, call := range live {
-			cmds[i] = make([]*redis.IntCmd, len(call.bodies))
-			for j, body := range call.bodies {
-				var cmd *redis.IntCmd
-				if p.config.Sharded {
-					cmd = pipe.SPublish(call.ctx, call.channel, body)
-				} else {
-					cmd = pipe.Publish(call.ctx, call.channel, body)
-				}
-				// PUBLISH has no key, so a ClusterClient would send each one
-				// to a random node, and messages would overtake each other
-				// on their way through the cluster bus. Hashing the channel
-				// as a key sends a channel's messages through one node: for
-				// SPUBLISH the node that owns the channel's slot, the one
-				// that accepts it (go-redis would find position 1 by itself
-				// from COMMAND INFO; saying it spares the lookup).
-				cmd.SetFirstKeyPos(1)
-				cmds[i][j] = cmd
-			}
+	for i, call := range live {
+		cmds[i] = make([]*redis.IntCmd, len(call.bodies))
+		for j, body := range call.bodies {
+			cmds[i][j] = p.publishCommand(call.ctx, call.channel, body)
 		}
-		return nil
-	})
+	}
+	var err error
+	if len(live) == 1 && len(cmds[0]) == 1 {
+		// One message: a plain command costs less than a pipeline of one.
+		err = p.config.Client.Process(ctx, cmds[0][0])
+	} else {
+		_, err = p.config.Client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+			for _, callCmds := range cmds {
+				for _, cmd := range callCmds {
+					_ = pipe.Process(ctx, cmd)
+				}
+			}
+			return nil
+		})
+	}
 	for i, call := range live {
 		call.finish(p, cmds[i], err)
 	}
+}
+
+// publishCommand returns the PUBLISH (or, sharded, SPUBLISH) of body on
+// channel. PUBLISH has no key, so a ClusterClient would send each one to a
+// random node, and messages would overtake each other on their way through
+// the cluster bus. Hashing the channel as a key sends a channel's messages
+// through one node: for SPUBLISH the node that owns the channel's slot, the
+// one that accepts it (go-redis would find position 1 by itself from
+// COMMAND INFO; saying it spares the lookup).
+func (p *Publisher) publishCommand(ctx context.Context, channel string, body []byte) *redis.IntCmd {
+	name := "publish"
+	if p.config.Sharded {
+		name = "spublish"
+	}
+	cmd := redis.NewIntCmd(ctx, name, channel, body)
+	cmd.SetFirstKeyPos(1)
+	return cmd
 }
 
 // finish counts the replies of one call and wakes its caller with an error

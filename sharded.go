@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +18,10 @@ import (
 // in sharded mode on a cluster.
 type slotMap struct {
 	cluster *redis.ClusterClient
+
+	// loading is held while the map loads: one CLUSTER SHARDS at a time,
+	// however many Subscribes find the map not loaded yet.
+	loading sync.Mutex
 
 	mu     sync.Mutex
 	owners []string // by slot; nil until loaded
@@ -64,12 +67,20 @@ func (m *slotMap) load(ctx context.Context) error {
 	return nil
 }
 
-// ensure loads the map unless it was loaded already.
+// ensure loads the map unless it was loaded already (by another caller
+// meanwhile, too).
 func (m *slotMap) ensure(ctx context.Context) error {
-	m.mu.Lock()
-	loaded := m.owners != nil
-	m.mu.Unlock()
-	if loaded {
+	loaded := func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.owners != nil
+	}
+	if loaded() {
+		return nil
+	}
+	m.loading.Lock()
+	defer m.loading.Unlock()
+	if loaded() {
 		return nil
 	}
 	return m.load(ctx)
@@ -87,45 +98,6 @@ func (m *slotMap) owner(channel string) (string, error) {
 		return "", fmt.Errorf("no node owns the slot of %q", channel)
 	}
 	return node, nil
-}
-
-// rehome moves a channel whose slot left c's node (Redis said so with an
-// unsolicited SUNSUBSCRIBE or a MOVED, or the node was lost) to the slot's
-// new owner. Its subscriptions keep their queues; they resume once the new
-// owner confirmed the SSUBSCRIBE. Called with c.mu held.
-func (s *Subscriber) rehome(c *connection, channel string) {
-	st := c.channels[channel]
-	if st == nil {
-		return
-	}
-	delete(c.channels, channel)
-	sns := slices.Concat(st.subs, st.starting)
-	for _, cmd := range c.sent {
-		for _, starters := range cmd.starters {
-			sns = append(sns, starters...)
-		}
-		sns = append(sns, cmd.joiners...)
-	}
-	sns = append(sns, c.pending.joiners...)
-	moving := sns[:0]
-	for _, sn := range sns {
-		if sn.state == st && sn.phase != phaseEnded {
-			sn.phase, sn.awaits = phaseNew, nil
-			moving = append(moving, sn)
-		}
-	}
-	// Nothing of c refers to them any more: another connection's mu guards
-	// them from now on.
-	c.forget(st)
-	key := redisKey{name: channel}
-	if _, queued := c.pending.ops[key]; queued {
-		delete(c.pending.ops, key)
-		if c.pending.resub[key] {
-			delete(c.pending.resub, key)
-			c.resubscribed()
-		}
-	}
-	s.moves.add(s, move{channel: channel, from: c.node, sns: moving, sequences: st.sequences, confirmedMs: st.confirmedMs})
 }
 
 // move is a channel on its way to another node.
@@ -210,35 +182,6 @@ func (s *Subscriber) moveTo(m move) bool {
 	return true
 }
 
-// adopt takes over the subscriptions of a channel that moved here: they
-// resume at the confirmation of its SUBSCRIBE.
-func (c *connection) adopt(m move) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	channel := m.channel
-	st := c.channels[channel]
-	if st == nil {
-		// Messages published while it moved may be lost.
-		st = &channelState{name: channel, sequences: m.sequences, confirmedMs: m.confirmedMs, interrupted: m.confirmedMs != 0}
-		c.channels[channel] = st
-	}
-	for _, sn := range m.sns {
-		if c.closed {
-			sn.end()
-		}
-		if sn.isDone() {
-			continue
-		}
-		sn.conn.Store(c)
-		sn.state, sn.phase, sn.awaits = st, phaseStarting, nil
-		st.starting = append(st.starting, sn)
-	}
-	if len(st.starting) > 0 && c.pubsub != nil {
-		st.subscribed = true
-		c.queue(redisKey{name: channel}, true)
-	}
-}
-
 // followSlots reloads the slot map after c lost its node, and moves the
 // channels whose slot another node owns now (a replica was promoted). It
 // reports whether c still has channels to reconnect for; when it has none,
@@ -250,7 +193,7 @@ func (s *Subscriber) followSlots(c *connection) bool {
 	c.mu.Lock()
 	for name := range c.channels {
 		if owner, err := s.slots.owner(name); err == nil && owner != c.node {
-			s.rehome(c, name)
+			c.rehome(name, "its slot's node was lost; another node owns it now")
 		}
 	}
 	empty := len(c.channels) == 0

@@ -58,8 +58,10 @@ type Subscriber struct {
 	// conns holds the connections by cluster node address ("" in classic
 	// mode, and in sharded mode on a single server).
 	conns map[string]*connection
-	// slots maps hash slots to node addresses in sharded mode on a cluster.
-	slots *slotMap
+	// slots maps hash slots to node addresses in sharded mode on a cluster,
+	// and dialNode dials a node.
+	slots    *slotMap
+	dialNode func(node string) dialFunc
 	// initialized holds subscriptions made by SubscribeInitialize until the
 	// first Subscribe of their topic takes them over.
 	initialized map[string]*subscription
@@ -70,6 +72,9 @@ type Subscriber struct {
 	// stamps reads sequence stamps; nil when gap detection is off or the
 	// Marshaler carries no metadata.
 	stamps stampReader
+	// directDecode is set when the Marshaler is one of the package's, fast
+	// enough to decode a small message on the reader's goroutine.
+	directDecode bool
 
 	// closing is set by the first Close; shutDown is closed once it ended
 	// the subscriptions and connections.
@@ -96,6 +101,27 @@ type subscriberCounters struct {
 // be reached is not an error here: the Subscriber keeps trying, and
 // Subscribe reports what it could not confirm.
 func NewSubscriber(config SubscriberConfig, logger watermill.LoggerAdapter) (*Subscriber, error) {
+	s, err := newSubscriber(config, logger)
+	if err != nil {
+		return nil, err
+	}
+	if cluster, ok := config.Client.(*redis.ClusterClient); ok && config.Sharded {
+		s.slots = newSlotMap(cluster)
+		s.dialNode = func(node string) dialFunc { return nodeDialer(cluster, node) }
+		return s, nil
+	}
+	dial, err := clientDialer(config.Client, s.id)
+	if err != nil {
+		s.cancel()
+		return nil, err
+	}
+	s.start(dial)
+	return s, nil
+}
+
+// newSubscriber returns a Subscriber without connections: NewSubscriber
+// gives it those of its Client, a unit test one on a fake socket (start).
+func newSubscriber(config SubscriberConfig, logger watermill.LoggerAdapter) (*Subscriber, error) {
 	config.setDefaults()
 	if err := config.Validate(); err != nil {
 		return nil, err
@@ -120,14 +146,16 @@ func NewSubscriber(config SubscriberConfig, logger watermill.LoggerAdapter) (*Su
 	if stamps, ok := config.Marshaler.(stampReader); ok && !config.DisableGapDetection {
 		s.stamps = stamps
 	}
-	if _, cluster := config.Client.(*redis.ClusterClient); config.Sharded && cluster {
-		s.slots = newSlotMap(config.Client.(*redis.ClusterClient))
-	} else {
-		s.mu.Lock()
-		s.conns[""] = newConnection(s, "", newPubsubClient(config.Client))
-		s.mu.Unlock()
-	}
+	_, s.directDecode = config.Marshaler.(codec)
 	return s, nil
+}
+
+// start makes the connection of a Subscriber in classic mode, or in sharded
+// mode on a single server.
+func (s *Subscriber) start(dial dialFunc) {
+	s.mu.Lock()
+	s.conns[""] = newConnection(s, "", dial)
+	s.mu.Unlock()
 }
 
 // Subscribe returns a channel of the messages published on topic from now
@@ -323,15 +351,12 @@ func (s *Subscriber) await(ctx context.Context, sn *subscription) error {
 
 // lastDialError describes why sn's connection is down, if it is.
 func (s *Subscriber) lastDialError(sn *subscription) string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, c := range s.conns {
-		c.mu.Lock()
-		err := c.dialErr
-		c.mu.Unlock()
-		if err != nil {
-			return fmt.Sprintf(" (last connection attempt: %v)", err)
-		}
+	c := sn.connection()
+	if c == nil {
+		return ""
+	}
+	if err := c.lastDialError(); err != nil {
+		return fmt.Sprintf(" (last connection attempt: %v)", err)
 	}
 	return ""
 }
@@ -377,7 +402,7 @@ func (s *Subscriber) connectionFor(key subscriptionKey) (*connection, error) {
 	}
 	c := s.conns[node]
 	if c == nil {
-		c = newConnection(s, node, nodeClient(s.slots.cluster.Options(), node))
+		c = newConnection(s, node, s.dialNode(node))
 		s.conns[node] = c
 	}
 	return c, nil

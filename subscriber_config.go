@@ -207,7 +207,9 @@ func (c *SubscriberConfig) setDefaults() {
 }
 
 // Validate reports what is wrong with the config, wrapping ErrInvalidConfig.
+// A zero field stands for its default, as in the constructor.
 func (c SubscriberConfig) Validate() error {
+	c.setDefaults()
 	switch {
 	case c.Client == nil:
 		return fmt.Errorf("%w: SubscriberConfig.Client is required", ErrInvalidConfig)

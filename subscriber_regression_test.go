@@ -123,8 +123,10 @@ func TestJoinerOfARefusedBatchStartsAtItsOwnConfirmation(t *testing.T) {
 	for {
 		c.mu.Lock()
 		inFlight := false
-		for _, cmd := range c.sent {
-			inFlight = inFlight || (cmd.kind == cmdSubscribe && len(cmd.names) > 1)
+		if c.sess != nil {
+			for _, cmd := range c.sess.sent {
+				inFlight = inFlight || (cmd.kind == cmdSubscribe && len(cmd.names) > 1)
+			}
 		}
 		c.mu.Unlock()
 		if inFlight {
@@ -172,7 +174,7 @@ func TestFailureIsReadWithoutARace(t *testing.T) {
 		c := sub.conns[""]
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return c.pubsub == nil
+		return c.sess == nil
 	}, 5*time.Second, time.Millisecond)
 	initialized := make(chan error, 1)
 	go func() { initialized <- sub.SubscribeInitialize("denied") }()

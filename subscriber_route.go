@@ -2,14 +2,12 @@ package redispubsub
 
 import (
 	"errors"
-	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/redis/go-redis/v9"
 )
 
 var (
@@ -17,91 +15,16 @@ var (
 	errOversized = errors.New("redispubsub: message larger than SubscriberConfig.MaxMessageBytes")
 )
 
-// incomingOverhead approximates what a queued message costs beside its body
-// and channel: the go-redis Message and the incoming that wrap them.
-const incomingOverhead = 200
-
-// route queues a message for every subscription of its channel or pattern.
-// It does not decode: the reader's only work per message is reading it, so
-// that it keeps up with Redis whatever the consumers and the Marshaler cost.
-func (s *Subscriber) route(c *connection, m *redis.Message) {
-	s.stats.received.Add(1)
-	if limit := s.config.MaxMessageBytes; limit > 0 && len(m.Payload) > limit {
-		s.stats.oversized.Add(1)
-		s.logger.Error("Message larger than MaxMessageBytes skipped", errOversized, watermill.LogFields{
-			"channel": m.Channel, "body_bytes": len(m.Payload), "max_message_bytes": limit,
-		})
-		return
-	}
-	// The stamp is read before the lock: parsing the body is the costly
-	// part of the sequence check.
-	var stp stamp
-	stamped := false
-	if s.stamps != nil {
-		stp, stamped = s.stamps.stampOf(m.Payload)
-	}
-	c.mu.Lock()
-	var st *channelState
-	if m.Pattern != "" {
-		st = c.patterns[m.Pattern]
-	} else {
-		st = c.channels[m.Channel]
-	}
-	if st == nil {
-		c.mu.Unlock()
-		return
-	}
-	// The stream is checked whether or not a subscription takes the
-	// message: one may be joining, and it must not see a gap later.
-	ev, verdict := s.checkSequence(st, m, stp, stamped)
-	// The subscriptions are pushed to outside mu, from a copy: remove
-	// edits st.subs in place. One subscription, the common case, needs no
-	// slice.
-	var one *subscription
-	var many []*subscription
-	if verdict != duplicate {
-		switch len(st.subs) {
-		case 0:
-		case 1:
-			one = st.subs[0]
-		default:
-			many = slices.Clone(st.subs)
-		}
-	}
-	c.mu.Unlock()
-	if one != nil || many != nil {
-		in := &incoming{
-			channel: m.Channel, pattern: m.Pattern != "", body: m.Payload, shared: many != nil,
-			size: int64(len(m.Payload) + len(m.Channel) + incomingOverhead),
-		}
-		if one != nil {
-			one.push(in)
-		}
-		for _, sn := range many {
-			sn.push(in)
-		}
-	}
-	switch verdict {
-	case gapFound, possibleGap:
-		s.reportGap(ev)
-	case duplicate:
-		s.stats.duplicates.Add(1)
-		s.logger.Info("Duplicate message dropped (its publisher's pipeline was retried)", watermill.LogFields{
-			"topic": ev.Topic, "publisher": ev.Publisher, "seq": ev.First,
-		})
-	}
-}
-
-// checkSequence takes m's sequence stamp stp (when stamped, and made for
-// m's channel) and says whether it is new, a duplicate (its GapEvent's First
-// is the duplicate's number) or reveals a gap in what st received. The
-// first message of a stream it never saw, after the connection was
-// interrupted, reveals that its start was lost when the stream began after
-// the subscription (by MetadataSince), or may have been when it began
-// before, does not say, or may be a stream the tracker forgot (see
+// checkSequence takes the sequence stamp stp (when stamped, and made for
+// channel) and says whether it is new, a duplicate (its GapEvent's First is
+// the duplicate's number) or reveals a gap in what st received. The first
+// message of a stream it never saw, after the connection was interrupted,
+// reveals that its start was lost when the stream began after the
+// subscription (by MetadataSince), or may have been when it began before,
+// does not say, or may be a stream the tracker forgot (see
 // maxTrackedStreams). Called with the connection's mu held.
-func (s *Subscriber) checkSequence(st *channelState, m *redis.Message, stp stamp, stamped bool) (GapEvent, sequenceVerdict) {
-	if !stamped || (stp.scoped && stp.channel != channelChecksum(m.Channel)) {
+func (s *Subscriber) checkSequence(st *channelState, channel string, stp stamp, stamped bool) (GapEvent, sequenceVerdict) {
+	if !stamped || (stp.scoped && stp.channel != channelChecksum(channel)) {
 		// No stamp, or one made for another channel (a peer relayed the
 		// envelope unchanged): it says nothing of this channel's stream.
 		return GapEvent{}, inSequence
@@ -109,8 +32,8 @@ func (s *Subscriber) checkSequence(st *channelState, m *redis.Message, stp stamp
 	if st.sequences == nil {
 		st.sequences = newSequenceTracker()
 	}
-	ev := GapEvent{Topic: strings.TrimPrefix(m.Channel, s.config.ChannelPrefix), Publisher: stp.publisher}
-	verdict, firstMissing := st.sequences.observe(stp.publisher, m.Channel, stp.seq)
+	ev := GapEvent{Topic: strings.TrimPrefix(channel, s.config.ChannelPrefix), Publisher: stp.publisher}
+	verdict, firstMissing := st.sequences.observe(stp.publisher, channel, stp.seq)
 	switch verdict {
 	case duplicate:
 		ev.First = stp.seq

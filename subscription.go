@@ -119,9 +119,12 @@ func (sn *subscription) signal() {
 	}
 }
 
-// isDone reports whether the subscription is to end, or has ended.
+// isDone reports whether the subscription is to end, or has ended. (The
+// consumer's context ends it through end, called by context.AfterFunc:
+// isDone does not read consumerCtx, which attach writes while a connection
+// may be asking.)
 func (sn *subscription) isDone() bool {
-	return sn.ending.Load() || sn.sub.ctx.Err() != nil || (sn.consumerCtx != nil && sn.consumerCtx.Err() != nil)
+	return sn.ending.Load() || sn.sub.ctx.Err() != nil
 }
 
 // failed returns why sn failed (Redis refused it, or its connection for
@@ -195,7 +198,7 @@ func (sn *subscription) attach(ctx context.Context) {
 	sn.mu.Unlock()
 	switch {
 	case start:
-		go sn.run()
+		go sn.run(nil)
 	case finish: // ended before it was attached
 		go sn.finish()
 	}
@@ -240,6 +243,13 @@ func (sn *subscription) push(in *incoming) {
 		sn.mu.Unlock()
 		return
 	}
+	if sn.attached && !sn.running && !sn.finishing && sn.queue.len() == 0 && sn.out != nil &&
+		in.size <= maxDirectBytes && s.directDecode && !sn.ending.Load() {
+		sn.running = true
+		sn.mu.Unlock()
+		sn.handDirect(in)
+		return
+	}
 	if limit := s.config.QueueSize; limit > 0 && sn.queue.len() >= limit {
 		if s.config.Overflow == DropNewest {
 			sn.noteDrop(in)
@@ -256,8 +266,43 @@ func (sn *subscription) push(in *incoming) {
 	}
 	sn.mu.Unlock()
 	if start {
-		go sn.run()
+		go sn.run(nil)
 	}
+}
+
+// maxDirectBytes bounds the messages that handDirect decodes on the reader's
+// goroutine.
+const maxDirectBytes = 8 << 10
+
+// handDirect hands in to the consumer from the reader's goroutine when the
+// consumer waits on the output channel and nothing is queued before it: the
+// message reaches the consumer without waiting for a goroutine to be
+// scheduled. The delivery goroutine then starts, to wait for its Ack. Only
+// small bodies and the package's own Marshalers qualify, so that the reader
+// stays fast. Called with running claimed.
+func (sn *subscription) handDirect(in *incoming) {
+	msg, err := in.decode(sn.sub)
+	if err != nil {
+		go sn.run(nil) // counted and logged by decode; run stops or finishes
+		return
+	}
+	a := sn.newAttempt(msg, in.shared)
+	select {
+	case sn.out <- a.msg:
+		sn.sub.stats.delivered.Add(1)
+		go sn.run(&delivery{msg: msg, shared: in.shared, handed: &a})
+	default:
+		a.cancel()
+		go sn.run(&delivery{msg: msg, shared: in.shared})
+	}
+}
+
+// delivery is a decoded message that run delivers before its queue's, and
+// handed its first attempt if that was handed over already.
+type delivery struct {
+	msg    *message.Message
+	shared bool
+	handed *attempt
 }
 
 // hold counts size bytes more in sn's queue. Called with mu held.
@@ -332,9 +377,13 @@ func (sn *subscription) next() (in *incoming, ok, finish bool) {
 	return nil, false, false
 }
 
-// run hands the queued messages over one at a time until the queue is
-// empty or the subscription ends; the next message starts it again.
-func (sn *subscription) run() {
+// run delivers first, if any, then hands the queued messages over one at a
+// time until the queue is empty or the subscription ends; the next message
+// starts it again.
+func (sn *subscription) run(first *delivery) {
+	if first != nil && !sn.deliver(first.msg, first.shared, first.handed) {
+		sn.ending.Store(true) // the consumer's context ended: AfterFunc ends it too
+	}
 	for {
 		in, ok, finish := sn.next()
 		if !ok {
@@ -347,39 +396,57 @@ func (sn *subscription) run() {
 		if err != nil {
 			continue // counted and logged by decode
 		}
-		if !sn.deliver(msg, in.shared) {
+		if !sn.deliver(msg, in.shared, nil) {
 			sn.ending.Store(true) // the consumer's context ended: AfterFunc ends it too
 		}
 	}
 }
 
+// attempt is one delivery of a message: what the consumer gets, with the
+// context that ends with its Ack or Nack.
+type attempt struct {
+	msg    *message.Message
+	cancel context.CancelFunc
+}
+
+// newAttempt prepares an attempt of msg: a copy when copied (a Nacked
+// message cannot be Acked again, and consumers of one topic must not share
+// Ack state), with a context that carries the Subscribe context's values
+// and ends with the Ack, the Nack or the subscription, as Watermill's
+// contract says.
+func (sn *subscription) newAttempt(msg *message.Message, copied bool) attempt {
+	a := attempt{msg: msg}
+	if copied {
+		a.msg = msg.Copy()
+	}
+	var ctx context.Context
+	ctx, a.cancel = context.WithCancel(sn.consumerCtx)
+	a.msg.SetContext(ctx)
+	return a
+}
+
 // deliver sends msg to the consumer and waits for its Ack, redelivering a
-// fresh copy after each Nack. It reports false when the subscription ended
-// first.
-func (sn *subscription) deliver(msg *message.Message, shared bool) bool {
+// fresh copy after each Nack. handed, when set, is its first attempt, handed
+// over already. It reports false when the subscription ended first.
+func (sn *subscription) deliver(msg *message.Message, shared bool, handed *attempt) bool {
 	stats := &sn.sub.stats
 	for first := true; ; first = false {
-		// A Nacked message cannot be Acked again, and consumers of one
-		// topic must not share Ack state: every attempt but the first of
-		// an unshared message gets a copy.
-		attempt := msg
-		if shared || !first {
-			attempt = msg.Copy()
-		}
-		// Its context carries the Subscribe context's values and ends
-		// with the Ack, the Nack or the subscription, as Watermill's
-		// contract says.
-		ctx, cancel := context.WithCancel(sn.consumerCtx)
-		attempt.SetContext(ctx)
+		var a attempt
 		var answer answer
-		if sn.handle != nil {
-			sn.sub.stats.delivered.Add(1)
-			sn.handle(attempt)
-			answer = sn.awaitAnswer(attempt)
-		} else {
-			answer = sn.handOver(attempt)
+		switch {
+		case handed != nil:
+			a, handed = *handed, nil
+			answer = sn.awaitAnswer(a.msg)
+		case sn.handle != nil:
+			a = sn.newAttempt(msg, shared || !first)
+			stats.delivered.Add(1)
+			sn.handle(a.msg)
+			answer = sn.awaitAnswer(a.msg)
+		default:
+			a = sn.newAttempt(msg, shared || !first)
+			answer = sn.handOver(a.msg)
 		}
-		cancel()
+		a.cancel()
 		switch answer {
 		case acked:
 			stats.acked.Add(1)

@@ -85,7 +85,21 @@ if [[ -z "$redis_major" || "$redis_major" -lt 7 ]]; then
 	exit 1
 fi
 
-# 2. the Node peer of the interop tests
+# 2. nats-server, for the watermill-nats column of the bench's tests
+# (internal/bench); they skip, saying so, without it.
+if ! command -v nats-server >/dev/null 2>&1; then
+	if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+		echo "test.sh: nats-server not found; installing it with apt-get (the bench's watermill-nats tests use it)" >&2
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get install -y --no-install-recommends nats-server ||
+			{ apt-get update && apt-get install -y --no-install-recommends nats-server; } ||
+			echo "test.sh: could not install nats-server; the watermill-nats tests will skip" >&2
+	else
+		echo "test.sh: nats-server not found; the bench's watermill-nats tests will skip (apt-get install nats-server)"
+	fi
+fi
+
+# 3. the Node peer of the interop tests
 interop=tests/interop
 if [[ ! -f "$interop/package.json" ]]; then
 	: # no interop tests in this tree
@@ -98,11 +112,11 @@ else
 	(cd "$interop" && npm ci --no-audit --no-fund)
 fi
 
-# 3. the tests. GOTEST_FLAGS is split into words on purpose.
+# 4. the tests. GOTEST_FLAGS is split into words on purpose.
 # shellcheck disable=SC2086
 go test -race -count=1 -timeout 15m ${GOTEST_FLAGS:-} "$@" ./...
 
-# 4. the tests whose full size the race detector makes too slow, once more
+# 5. the tests whose full size the race detector makes too slow, once more
 # without it: 1 GiB past a stalled subscription (128 MiB under -race),
 # 100,000 topics on one Subscriber (10,000), the 100,000-message burst into
 # a slow consumer (20,000), 5,000 stalled subscriptions spending the budget

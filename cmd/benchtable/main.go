@@ -1,6 +1,8 @@
 // Command benchtable measures this module's Publisher and Subscriber side
 // by side with raw go-redis on one Redis server in one run, with
-// watermill-redisstream and Watermill's gochannel for reference, and
+// watermill-redisstream, watermill-nats on core NATS (on a nats-server it
+// starts itself, when one is installed), Watermill's gochannel and the bare
+// Ack hand-off (the ceiling of Watermill's contract) for reference, and
 // classic against sharded Pub/Sub on a Redis Cluster of 3 masters, and
 // prints a markdown table with the ratio adapter / raw go-redis (see
 // internal/bench). `make bench` runs it:
@@ -55,6 +57,7 @@ func main() {
 	flag.IntVar(&cfg.Topics, "topics", 0, "topics of the subscribe case (default 2000)")
 	flag.IntVar(&cfg.ManyTopics, "many-topics", 0, "topics of subscribe-many and eventtarget-many (default 100000)")
 	flag.IntVar(&cfg.SubscribeWorkers, "workers", 0, "goroutines subscribing at a time in subscribe-many and eventtarget-many (default 1000)")
+	flag.StringVar(&cfg.NATSServer, "nats-server", "", "nats-server binary of the watermill-nats column, started on a free port for the run; its cells say \"not installed\" when it is not found (default: nats-server on PATH)")
 	var cpuProfile, memProfile string
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	flag.StringVar(&memProfile, "memprofile", "", "write an allocation profile of the whole run to this file (go tool pprof -sample_index=alloc_space)")

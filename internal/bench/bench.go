@@ -1,8 +1,10 @@
 // Package bench measures this module's Publisher and Subscriber side by
 // side with raw go-redis doing the same work on the same Redis server in the
-// same run, with watermill-redisstream and Watermill's in-process gochannel
-// for reference, and prints the figures as one markdown table with the
-// ratio adapter / raw go-redis.
+// same run, with watermill-redisstream, watermill-nats on core NATS (on a
+// nats-server that Run starts itself), Watermill's in-process gochannel and
+// the bare Ack hand-off (the ceiling of Watermill's contract: no network,
+// no codec) for reference, and prints the figures as one markdown table
+// with the ratio adapter / raw go-redis.
 //
 // `make bench` (cmd/benchtable) runs it against a redis-server of its own,
 // and the cluster case on a Redis Cluster of its own.
@@ -97,6 +99,14 @@ type Config struct {
 	// SystemIDs. Default: all.
 	Systems []string
 
+	// NATSServer is the nats-server binary of the watermill-nats column
+	// (system "nats"): a path, or a name looked up in PATH. When that column
+	// is selected with a case it runs in, Run starts the server on a free
+	// port of 127.0.0.1, core NATS only (JetStream off), and stops it before
+	// it returns. When the binary is not found, the column's cells say "not
+	// installed". Default: "nats-server".
+	NATSServer string
+
 	// Progress, when set, receives one line for every measurement as it
 	// ends.
 	Progress io.Writer
@@ -185,7 +195,9 @@ func known(what string, ids, all []string) error {
 // returns an error only when the config is invalid or the server does not
 // answer (and then no report), or when ctx ends: then it returns ctx's
 // error with the report of the measurements that were complete. Run leaves
-// no goroutine, connection or key of its own behind.
+// no goroutine, connection, key or process of its own behind (the
+// nats-server it started is stopped on every return, and on Linux killed
+// by the kernel if the process dies first).
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
@@ -208,6 +220,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		Systems:      selectedSystems(cfg.Systems),
 	}
 	r := &runner{cfg: cfg, admin: admin}
+	if r.needs(sysNATS) {
+		r.startNATS()
+		if r.nats != nil {
+			defer func() { _ = r.nats.close() }()
+		}
+	}
 	if cfg.NewClusterClient != nil && NeedsCluster(cfg.Cases) {
 		r.cluster = cfg.NewClusterClient()
 		defer func() { _ = r.cluster.Close() }()
@@ -295,6 +313,49 @@ type runner struct {
 	// cluster is a client of Config.NewClusterClient's cluster, when a
 	// cluster case runs; nil otherwise.
 	cluster *redis.ClusterClient
+	// nats is the run's nats-server, when the watermill-nats column has a
+	// case to run and the server started; else natsErr says why not
+	// (wrapping errNATSNotInstalled when there is no binary).
+	nats    *natsServer
+	natsErr error
+}
+
+// needs reports whether the system id is selected with a case it runs in.
+func (r *runner) needs(id string) bool {
+	i := slices.IndexFunc(systems, func(s system) bool { return s.id == id })
+	if i < 0 || !slices.Contains(r.cfg.Systems, id) {
+		return false
+	}
+	for _, spec := range cases {
+		if slices.Contains(r.cfg.Cases, spec.id) && !spec.cluster {
+			if runs, _ := systems[i].runs(spec); runs {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// startNATS starts the run's nats-server, or sets natsErr.
+func (r *runner) startNATS() {
+	bin, err := findNATSServer(r.cfg.NATSServer)
+	if err == nil {
+		r.nats, err = startNATSServer(bin)
+	}
+	r.natsErr = err
+}
+
+// skipped returns the value of every cell of the system s when it cannot
+// be measured in this run, and whether it cannot: "not installed", or the
+// error that kept it from starting.
+func (r *runner) skipped(s system) (Value, bool) {
+	if s.id != sysNATS || r.natsErr == nil {
+		return Value{}, false
+	}
+	if errors.Is(r.natsErr, errNATSNotInstalled) {
+		return Value{Skipped: notInstalled}, true
+	}
+	return Value{Err: fmt.Errorf("nats-server: %w", r.natsErr)}, true
 }
 
 // cell is one measurement: a case, a payload size, a system and a round,
@@ -311,6 +372,7 @@ type cell struct {
 // fill them, in the order they run.
 func (r *runner) plan(report *Report) []cell {
 	var cells []cell
+	var sysNotes []string // notes on the systems, after those on the cases
 	for _, spec := range cases {
 		if !slices.Contains(r.cfg.Cases, spec.id) {
 			continue
@@ -340,16 +402,43 @@ func (r *runner) plan(report *Report) []cell {
 		if spec.rounds {
 			rounds = r.cfg.Rounds
 		}
+		var measured []system
+		for _, sys := range systems {
+			if !slices.Contains(r.cfg.Systems, sys.id) {
+				continue
+			}
+			runs, na := sys.runs(spec)
+			v, skip := r.skipped(sys)
+			switch {
+			case na:
+				v, skip = Value{Skipped: notApplicable}, true
+			case !runs:
+				continue
+			}
+			if sys.note != nil {
+				if n := sys.note(r); !slices.Contains(sysNotes, n) {
+					sysNotes = append(sysNotes, n)
+				}
+			}
+			if !skip {
+				measured = append(measured, sys)
+				continue
+			}
+			for _, size := range sizes {
+				for _, row := range rows[size] {
+					row.Values[sys.id] = v
+				}
+			}
+		}
 		for _, size := range sizes {
 			for round := 1; round <= rounds; round++ {
-				for _, sys := range systems {
-					if slices.Contains(r.cfg.Systems, sys.id) && spec.runs(sys.id) {
-						cells = append(cells, cell{spec: spec, size: size, system: sys, round: round, rounds: rounds, rows: rows[size]})
-					}
+				for _, sys := range measured {
+					cells = append(cells, cell{spec: spec, size: size, system: sys, round: round, rounds: rounds, rows: rows[size]})
 				}
 			}
 		}
 	}
+	report.Notes = append(report.Notes, sysNotes...)
 	return cells
 }
 
@@ -365,7 +454,11 @@ func (r *runner) measure(ctx context.Context, c cell) ([]float64, error) {
 		// A stream of redisstream is a key; Pub/Sub channels are not.
 		_ = r.admin.Del(context.WithoutCancel(ctx), r.cfg.Prefix+topic).Err()
 	}()
-	t, err := c.system.open(r.cfg, target{newClient: r.cfg.NewClient})
+	on := target{newClient: r.cfg.NewClient}
+	if r.nats != nil {
+		on.natsURL = r.nats.url
+	}
+	t, err := c.system.open(r.cfg, on)
 	if err != nil {
 		return nil, err
 	}

@@ -54,6 +54,9 @@ func TestRunEveryCase(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "3 masters, 0 replicas", rep.Cluster)
 
+	// The watermill-nats column is measured where nats-server is
+	// installed, and says so where it is not.
+	_, noNATS := findNATSServer("")
 	require.Len(t, rep.Systems, len(SystemIDs()))
 	var seen []string
 	for _, row := range rep.Rows {
@@ -63,10 +66,11 @@ func TestRunEveryCase(t *testing.T) {
 		want := SystemIDs()
 		switch {
 		case strings.HasPrefix(row.Case, "subscribe") || strings.HasPrefix(row.Case, "eventtarget"):
-			want = []string{"go-redis", "adapter", "gochannel"}
+			want = []string{"go-redis", "adapter", "gochannel", "handoff"}
 		case row.Case == "cluster-publish":
-			want = []string{"go-redis", "adapter"}
+			want = []string{"go-redis", "adapter", "handoff"}
 		}
+		handoffNA := !slices.Contains([]string{"e2e-batch", "e2e-parallel", "latency"}, row.Case)
 		busSharded := row.Metric == "bus/msg sharded"
 		var got []string
 		for _, id := range SystemIDs() {
@@ -75,6 +79,14 @@ func TestRunEveryCase(t *testing.T) {
 				continue
 			}
 			got = append(got, id)
+			switch {
+			case id == "handoff" && handoffNA:
+				assert.Equal(t, Value{Skipped: "n/a"}, v, "%s %d %s", row.Title, row.Size, id)
+				continue
+			case id == "nats" && noNATS != nil:
+				assert.Equal(t, Value{Skipped: "not installed"}, v, "%s %d %s", row.Title, row.Size, id)
+				continue
+			}
 			if assert.NoError(t, v.Err, "%s %d %s", row.Title, row.Size, id) && row.Unit != Bytes && !busSharded {
 				assert.Positive(t, v.V, "%s %d %s", row.Title, row.Size, id)
 			}
@@ -95,13 +107,19 @@ func TestRunEveryCase(t *testing.T) {
 	// then subscribe 1, subscribe-many 3, eventtarget-many 3,
 	// cluster-publish 8.
 	assert.Len(t, rep.Rows, 2*(2+1+1+2)+1+3+3+8)
-	// Per size: 3 throughput cases of 2 rounds, latency; then 3 subscribe
-	// cases on 3 systems, cluster-publish of 2 rounds on 2.
-	assert.Equal(t, 2*(3*2+1)*6+3*3+2*2, strings.Count(progress.String(), "\n"), progress.String())
+	// Per size: 3 throughput cases of 2 rounds, latency, on the 5 Redis
+	// systems and gochannel, on watermill-nats where it is installed, and
+	// the hand-off in 2 of them; then 3 subscribe cases on 3 systems,
+	// cluster-publish of 2 rounds on 2.
+	natsCells := 3*2 + 1
+	if noNATS != nil {
+		natsCells = 0
+	}
+	assert.Equal(t, 2*((3*2+1)*6+natsCells+(2*2+1))+3*3+2*2, strings.Count(progress.String(), "\n"), progress.String())
 
 	var table strings.Builder
 	require.NoError(t, rep.WriteTable(&table))
-	assert.Contains(t, table.String(), "| case | size | raw go-redis | adapter (envelope) | adapter (rawjson) | adapter (msgpack) | redisstream | gochannel | adapter / raw |")
+	assert.Contains(t, table.String(), "| case | size | raw go-redis | adapter (envelope) | adapter (rawjson) | adapter (msgpack) | redisstream | watermill-nats | gochannel | bare Ack hand-off | adapter / raw |")
 	assert.NotContains(t, table.String(), "failed")
 
 	assert.Equal(t, int64(0), srv.Do(t, "DBSIZE"), "redisstream's streams are deleted")

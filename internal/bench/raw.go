@@ -164,6 +164,8 @@ func (r *rawTransport) prepareTopics(topics []string, _ int, _ bool) (topicSet, 
 	return &rawTopics{ps: r.sub.Subscribe(context.Background()), prefix: r.prefix, topics: topics}, nil
 }
 
+func (r *rawTransport) flush() error { return nil } // publish waited for the replies
+
 func (r *rawTransport) diagnose() string { return "" }
 
 func (r *rawTransport) close() error {

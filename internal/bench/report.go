@@ -48,7 +48,20 @@ type Row struct {
 type Value struct {
 	V   float64
 	Err error // the measurement failed; V is meaningless
+	// Skipped, when not "", says why the cell was not measured, as the
+	// table shows it: "not installed" (the system's server is not), "n/a"
+	// (the case means nothing for the system). V is meaningless.
+	Skipped string
 }
+
+// What a cell that was not measured says (Value.Skipped).
+const (
+	notInstalled  = "not installed"
+	notApplicable = "n/a"
+)
+
+// measured reports whether v holds a measured figure.
+func (v Value) measured() bool { return v.Err == nil && v.Skipped == "" }
 
 // Ratio returns the default adapter's value divided by raw go-redis's,
 // and whether both were measured and the ratio means something.
@@ -58,7 +71,7 @@ func (r *Row) Ratio() (float64, bool) {
 	}
 	raw, ok1 := r.Values[sysRaw]
 	ad, ok2 := r.Values[sysAdapter]
-	if !ok1 || !ok2 || raw.Err != nil || ad.Err != nil || raw.V == 0 {
+	if !ok1 || !ok2 || !raw.measured() || !ad.measured() || raw.V == 0 {
 		return 0, false
 	}
 	return ad.V / raw.V, true
@@ -103,7 +116,8 @@ func (u Unit) format(v float64) string {
 // followed by notes on what the cases measured, the failures, if any, and
 // a line saying how and where it was measured. A system that no row
 // applies to has no column. A cell is "—" where the row does not apply to
-// the system, and "failed" where the measurement failed.
+// the system, "failed" where the measurement failed, and Value.Skipped
+// ("not installed", "n/a") where it was not measured.
 func (rep *Report) WriteTable(w io.Writer) error {
 	var b strings.Builder
 	b.WriteString("| case | size |")
@@ -135,6 +149,8 @@ func (rep *Report) WriteTable(w io.Writer) error {
 			case v.Err != nil:
 				b.WriteString(" failed |")
 				failures = append(failures, fmt.Sprintf("- %s, %s, %s: %v", row.Title, sizeOrNone(row.Size), s.Title, v.Err))
+			case v.Skipped != "":
+				b.WriteString(" " + v.Skipped + " |")
 			default:
 				b.WriteString(" " + row.Unit.format(v.V) + " |")
 			}

@@ -106,3 +106,42 @@ func TestWindowSize(t *testing.T) {
 	assert.Equal(t, 256, windowSize(64<<10, 64, 1))
 	assert.Equal(t, 100, windowSize(1<<20, 1, 100), "at least one batch")
 }
+
+// TestWriteTableSkipped: a cell that was not measured says why, is no
+// failure, and leaves the ratio alone.
+func TestWriteTableSkipped(t *testing.T) {
+	rep := &Report{
+		Systems: []System{{"go-redis", "raw go-redis"}, {"adapter", "adapter (envelope)"}, {"nats", "watermill-nats"}, {"handoff", "bare Ack hand-off"}},
+		Rows: []*Row{
+			{Title: "end to end (msg/s)", Size: 256, Unit: PerSecond, Values: map[string]Value{
+				"go-redis": {V: 300000}, "adapter": {V: 150000}, "nats": {Skipped: "not installed"}, "handoff": {V: 1000000},
+			}},
+			{Title: "publish only (msg/s)", Size: 256, Unit: PerSecond, Values: map[string]Value{
+				"go-redis": {V: 500000}, "adapter": {V: 250000}, "nats": {Skipped: "not installed"}, "handoff": {Skipped: "n/a"},
+			}},
+			{Title: "topics: time", Unit: Seconds, Values: map[string]Value{
+				"go-redis": {V: 0.1}, "adapter": {Skipped: "n/a"}, "handoff": {Skipped: "n/a"},
+			}},
+		},
+		Notes:        []string{"*watermill-nats*: not installed."},
+		RedisVersion: "7.0.15",
+		GoVersion:    "go1.26.8",
+		GOMAXPROCS:   2,
+		Started:      time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC),
+		Elapsed:      3 * time.Second,
+		Duration:     time.Second,
+		Rounds:       1,
+	}
+	var b strings.Builder
+	require.NoError(t, rep.WriteTable(&b))
+	assert.Equal(t, `| case | size | raw go-redis | adapter (envelope) | watermill-nats | bare Ack hand-off | adapter / raw |
+|---|---|---:|---:|---:|---:|---:|
+| end to end (msg/s) | 256 B | 300,000 | 150,000 | not installed | 1,000,000 | 0.50× |
+| publish only (msg/s) | 256 B | 500,000 | 250,000 | not installed | n/a | 0.50× |
+| topics: time |  | 100 ms | n/a | — | n/a | — |
+
+- *watermill-nats*: not installed.
+
+(2026-12-03, Redis 7.0.15, go1.26.8, GOMAXPROCS 2; throughput: median of 1 rounds of 1s, the systems taking turns; run took 3s.)
+`, b.String())
+}

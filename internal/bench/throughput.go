@@ -42,8 +42,9 @@ type throughputResult struct {
 // publishers goroutines, batch messages per call (goroutine i on topic i
 // modulo their number), and, with consume, waits until a consumer received
 // every one. The rate counts from the first Publish to the last message
-// received (or, without consume, the last Publish returned). A warm-up
-// batch on every topic goes first and is not counted.
+// received (without consume: until the last Publish returned and the
+// transport's flush says the server has every message). A warm-up batch on
+// every topic goes first and is not counted.
 func (r *runner) throughput(ctx context.Context, t transport, topics []string, size, publishers, batch int, consume bool) (throughputResult, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -113,6 +114,8 @@ func (r *runner) throughput(ctx context.Context, t transport, topics []string, s
 		if err := win.drain(ctx); err != nil {
 			return throughputResult{}, r.failure("receive", err, t, published.Load(), win)
 		}
+	} else if err := t.flush(); err != nil {
+		return throughputResult{}, r.failure("flush", err, t, published.Load(), win)
 	}
 	elapsed := time.Since(start)
 	runtime.ReadMemStats(&after)

@@ -35,6 +35,12 @@ type wmTransport struct {
 	name    func(topic string) string
 	closeFn func() error
 	stats   func() string // nil: nothing to say
+	// subscribed, when set, returns once the server has the subscriptions
+	// that Subscribe returned from (where Subscribe does not wait for it).
+	subscribed func() error
+	// flushFn, when set, returns once the server has every message
+	// published (where Publish returns before it has them).
+	flushFn func() error
 	ids     atomic.Uint64
 }
 
@@ -143,7 +149,20 @@ func (w *wmTransport) consume(ctx context.Context, topics []string, onMsg func()
 			}
 		}()
 	}
+	if w.subscribed != nil {
+		if err := w.subscribed(); err != nil {
+			stop()
+			return nil, err
+		}
+	}
 	return stop, nil
+}
+
+func (w *wmTransport) flush() error {
+	if w.flushFn == nil {
+		return nil
+	}
+	return w.flushFn()
 }
 
 func (w *wmTransport) prepareTopics(topics []string, workers int, eventTarget bool) (topicSet, error) {
