@@ -7,12 +7,17 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 )
 
-// stamp is the sequence stamp a Publisher adds to a message: its id and the
-// message's number on its channel.
+// stamp is the sequence stamp a Publisher adds to a message: its id, the
+// message's number on its channel, and a checksum of that channel.
 type stamp struct {
 	publisher string
 	seq       uint64
 	since     int64 // MetadataSince; 0 when unknown
+	// channel is the checksum of the channel the stamp was made for
+	// (MetadataChannel), when scoped; Publishers before it was added do not
+	// write it.
+	channel uint32
+	scoped  bool
 }
 
 // codec is implemented by the package's own marshalers, which the Publisher
@@ -36,7 +41,7 @@ func marshal(m Marshaler, topic string, msg *message.Message, st *stamp) ([]byte
 	if c, ok := m.(codec); ok {
 		return c.marshalStamped(topic, msg, *st)
 	}
-	return m.Marshal(topic, stamped(msg, st.publisher, st.seq, st.since))
+	return m.Marshal(topic, stamped(msg, *st))
 }
 
 // unmarshal decodes body, and removes the stamp from the message's metadata.
@@ -49,6 +54,7 @@ func unmarshal(m Marshaler, topic, body string) (*message.Message, error) {
 		delete(msg.Metadata, MetadataPublisher)
 		delete(msg.Metadata, MetadataSequence)
 		delete(msg.Metadata, MetadataSince)
+		delete(msg.Metadata, MetadataChannel)
 	}
 	return msg, err
 }
@@ -70,6 +76,9 @@ func stampedKeys(keys []string, md message.Metadata, st *stamp) []string {
 		if st.since != 0 {
 			keys = append(keys, MetadataSince)
 		}
+		if st.scoped {
+			keys = append(keys, MetadataChannel)
+		}
 	}
 	slices.Sort(keys)
 	return keys
@@ -78,5 +87,6 @@ func stampedKeys(keys []string, md message.Metadata, st *stamp) []string {
 // isStampKey reports whether the metadata key k (raw bytes) is one of the
 // stamp's.
 func isStampKey(k []byte) bool {
-	return string(k) == MetadataPublisher || string(k) == MetadataSequence || string(k) == MetadataSince
+	return string(k) == MetadataPublisher || string(k) == MetadataSequence || string(k) == MetadataSince ||
+		string(k) == MetadataChannel
 }

@@ -110,7 +110,8 @@ func marshalEnvelope(topic string, msg *message.Message, st *stamp) ([]byte, err
 		size += len(k) + len(v) + len(`"":"",`)
 	}
 	if st != nil {
-		size += len(`"rps_pub":"","rps_seq":"18446744073709551615","rps_since":"-9223372036854775808",`) + len(st.publisher)
+		size += len(`"rps_ch":"01234567","rps_pub":"","rps_seq":"18446744073709551615","rps_since":"-9223372036854775808",`) +
+			len(st.publisher)
 	}
 	b := make([]byte, 0, size+size/16)
 
@@ -146,6 +147,10 @@ func marshalEnvelope(topic string, msg *message.Message, st *stamp) ([]byte, err
 				b = append(b, '"')
 			case st != nil && k == MetadataPublisher:
 				b = appendJSONString(b, st.publisher)
+			case st != nil && k == MetadataChannel:
+				b = append(b, '"')
+				b = appendChannelChecksum(b, st.channel)
+				b = append(b, '"')
 			default:
 				b = appendJSONString(b, msg.Metadata[k])
 			}

@@ -76,6 +76,14 @@ var envelopeGoldenCases = []envelopeGoldenCase{
 	},
 	{name: "base64_invalid_utf8", topic: "a:b", payload: "\"\xff\"", uuid: "u-10"},
 	{name: "base64_whitespace", topic: "w", payload: " \n"},
+	// The stamp as a Publisher writes it (TestStampGolden): here as
+	// metadata a message carries.
+	{
+		name: "stamped", topic: "call.responded:uuid-123", payload: `{"ok":true}`, uuid: "u-11",
+		metadata: map[string]string{
+			"k": "v", "rps_ch": "6746a7b8", "rps_pub": "dP6DdXXZR6ya6JcxqLn54V", "rps_seq": "7", "rps_since": "1796055553462",
+		},
+	},
 }
 
 func (c envelopeGoldenCase) message() *message.Message {

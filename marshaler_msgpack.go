@@ -62,7 +62,8 @@ func marshalMsgpack(msg *message.Message, st *stamp) ([]byte, error) {
 	var keysBuf [8]string
 	keys := stampedKeys(keysBuf[:0], msg.Metadata, st)
 	if st != nil {
-		size += 3*5 + len(MetadataPublisher) + len(MetadataSequence) + len(MetadataSince) + len(st.publisher) + 40
+		size += 4*5 + len(MetadataPublisher) + len(MetadataSequence) + len(MetadataSince) + len(MetadataChannel) +
+			len(st.publisher) + 48
 	}
 	var buf bytes.Buffer
 	buf.Grow(size)
@@ -86,6 +87,8 @@ func marshalMsgpack(msg *message.Message, st *stamp) ([]byte, error) {
 			v = strconv.FormatUint(st.seq, 10)
 		} else if st != nil && k == MetadataSince {
 			v = strconv.FormatInt(st.since, 10)
+		} else if st != nil && k == MetadataChannel {
+			v = string(appendChannelChecksum(nil, st.channel))
 		}
 		err = errors.Join(err, enc.EncodeString(k), enc.EncodeString(v))
 	}

@@ -225,11 +225,12 @@ func (p *Publisher) encode(call *publishCall) error {
 		stream.since = time.Now().UnixMilli()
 	}
 	call.bodies = make([][]byte, len(call.msgs))
+	sum := channelChecksum(call.channel)
 	for i, msg := range call.msgs {
 		var st *stamp
 		if !p.config.DisableSequenceNumbers {
 			stream.last++
-			st = &stamp{publisher: p.id, seq: stream.last, since: stream.since}
+			st = &stamp{publisher: p.id, seq: stream.last, since: stream.since, channel: sum, scoped: true}
 		}
 		body, err := marshal(p.config.Marshaler, call.topic, msg, st)
 		if err != nil {

@@ -37,6 +37,9 @@ func TestEnvelopeReadStampAgreesWithUnmarshal(t *testing.T) {
 		{"non-string value: the body does not decode", `{"metadata":{"rps_pub":"P","rps_seq":1}}`, "", 0},
 		{"trailing comma: the body does not decode", `{"metadata":{"rps_pub":"P","rps_seq":"1",}}`, "", 0},
 		{"bad escape: the body does not decode", `{"metadata":{"rps_pub":"\x","rps_seq":"1"}}`, "", 0},
+		{"channel checksum", `{"metadata":{"rps_ch":"0123abcd","rps_pub":"P","rps_seq":"4"}}`, "P", 4},
+		{"channel checksum not one: for no known channel", `{"metadata":{"rps_ch":"0123ABCD","rps_pub":"P","rps_seq":"4"}}`, "", 0},
+		{"channel checksum too short", `{"metadata":{"rps_ch":"123abcd","rps_pub":"P","rps_seq":"4"}}`, "", 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			publisher, seq, ok := readStamp(JSONEnvelopeMarshaler{}, c.body)
@@ -64,7 +67,9 @@ func FuzzReadStamp(f *testing.F) {
 		for _, payload := range []string{`{"a":1}`, "x", ""} {
 			msg := msg.Copy()
 			msg.Payload = []byte(payload)
-			body, err := m.Marshal("t:id", stamped(msg, "dP6DdXXZR6ya6JcxqLn54V", 42, 0))
+			body, err := m.Marshal("t:id", stamped(msg, stamp{
+				publisher: "dP6DdXXZR6ya6JcxqLn54V", seq: 42, since: 1796055553462, channel: channelChecksum("t:id"), scoped: true,
+			}))
 			require.NoError(f, err)
 			f.Add(body)
 		}
@@ -102,6 +107,11 @@ func FuzzReadStamp(f *testing.F) {
 			if wantPublisher == "" || err != nil || wantSeq == 0 {
 				continue
 			}
+			if sum, ok := msg.Metadata[MetadataChannel]; ok {
+				if _, ok := parseChannelChecksum(sum); !ok {
+					continue // a stamp for no known channel is no stamp
+				}
+			}
 			canonical, err := m.Marshal("t", msg)
 			require.NoError(t, err)
 			publisher, seq, ok = readStamp(m.(stampReader), string(canonical))
@@ -120,7 +130,9 @@ func BenchmarkReadStamp(b *testing.B) {
 	msg.Metadata.Set("correlation_id", "b2c3d4e5-f6a7-4b8c-9d0e-1f2a3b4c5d6e")
 	for name, m := range stampReaders {
 		b.Run(name, func(b *testing.B) {
-			body, err := m.Marshal("t", stamped(msg, "dP6DdXXZR6ya6JcxqLn54V", 12345, 0))
+			body, err := m.Marshal("t", stamped(msg, stamp{
+				publisher: "dP6DdXXZR6ya6JcxqLn54V", seq: 12345, since: 1796055553462, channel: channelChecksum("t"), scoped: true,
+			}))
 			require.NoError(b, err)
 			s := string(body)
 			b.ReportAllocs()

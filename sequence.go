@@ -1,6 +1,7 @@
 package redispubsub
 
 import (
+	"hash/maphash"
 	"strconv"
 	"strings"
 
@@ -21,21 +22,78 @@ const (
 	// that was away compares it with when it subscribed, to tell whether the
 	// start of a stream it never saw was lost or came before its time.
 	MetadataSince = "rps_since"
+	// MetadataChannel is a checksum of the Redis channel the stamp was made
+	// for (ChannelPrefix included): FNV-1a of its bytes, 32 bits, as 8
+	// lowercase hex digits. A stamp speaks only for that channel. A peer
+	// that passes a received envelope on to another channel unchanged (a
+	// TypeScript listener forwarding `detail`) relays the stamp, and a
+	// Subscriber of the other channel ignores it, as if the message were
+	// unstamped, instead of counting duplicates and gaps of a stream that is
+	// not that channel's. A stamp without it (from a Publisher before it was
+	// added) is read as before.
+	MetadataChannel = "rps_ch"
 )
 
-// stamped returns a copy of msg carrying the sequence stamp; msg itself is
-// not modified, so one message may be published on several topics at once.
-func stamped(msg *message.Message, publisher string, seq uint64, since int64) *message.Message {
-	metadata := make(message.Metadata, len(msg.Metadata)+3)
+// channelChecksum is the checksum of channel that MetadataChannel carries:
+// 32-bit FNV-1a.
+func channelChecksum(channel string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(channel); i++ {
+		h ^= uint32(channel[i])
+		h *= 16777619
+	}
+	return h
+}
+
+// appendChannelChecksum appends sum as MetadataChannel writes it: 8
+// lowercase hex digits.
+func appendChannelChecksum(b []byte, sum uint32) []byte {
+	const digits = "0123456789abcdef"
+	for shift := 28; shift >= 0; shift -= 4 {
+		b = append(b, digits[sum>>shift&0xf])
+	}
+	return b
+}
+
+// parseChannelChecksum parses what appendChannelChecksum writes, and
+// nothing else.
+func parseChannelChecksum(text string) (uint32, bool) {
+	if len(text) != 8 {
+		return 0, false
+	}
+	var sum uint32
+	for i := 0; i < len(text); i++ {
+		c := text[i]
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		default:
+			return 0, false
+		}
+		sum = sum<<4 | uint32(c)
+	}
+	return sum, true
+}
+
+// stamped returns a copy of msg carrying the sequence stamp st; msg itself
+// is not modified, so one message may be published on several topics at
+// once.
+func stamped(msg *message.Message, st stamp) *message.Message {
+	metadata := make(message.Metadata, len(msg.Metadata)+4)
 	for k, v := range msg.Metadata {
 		metadata[k] = v
 	}
-	metadata[MetadataPublisher] = publisher
-	metadata[MetadataSequence] = strconv.FormatUint(seq, 10)
-	if since != 0 {
-		metadata[MetadataSince] = strconv.FormatInt(since, 10)
+	metadata[MetadataPublisher] = st.publisher
+	metadata[MetadataSequence] = strconv.FormatUint(st.seq, 10)
+	if st.since != 0 {
+		metadata[MetadataSince] = strconv.FormatInt(st.since, 10)
 	}
-	// Only for the Marshaler, which reads these three fields: no Ack state.
+	if st.scoped {
+		metadata[MetadataChannel] = string(appendChannelChecksum(nil, st.channel))
+	}
+	// Only for the Marshaler, which reads these fields: no Ack state.
 	return &message.Message{UUID: msg.UUID, Metadata: metadata, Payload: msg.Payload}
 }
 
@@ -65,72 +123,89 @@ func (JSONEnvelopeMarshaler) stampOf(body string) (stamp, bool) {
 	if object[end:] != "}" {
 		return stamp{}, false
 	}
-	publisher, seqText, sinceText, ok := stampMembers(object[:end])
+	m, ok := stampMembers(object[:end])
 	if !ok {
 		return stamp{}, false
 	}
-	return parseStamp(publisher, seqText, sinceText)
+	return parseStamp(m)
 }
 
-// parseStamp checks and parses a stamp's members; since is optional
-// (Publishers before it was added do not write it).
-func parseStamp(publisher, seqText, sinceText string) (stamp, bool) {
-	seq, err := strconv.ParseUint(seqText, 10, 64)
-	if publisher == "" || err != nil || seq == 0 {
+// stampTexts are the stamp's metadata values as a body carries them.
+type stampTexts struct {
+	publisher, seq, since, channel string
+	haveChannel                    bool
+}
+
+// parseStamp checks and parses a stamp's members; since and channel are
+// optional (Publishers before they were added do not write them). A
+// channel checksum that is not one makes the stamp unreadable: it is not
+// known which channel it speaks for.
+func parseStamp(m stampTexts) (stamp, bool) {
+	seq, err := strconv.ParseUint(m.seq, 10, 64)
+	if m.publisher == "" || err != nil || seq == 0 {
 		return stamp{}, false
 	}
-	since, _ := strconv.ParseInt(sinceText, 10, 64)
-	return stamp{publisher: publisher, seq: seq, since: since}, true
+	st := stamp{publisher: m.publisher, seq: seq}
+	st.since, _ = strconv.ParseInt(m.since, 10, 64)
+	if m.haveChannel {
+		if st.channel, st.scoped = parseChannelChecksum(m.channel); !st.scoped {
+			return stamp{}, false
+		}
+	}
+	return st, true
 }
 
-// stampMembers returns the last values of the MetadataPublisher and
-// MetadataSequence members of the metadata object. ok is false when one is
-// missing, or when the object is not an object of string members as far as
-// the scan can tell.
-func stampMembers(object string) (publisher, seqText, sinceText string, ok bool) {
+// stampMembers returns the last values of the stamp's members of the
+// metadata object. ok is false when MetadataPublisher or MetadataSequence
+// is missing, or when the object is not an object of string members as far
+// as the scan can tell.
+func stampMembers(object string) (m stampTexts, ok bool) {
 	last := len(object) - 1 // the closing brace
 	if last < 1 || object[last] != '}' {
-		return "", "", "", false
+		return stampTexts{}, false
 	}
 	var havePublisher, haveSeq bool
 	for i := skipJSONSpace(object, 1); i < last; {
 		if object[i] != '"' {
-			return "", "", "", false
+			return stampTexts{}, false
 		}
 		keyEnd := endOfJSONString(object, i)
 		key := object[i:keyEnd]
 		i = skipJSONSpace(object, keyEnd)
 		if i >= last || object[i] != ':' {
-			return "", "", "", false
+			return stampTexts{}, false
 		}
 		i = skipJSONSpace(object, i+1)
 		if i >= last || object[i] != '"' {
-			return "", "", "", false // not a string: the body does not decode
+			return stampTexts{}, false // not a string: the body does not decode
 		}
 		valueEnd := endOfJSONString(object, i)
 		if valueEnd > last {
-			return "", "", "", false
+			return stampTexts{}, false
 		}
 		switch {
 		case jsonStringEquals(key, MetadataPublisher):
-			publisher, havePublisher = unquoteJSONString(object[i:valueEnd])
+			m.publisher, havePublisher = unquoteJSONString(object[i:valueEnd])
 		case jsonStringEquals(key, MetadataSequence):
-			seqText, haveSeq = unquoteJSONString(object[i:valueEnd])
+			m.seq, haveSeq = unquoteJSONString(object[i:valueEnd])
 		case jsonStringEquals(key, MetadataSince):
-			sinceText, _ = unquoteJSONString(object[i:valueEnd])
+			m.since, _ = unquoteJSONString(object[i:valueEnd])
+		case jsonStringEquals(key, MetadataChannel):
+			m.channel, _ = unquoteJSONString(object[i:valueEnd])
+			m.haveChannel = true
 		}
 		i = skipJSONSpace(object, valueEnd)
 		if i < last {
 			if object[i] != ',' {
-				return "", "", "", false
+				return stampTexts{}, false
 			}
 			i = skipJSONSpace(object, i+1)
 			if i >= last {
-				return "", "", "", false // a trailing comma
+				return stampTexts{}, false // a trailing comma
 			}
 		}
 	}
-	return publisher, seqText, sinceText, havePublisher && haveSeq
+	return m, havePublisher && haveSeq
 }
 
 // stampOf decodes the head of the body (version, UUID, metadata), which
@@ -150,7 +225,7 @@ func (MsgpackMarshaler) stampOf(body string) (stamp, bool) {
 	if err != nil {
 		return stamp{}, false
 	}
-	var publisher, seqText, sinceText string
+	var m stampTexts
 	for range n {
 		k, err1 := dec.DecodeString()
 		v, err2 := dec.DecodeString()
@@ -159,20 +234,45 @@ func (MsgpackMarshaler) stampOf(body string) (stamp, bool) {
 		}
 		switch k {
 		case MetadataPublisher:
-			publisher = v
+			m.publisher = v
 		case MetadataSequence:
-			seqText = v
+			m.seq = v
 		case MetadataSince:
-			sinceText = v
+			m.since = v
+		case MetadataChannel:
+			m.channel, m.haveChannel = v, true
 		}
 	}
-	return parseStamp(publisher, seqText, sinceText)
+	return parseStamp(m)
 }
 
-// maxTrackedStreams bounds the streams (publisher and channel) one Redis
-// subscription tracks. A forgotten stream is picked up again from its next
-// message, without a gap (and a duplicate of it would be delivered).
-const maxTrackedStreams = 4096
+// The streams (publisher and channel) that one Redis subscription tracks
+// are bounded, since publishers come and go (each restart is a new id) and
+// a pattern subscription may see any number of channels. Counts must never
+// say loss where there was none: a stream's next message after a reconnect
+// can only be checked against its last number if that is still known, and a
+// stream that is not known cannot be told from a new one that lost its
+// start. So what is forgotten is forgotten in two steps:
+//
+//   - maxTrackedStreams streams are kept by name, exactly: a number not
+//     above the last is a duplicate, dropped.
+//   - When a stream has to leave them, its last number is kept under a
+//     64-bit hash of its name (about 40 bytes with the map's own, against
+//     about 160 for a name), for maxHashedStreams more streams. Its next message is checked against
+//     that number as before, but never dropped as a duplicate: two names of
+//     one hash (about one chance in 10^10 at that size) could make a count
+//     wrong, never lose a message.
+//   - Only a stream that has to leave those too is forgotten for good. From
+//     then on, the start of a stream first seen after a reconnect may be one
+//     it forgot: it counts as a possible gap, never a certain one.
+//
+// At most about 0.6 MiB for the names and 2.7 MiB for the hashes (measured),
+// for a Redis subscription that sees over 70,000 streams; a channel with a
+// few publishers costs a few entries.
+const (
+	maxTrackedStreams = 4096
+	maxHashedStreams  = 64 << 10
+)
 
 // GapEvent reports messages that a Subscriber never received: sequence
 // numbers First to Last (inclusive) of one publisher on one channel. They
@@ -182,11 +282,14 @@ type GapEvent struct {
 	Topic       string
 	Publisher   string
 	First, Last uint64
-	// Possible is set when the messages may as well have been published
-	// before the Subscriber subscribed: the first message of a stream it
-	// had never seen arrived after a reconnect, and the stream began (by
-	// MetadataSince) before the subscription, or its Publisher did not say
-	// when. Such gaps count in SubscriberStats.PossibleGaps, not Gaps.
+	// Possible is set when the messages may as well have been received, or
+	// published before the Subscriber subscribed: the first message of a
+	// stream it had never seen arrived after a reconnect, and the stream
+	// began (by MetadataSince) before the subscription, or its Publisher
+	// did not say when, or the Subscriber may have seen it and forgotten it
+	// (past maxTrackedStreams+maxHashedStreams streams on one Redis
+	// subscription). Such gaps count in SubscriberStats.PossibleGaps, not
+	// Gaps.
 	Possible bool
 }
 
@@ -194,11 +297,27 @@ type GapEvent struct {
 func (g GapEvent) Missing() uint64 { return g.Last - g.First + 1 }
 
 // sequenceTracker remembers the last sequence number seen per publisher and
-// channel for one Redis subscription.
-type sequenceTracker map[streamKey]uint64
+// channel for one Redis subscription; nil until its first stamped message.
+type sequenceTracker = *streamTracker
+
+type streamTracker struct {
+	named  map[streamKey]uint64 // by name: at most maxTrackedStreams
+	hashed map[uint64]uint64    // by hash of the name: at most maxHashedStreams
+	// lost is set once a stream was forgotten for good.
+	lost bool
+}
+
+func newSequenceTracker() *streamTracker {
+	return &streamTracker{named: make(map[streamKey]uint64)}
+}
 
 // streamKey names the stream of one publisher on one channel.
 type streamKey struct{ publisher, channel string }
+
+// streamSeed seeds the hashes of the streams forgotten by name.
+var streamSeed = maphash.MakeSeed()
+
+func (k streamKey) hash() uint64 { return maphash.Comparable(streamSeed, k) }
 
 // sequenceVerdict is what a sequence number says of the stream it is in.
 type sequenceVerdict int
@@ -212,32 +331,69 @@ const (
 )
 
 // observe records seq. The first message of a stream reveals no gap by
-// itself (the caller knows whether it could have missed its start); a
-// number not above the last one seen is a duplicate (a Publisher never
-// reuses one: it takes a new id instead). A gap's first missing number is
-// returned; its last is seq-1.
-func (t sequenceTracker) observe(publisher, channel string, seq uint64) (verdict sequenceVerdict, firstMissing uint64) {
+// itself (the caller knows whether it could have missed its start, see
+// forgot); a number not above the last one seen is a duplicate (a
+// Publisher never reuses one: it takes a new id instead). A gap's first
+// missing number is returned; its last is seq-1.
+func (t *streamTracker) observe(publisher, channel string, seq uint64) (verdict sequenceVerdict, firstMissing uint64) {
 	key := streamKey{publisher, channel}
-	prev, known := t[key]
-	switch {
-	case known && seq <= prev:
-		return duplicate, 0
-	case !known && len(t) >= maxTrackedStreams:
-		for forget := range t {
-			delete(t, forget)
+	prev, known := t.named[key]
+	if known {
+		switch {
+		case seq <= prev:
+			return duplicate, 0
+		case seq > prev+1:
+			t.named[key] = seq
+			return gapFound, prev + 1
+		}
+		t.named[key] = seq
+		return inSequence, 0
+	}
+	verdict = newStream
+	if t.hashed != nil {
+		h := key.hash()
+		if prev, known = t.hashed[h]; known {
+			delete(t.hashed, h)
+			switch {
+			case seq <= prev:
+				// Most likely a duplicate; delivered, since a hash is not
+				// a name.
+				verdict, seq = inSequence, prev
+			case seq > prev+1:
+				verdict, firstMissing = gapFound, prev+1
+			default:
+				verdict = inSequence
+			}
+		}
+	}
+	if len(t.named) >= maxTrackedStreams {
+		for forget, last := range t.named {
+			delete(t.named, forget)
+			t.remember(forget.hash(), last)
 			break
 		}
 	}
-	if !known {
-		// The names may be parts of a message body: keep copies.
-		key = streamKey{strings.Clone(publisher), strings.Clone(channel)}
-	}
-	t[key] = seq
-	switch {
-	case !known:
-		return newStream, 0
-	case seq > prev+1:
-		return gapFound, prev + 1
-	}
-	return inSequence, 0
+	// The names may be parts of a message body: keep copies.
+	t.named[streamKey{strings.Clone(publisher), strings.Clone(channel)}] = seq
+	return verdict, firstMissing
 }
+
+// remember keeps the last number of a stream forgotten by name under its
+// hash, forgetting another for good when there is no room.
+func (t *streamTracker) remember(h, last uint64) {
+	if t.hashed == nil {
+		t.hashed = make(map[uint64]uint64)
+	}
+	if len(t.hashed) >= maxHashedStreams {
+		for forget := range t.hashed {
+			delete(t.hashed, forget)
+			t.lost = true
+			break
+		}
+	}
+	t.hashed[h] = last
+}
+
+// forgot reports whether a stream not known to the tracker may be one it
+// forgot for good, rather than one it never saw.
+func (t *streamTracker) forgot() bool { return t.lost }

@@ -53,8 +53,10 @@ type SubscriberStats struct {
 	// arrives: a channel's lost last message shows as a reconnect alone.
 	Gaps uint64
 	// PossibleGaps counts the streams first seen after a reconnect whose
-	// start may have been lost or may have come before the subscription:
-	// the stream began before it, or its Publisher did not stamp when.
+	// start may have been lost or may have come before the subscription
+	// (the stream began before it, or its Publisher did not stamp when), or
+	// may have been received and forgotten (past the 69,632 streams one
+	// Redis subscription tracks).
 	PossibleGaps uint64
 	// Duplicates counts stamped messages received a second time (go-redis
 	// retried a Publisher's pipeline after Redis had run it); they are

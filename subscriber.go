@@ -76,10 +76,13 @@ type Subscriber struct {
 	// enough to decode a small message on the reader's goroutine.
 	directDecode bool
 
-	closeOnce sync.Once
-	stats     subscriberCounters
-	dropMu    sync.Mutex
-	drops     map[string]uint64 // by topic or pattern
+	// closing is set by the first Close; shutDown is closed once it ended
+	// the subscriptions and connections.
+	closing  atomic.Bool
+	shutDown chan struct{}
+	stats    subscriberCounters
+	dropMu   sync.Mutex
+	drops    map[string]uint64 // by topic or pattern
 }
 
 // subscriptionKey names what a subscription listens to: a topic, or a
@@ -135,6 +138,7 @@ func newSubscriber(config SubscriberConfig, logger watermill.LoggerAdapter) (*Su
 		conns:       make(map[string]*connection),
 		initialized: make(map[string]*subscription),
 		budget:      newBudget(config.BufferBytes),
+		shutDown:    make(chan struct{}),
 		drops:       make(map[string]uint64),
 	}
 	s.logger = logger.With(watermill.LogFields{"component": "redispubsub.Subscriber", "subscriber_id": s.id})
@@ -453,31 +457,50 @@ func (s *Subscriber) connectionIdle(c *connection) {
 }
 
 // Close ends every subscription, closing their output channels, closes the
-// Subscriber's connections and waits until all its goroutines have
-// returned. It is idempotent and never closes SubscriberConfig.Client. Close
-// called from a hook returns before that hook does.
+// Subscriber's connections, and waits until all its goroutines have returned
+// and every hook called before it (OnReconnect, and OnGap for every gap
+// counted) has run. It is idempotent and never closes
+// SubscriberConfig.Client. Close called from a hook does not wait for the
+// hooks (nor for another Close under way): it returns before that hook does,
+// and the hooks queued behind it still run.
 func (s *Subscriber) Close() error {
-	s.closeOnce.Do(func() {
-		s.mu.Lock()
-		s.closed = true
-		for _, sn := range s.initialized {
-			sn.discard()
-		}
-		s.initialized = nil
-		conns := make([]*connection, 0, len(s.conns))
-		for _, c := range s.conns {
-			conns = append(conns, c)
-		}
-		s.cancel()
-		s.mu.Unlock()
-		for _, c := range conns {
-			c.close()
-		}
-		s.wg.Wait()
+	fromHook := s.hooks.inHook()
+	switch {
+	case s.closing.CompareAndSwap(false, true):
+		s.shutdown()
 		s.hooks.close()
-		s.logger.Debug("Subscriber closed", nil)
-	})
+		close(s.shutDown)
+	case fromHook:
+		return nil // the Close under way waits for this hook
+	default:
+		<-s.shutDown
+	}
+	if !fromHook {
+		<-s.hooks.close()
+	}
 	return nil
+}
+
+// shutdown ends every subscription and connection and waits for their
+// goroutines; the first Close does it.
+func (s *Subscriber) shutdown() {
+	s.mu.Lock()
+	s.closed = true
+	for _, sn := range s.initialized {
+		sn.discard()
+	}
+	s.initialized = nil
+	conns := make([]*connection, 0, len(s.conns))
+	for _, c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.cancel()
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.close()
+	}
+	s.wg.Wait()
+	s.logger.Debug("Subscriber closed", nil)
 }
 
 // Stats returns the Subscriber's counters since it was made.

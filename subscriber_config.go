@@ -43,7 +43,9 @@ type OverflowPolicy int
 const (
 	// DropNewest loses the most recent message (the arriving one, or the
 	// last one queued): what was queued before is delivered, and the
-	// consumer sees an in-order stream with a hole. The default.
+	// consumer sees an in-order stream with a hole. The heavier
+	// subscriptions lose messages for an arriving one only when that makes
+	// room for it (as far as the 64 heaviest tell). The default.
 	DropNewest OverflowPolicy = iota
 	// DropOldest loses the oldest queued message: the consumer catches up
 	// with the most recent messages.
@@ -108,8 +110,10 @@ type SubscriberConfig struct {
 	// Subscriber's subscriptions hold while their consumers are busy, and
 	// what SubscribeInitialize holds. While it is not spent nothing is lost;
 	// when it is, the subscription holding the most bytes loses messages by
-	// Overflow. Plan for this much memory, plus about 200 bytes per
-	// buffered message. Default: DefaultBufferBytes (64 MiB).
+	// Overflow. A message larger than all of it is dropped at once, and no
+	// other subscription loses anything for it. Plan for this much memory,
+	// plus about 200 bytes per buffered message. Default: DefaultBufferBytes
+	// (64 MiB).
 	BufferBytes int64
 
 	// QueueSize, when positive, also caps the messages each subscription
@@ -154,7 +158,8 @@ type SubscriberConfig struct {
 	// connection, once Redis confirmed that all its topics and patterns were
 	// resubscribed. Hooks run one at a time, in order, on a goroutine of
 	// their own: a slow hook delays other hooks, never the reading, and a
-	// hook may call Subscribe or Close.
+	// hook may call Subscribe or Close. Close returns once the hooks called
+	// before it have run (unless it is called from a hook).
 	OnReconnect func(ReconnectEvent)
 
 	// DisableGapDetection stops the Subscriber from reading the sequence

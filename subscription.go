@@ -62,14 +62,13 @@ type subscription struct {
 	ready   chan struct{}
 	failure atomic.Pointer[error]
 
-	// held is the bytes queued, counted in the Subscriber's budget; it is
-	// read without mu to find the heaviest subscription.
-	held atomic.Int64
+	// holding is the bytes queued, counted in the Subscriber's budget
+	// (see budget).
+	holding holding
 
 	mu    sync.Mutex
 	queue deque
 	ended bool // the queue takes nothing more
-	heavy bool // in the budget's set of heavy subscriptions
 	// attached is set once a consumer took the subscription; running while
 	// its delivery goroutine lives (only while there are messages to hand
 	// over: an idle subscription has no goroutine); finishing once its end
@@ -222,7 +221,9 @@ func isClosed(ch chan struct{}) bool {
 }
 
 // push queues in without blocking. When the Subscriber's buffer is spent,
-// the heaviest subscription loses a message first; past QueueSize, sn does.
+// the heaviest subscription loses a message first (see makeRoom); a message
+// larger than the whole buffer is dropped at once; past QueueSize, sn loses
+// one.
 func (sn *subscription) push(in *incoming) {
 	s := sn.sub
 	if s.budget.over(in.size) && !s.makeRoom(sn, in.size) {
@@ -305,23 +306,11 @@ type delivery struct {
 }
 
 // hold counts size bytes more in sn's queue. Called with mu held.
-func (sn *subscription) hold(size int64) {
-	held := sn.held.Add(size)
-	sn.sub.budget.used.Add(size)
-	if !sn.heavy && held >= heavyBytes {
-		sn.heavy = true
-		sn.sub.budget.markHeavy(sn, true)
-	}
-}
+func (sn *subscription) hold(size int64) { sn.sub.budget.hold(sn, size) }
 
 // take counts in out of sn's queue and returns it. Called with mu held.
 func (sn *subscription) take(in *incoming) *incoming {
-	held := sn.held.Add(-in.size)
-	sn.sub.budget.used.Add(-in.size)
-	if sn.heavy && held < heavyBytes/2 {
-		sn.heavy = false
-		sn.sub.budget.markHeavy(sn, false)
-	}
+	sn.sub.budget.release(sn, in.size)
 	return in
 }
 
@@ -359,7 +348,7 @@ func (sn *subscription) noteDrop(in *incoming) {
 			"topic":          sn.key.name,
 			"pattern":        sn.key.pattern,
 			"dropped":        sn.drops.count,
-			"held_bytes":     sn.held.Load(),
+			"held_bytes":     s.budget.heldBy(sn),
 			"held_messages":  sn.queue.len(),
 			"buffer_bytes":   s.config.BufferBytes,
 			"queue_size_cap": s.config.QueueSize,
@@ -581,9 +570,9 @@ func (sn *subscription) discard() int {
 		sn.take(sn.queue.popFront())
 	}
 	sn.queue = deque{}
+	sn.sub.budget.forget(sn)
 	sn.mu.Unlock()
 	sn.sub.stats.discarded.Add(uint64(left))
-	sn.sub.budget.forget(sn)
 	return left
 }
 

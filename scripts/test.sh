@@ -118,10 +118,11 @@ go test -race -count=1 -timeout 15m ${GOTEST_FLAGS:-} "$@" ./...
 
 # 5. the tests whose full size the race detector makes too slow, once more
 # without it: 1 GiB past a stalled subscription (128 MiB under -race),
-# 100,000 topics on one Subscriber (10,000) and the 100,000-message burst
-# into a slow consumer (20,000).
+# 100,000 topics on one Subscriber (10,000), the 100,000-message burst into
+# a slow consumer (20,000), 5,000 stalled subscriptions spending the budget
+# (2,000) and 6,000 streams on one pattern (4,600).
 if [[ $# -eq 0 ]]; then
 	go test -count=1 -timeout 5m ${GOTEST_FLAGS:-} \
-		-run '^(TestFaultStalledConsumerHeapBounded|TestHundredThousandTopics|TestBurstIntoASlowConsumerIsDeliveredWhole)$' ./tests/
+		-run '^(TestFaultStalledConsumerHeapBounded|TestHundredThousandTopics|TestBurstIntoASlowConsumerIsDeliveredWhole|TestBudgetSpentByThousandsOfStalledSubscriptionsKeepsTheReaderUp|TestSequenceStreamsBeyondTheTrackedOnesCountNoFalseGaps)$' ./tests/
 	go test -count=1 -timeout 5m ${GOTEST_FLAGS:-} -run '^TestEventTarget_ManyTopicsAddedAndRemoved$' .
 fi

@@ -12,6 +12,16 @@
 'use strict';
 const fs = require('fs');
 
+// The channel checksum of a Go Publisher's sequence stamp (rps_ch): 32-bit
+// FNV-1a of the channel's UTF-8 bytes, as 8 lowercase hex digits.
+function channelChecksum(channel) {
+  let h = 0x811c9dc5;
+  for (const b of Buffer.from(channel, 'utf8')) {
+    h = Math.imul(h ^ b, 0x01000193) >>> 0;
+  }
+  return h.toString(16).padStart(8, '0');
+}
+
 const cases = {
   with_id: {
     type: 'call.responded', id: 'uuid-123',
@@ -71,6 +81,19 @@ const cases = {
   // Whitespace alone is no JSON value.
   base64_whitespace: {
     type: 'w', id: undefined, bytes: Buffer.from(' \n'),
+  },
+  // What a Go Publisher sends on the channel "app:call.responded:uuid-123"
+  // (ChannelPrefix "app:"): the sequence stamp in the metadata, its keys
+  // sorted with the others.
+  stamped: {
+    type: 'call.responded', id: 'uuid-123', payload: { ok: true }, uuid: 'u-11',
+    metadata: {
+      k: 'v',
+      rps_ch: channelChecksum('app:call.responded:uuid-123'),
+      rps_pub: 'dP6DdXXZR6ya6JcxqLn54V',
+      rps_seq: '7',
+      rps_since: '1796055553462',
+    },
   },
 };
 

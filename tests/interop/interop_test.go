@@ -23,6 +23,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"os"
 	"os/exec"
@@ -469,6 +470,14 @@ func interopStamp(t *testing.T, body string, seq int) string {
 	return pubID
 }
 
+// interopChannelSum returns the MetadataChannel member a Go Publisher
+// writes for channel: 32-bit FNV-1a of its bytes, as 8 hex digits.
+func interopChannelSum(channel string) string {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(channel))
+	return fmt.Sprintf("%08x", h.Sum32())
+}
+
 // interopSince returns the MetadataSince member of a stamped body: when its
 // publisher began the channel's sequence, in Unix milliseconds.
 func interopSince(t *testing.T, body string) string {
@@ -606,12 +615,13 @@ func TestInterop_EnvelopeToTypeScript(t *testing.T) {
 	since := interopSince(t, wire[0].body)
 	require.Equal(t, since, interopSince(t, wire[1].body))
 	since4 := interopSince(t, wire[3].body)
+	sumWithID, sumTypeOnly := interopChannelSum("call.responded:uuid-123"), interopChannelSum("user.created")
 
 	want := []interopWire{
 		{"call.responded:uuid-123", `{"type":"call.responded","id":"uuid-123","payload":{"ok":true,"n":1,"text":"é"},"uuid":"` + env1.UUID +
-			`","metadata":{"rps_pub":"` + pubID + `","rps_seq":"1","rps_since":"` + since + `"}}`},
+			`","metadata":{"rps_ch":"` + sumWithID + `","rps_pub":"` + pubID + `","rps_seq":"1","rps_since":"` + since + `"}}`},
 		{"call.responded:uuid-123", `{"type":"call.responded","id":"uuid-123","payload":{"ok":true,"n":2},"uuid":"` + withMeta.UUID +
-			`","metadata":{"rps_pub":"` + pubID + `","rps_seq":"2","rps_since":"` + since + `","trace":"t-1"}}`},
+			`","metadata":{"rps_ch":"` + sumWithID + `","rps_pub":"` + pubID + `","rps_seq":"2","rps_since":"` + since + `","trace":"t-1"}}`},
 		{"call.responded:uuid-123", `{"type":"call.responded","id":"uuid-123","payload":{"ok":true,"n":3},"uuid":"` + plain.UUID + `"}`},
 		{"user.created", ""}, // the UUID of a dispatched event is known from the wire only: below
 		{"user.created", `{"type":"user.created","payload":null,"uuid":"` + empty.UUID + `"}`},
@@ -619,7 +629,7 @@ func TestInterop_EnvelopeToTypeScript(t *testing.T) {
 	var env4 struct{ UUID string }
 	require.NoError(t, json.Unmarshal([]byte(wire[3].body), &env4))
 	want[3].body = `{"type":"user.created","payload":{"ok":false,"n":4},"uuid":"` + env4.UUID +
-		`","metadata":{"rps_pub":"` + pubID + `","rps_seq":"1","rps_since":"` + since4 + `"}}`
+		`","metadata":{"rps_ch":"` + sumTypeOnly + `","rps_pub":"` + pubID + `","rps_seq":"1","rps_since":"` + since4 + `"}}`
 	assert.Equal(t, want, wire, "Go's envelope bytes")
 	assert.Regexp(t, interopUUID, env1.UUID)
 	assert.Regexp(t, interopUUID, env4.UUID)
@@ -634,12 +644,12 @@ func TestInterop_EnvelopeToTypeScript(t *testing.T) {
 		case 0:
 			assert.JSONEq(t, `{"ok":true,"n":1,"text":"é"}`, string(d["payload"]))
 			assert.Equal(t, env1.UUID, d.str(t, "uuid"))
-			assert.JSONEq(t, `{"rps_pub":"`+pubID+`","rps_seq":"1","rps_since":"`+since+`"}`, string(d["metadata"]))
+			assert.JSONEq(t, `{"rps_ch":"`+sumWithID+`","rps_pub":"`+pubID+`","rps_seq":"1","rps_since":"`+since+`"}`, string(d["metadata"]))
 			assert.Equal(t, []string{"id", "metadata", "payload", "type", "uuid"}, d.keys())
 		case 1:
 			assert.JSONEq(t, `{"ok":true,"n":2}`, string(d["payload"]))
 			assert.Equal(t, withMeta.UUID, d.str(t, "uuid"))
-			assert.JSONEq(t, `{"rps_pub":"`+pubID+`","rps_seq":"2","rps_since":"`+since+`","trace":"t-1"}`, string(d["metadata"]))
+			assert.JSONEq(t, `{"rps_ch":"`+sumWithID+`","rps_pub":"`+pubID+`","rps_seq":"2","rps_since":"`+since+`","trace":"t-1"}`, string(d["metadata"]))
 			assert.Equal(t, []string{"id", "metadata", "payload", "type", "uuid"}, d.keys())
 		case 2:
 			assert.JSONEq(t, `{"ok":true,"n":3}`, string(d["payload"]))
@@ -995,14 +1005,15 @@ func TestInterop_BinaryPayloadToTypeScript(t *testing.T) {
 	wire := tap.take(len(msgs))
 	pubID := interopStamp(t, wire[0].body, 1)
 	since := interopSince(t, wire[0].body)
+	sum := interopChannelSum(topic)
 	b64 := func(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 	assert.Equal(t, []interopWire{
 		{topic, `{"type":"file.uploaded","id":"f-1","payload":"` + b64(interopBinary) + `","payload_encoding":"base64","uuid":"` +
-			msgs[0].UUID + `","metadata":{"rps_pub":"` + pubID + `","rps_seq":"1","rps_since":"` + since + `","trace":"t-1"}}`},
+			msgs[0].UUID + `","metadata":{"rps_ch":"` + sum + `","rps_pub":"` + pubID + `","rps_seq":"1","rps_since":"` + since + `","trace":"t-1"}}`},
 		{topic, `{"type":"file.uploaded","id":"f-1","payload":"` + b64([]byte("not json")) + `","payload_encoding":"base64","uuid":"` +
-			msgs[1].UUID + `","metadata":{"rps_pub":"` + pubID + `","rps_seq":"2","rps_since":"` + since + `"}}`},
+			msgs[1].UUID + `","metadata":{"rps_ch":"` + sum + `","rps_pub":"` + pubID + `","rps_seq":"2","rps_since":"` + since + `"}}`},
 		{topic, `{"type":"file.uploaded","id":"f-1","payload":{"ok":true},"uuid":"` +
-			msgs[2].UUID + `","metadata":{"rps_pub":"` + pubID + `","rps_seq":"3","rps_since":"` + since + `"}}`},
+			msgs[2].UUID + `","metadata":{"rps_ch":"` + sum + `","rps_pub":"` + pubID + `","rps_seq":"3","rps_since":"` + since + `"}}`},
 	}, wire, "Go's envelope bytes")
 
 	for i, w := range wire[:2] {
