@@ -58,7 +58,7 @@ func (c *connection) route(f *frame) {
 	}
 	// The stream is checked whether or not a subscription takes the
 	// message: one may be joining, and it must not see a gap later.
-	ev, verdict := s.checkSequence(st, channel, stp, stamped)
+	ev, verdict := c.checkSequence(st, channel, stp, stamped)
 	// The subscriptions are pushed to outside mu, from a copy: remove
 	// edits st.subs in place. One subscription, the common case, needs no
 	// slice.
@@ -95,6 +95,44 @@ func (c *connection) route(f *frame) {
 			"topic": ev.Topic, "publisher": ev.Publisher, "seq": ev.First,
 		})
 	}
+}
+
+// checkSequence takes the sequence stamp stp (when stamped, and made for
+// channel) and says whether it is new, a duplicate (its GapEvent's First is
+// the duplicate's number) or reveals a gap in what st received. The first
+// message of a stream it never saw, after the connection was interrupted,
+// reveals that its start was lost when the stream began after the
+// subscription (by MetadataSince), or may have been when it began before,
+// does not say, or may be a stream the tracker forgot (see
+// maxTrackedStreams). Called with mu held.
+func (c *connection) checkSequence(st *channelState, channel string, stp stamp, stamped bool) (GapEvent, sequenceVerdict) {
+	if !stamped || (stp.scoped && stp.channel != channelChecksum(channel)) {
+		// No stamp, or one made for another channel (a peer relayed the
+		// envelope unchanged): it says nothing of this channel's stream.
+		return GapEvent{}, inSequence
+	}
+	if st.sequences == nil {
+		st.sequences = newSequenceTracker()
+	}
+	ev := GapEvent{Topic: strings.TrimPrefix(channel, c.s.config.ChannelPrefix), Publisher: stp.publisher}
+	verdict, firstMissing := st.sequences.observe(stp.publisher, channel, stp.seq)
+	switch verdict {
+	case duplicate:
+		ev.First = stp.seq
+	case gapFound:
+		ev.First, ev.Last = firstMissing, stp.seq-1
+	case newStream:
+		if stp.seq == 1 || !st.interrupted {
+			return ev, inSequence
+		}
+		ev.First, ev.Last = 1, stp.seq-1
+		if stp.since == 0 || stp.since < st.confirmedMs || st.sequences.forgot() {
+			ev.Possible = true
+			return ev, possibleGap
+		}
+		return ev, gapFound
+	}
+	return ev, verdict
 }
 
 // confirm matches a (un)subscribe confirmation with the oldest command that

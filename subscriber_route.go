@@ -15,44 +15,6 @@ var (
 	errOversized = errors.New("redispubsub: message larger than SubscriberConfig.MaxMessageBytes")
 )
 
-// checkSequence takes the sequence stamp stp (when stamped, and made for
-// channel) and says whether it is new, a duplicate (its GapEvent's First is
-// the duplicate's number) or reveals a gap in what st received. The first
-// message of a stream it never saw, after the connection was interrupted,
-// reveals that its start was lost when the stream began after the
-// subscription (by MetadataSince), or may have been when it began before,
-// does not say, or may be a stream the tracker forgot (see
-// maxTrackedStreams). Called with the connection's mu held.
-func (s *Subscriber) checkSequence(st *channelState, channel string, stp stamp, stamped bool) (GapEvent, sequenceVerdict) {
-	if !stamped || (stp.scoped && stp.channel != channelChecksum(channel)) {
-		// No stamp, or one made for another channel (a peer relayed the
-		// envelope unchanged): it says nothing of this channel's stream.
-		return GapEvent{}, inSequence
-	}
-	if st.sequences == nil {
-		st.sequences = newSequenceTracker()
-	}
-	ev := GapEvent{Topic: strings.TrimPrefix(channel, s.config.ChannelPrefix), Publisher: stp.publisher}
-	verdict, firstMissing := st.sequences.observe(stp.publisher, channel, stp.seq)
-	switch verdict {
-	case duplicate:
-		ev.First = stp.seq
-	case gapFound:
-		ev.First, ev.Last = firstMissing, stp.seq-1
-	case newStream:
-		if stp.seq == 1 || !st.interrupted {
-			return ev, inSequence
-		}
-		ev.First, ev.Last = 1, stp.seq-1
-		if stp.since == 0 || stp.since < st.confirmedMs || st.sequences.forgot() {
-			ev.Possible = true
-			return ev, possibleGap
-		}
-		return ev, gapFound
-	}
-	return ev, verdict
-}
-
 // reportGap counts, logs and reports messages never received, or maybe
 // never received.
 func (s *Subscriber) reportGap(ev GapEvent) {
