@@ -107,6 +107,12 @@ func (b *budget) forget(sn *subscription) {
 	b.mu.Unlock()
 }
 
+// carry counts size more bytes (fewer, when negative) that no subscription
+// holds in its queue: messages in flight under MaxInFlight, which cannot be
+// dropped. They spend the budget, and a full budget makes the queues lose
+// messages, never them.
+func (b *budget) carry(size int64) { b.used.Add(size) }
+
 // heldBy returns what sn holds. Called with sn.mu held.
 func (b *budget) heldBy(sn *subscription) int64 { return sn.holding.bytes }
 
@@ -137,7 +143,7 @@ func (b *budget) victim(sn *subscription, size int64, policy OverflowPolicy, che
 		return nil, false
 	}
 	if len(b.holders) == 0 {
-		return nil, true // cannot happen while size fits the budget
+		return nil, true // messages in flight spend the budget (carry)
 	}
 	b.order()
 	top := b.holders[0]

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -130,6 +131,26 @@ type SubscriberConfig struct {
 	// DefaultMaxMessageBytes (8 MiB); a negative value removes the limit.
 	MaxMessageBytes int
 
+	// MaxInFlight is how many messages of one subscription may be handed
+	// out before their Acks. With 1 (the default), the next message comes
+	// after the Ack, in order. With more, a router works on several at
+	// once: a Nack redelivers that message (after NackResendSleep) without
+	// holding up the others, each message's context ends with its own Ack
+	// or Nack, and messages in flight have no order among themselves unless
+	// OrderingKey gives them one. Messages in flight and waiting for their
+	// key count in BufferBytes. The EventTarget's listeners of a topic stay
+	// one after another whatever it says. Default: 1.
+	MaxInFlight int
+
+	// OrderingKey, with MaxInFlight above 1, keeps order where it matters:
+	// messages with the same key are handed out one after another, each
+	// after the previous one's Ack, in arrival order (a Nacked message comes
+	// again before the next of its key); messages with different keys, or
+	// an empty key, run concurrently. It is called once per message and
+	// subscription, on the subscription's delivery goroutine; it must not
+	// modify the message. Default: nil (no order among messages in flight).
+	OrderingKey func(*message.Message) string
+
 	// NackResendSleep is how long a subscription waits after a Nack before it
 	// redelivers the same message. Default: DefaultNackResendSleep (100ms); a
 	// negative value redelivers at once.
@@ -189,6 +210,9 @@ func (c *SubscriberConfig) setDefaults() {
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = DefaultMaxMessageBytes
 	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 1
+	}
 	if c.NackResendSleep == 0 {
 		c.NackResendSleep = DefaultNackResendSleep
 	}
@@ -219,6 +243,8 @@ func (c SubscriberConfig) Validate() error {
 		return fmt.Errorf("%w: SubscriberConfig.QueueSize must not be negative, got %d", ErrInvalidConfig, c.QueueSize)
 	case c.Overflow != DropNewest && c.Overflow != DropOldest:
 		return fmt.Errorf("%w: unknown SubscriberConfig.Overflow %v", ErrInvalidConfig, c.Overflow)
+	case c.MaxInFlight < 0:
+		return fmt.Errorf("%w: SubscriberConfig.MaxInFlight must not be negative, got %d", ErrInvalidConfig, c.MaxInFlight)
 	case c.SubscribeTimeout < 0:
 		return fmt.Errorf("%w: SubscriberConfig.SubscribeTimeout must not be negative", ErrInvalidConfig)
 	case c.HealthCheckInterval < minHealthCheckInterval:

@@ -38,9 +38,10 @@ type subscription struct {
 	// The subscription ends when the consumer's context ends (once
 	// attached), or when end is called: the Subscriber closes, Redis
 	// refused the subscription, or Subscribe gave up. end sets ending and
-	// signals wake, so that an idle subscription waits on two channels only:
-	// wake and the consumer's context.
+	// closes stop (markEnding), which every goroutine delivering its
+	// messages waits on beside the consumer.
 	ending atomic.Bool
+	stop   chan struct{}
 	// consumerCtx is the context passed to Subscribe, parent of every
 	// delivered message's context; consumerDone is its Done channel. Set by
 	// attach, before the delivery goroutine starts.
@@ -74,9 +75,11 @@ type subscription struct {
 	// over: an idle subscription has no goroutine); finishing once its end
 	// was taken care of.
 	attached, running, finishing, finished bool
-	stopWatch                              func() bool   // stops the AfterFunc on the consumer's context
-	wake                                   chan struct{} // capacity 1: end, for a goroutine waiting on the consumer
-	drops                                  *dropLog      // nil until the first drop
+	stopWatch                              func() bool // stops the AfterFunc on the consumer's context
+	drops                                  *dropLog    // nil until the first drop
+	// flights is the state of concurrent delivery (MaxInFlight above 1)
+	// while the delivery goroutine runs; nil otherwise.
+	flights *flights
 }
 
 // dropLog counts the drops of a subscription since it last logged them.
@@ -91,7 +94,7 @@ func newSubscription(s *Subscriber, key subscriptionKey) *subscription {
 		sub:   s,
 		out:   make(chan *message.Message),
 		ready: make(chan struct{}),
-		wake:  make(chan struct{}, 1),
+		stop:  make(chan struct{}),
 	}
 	return sn
 }
@@ -99,8 +102,7 @@ func newSubscription(s *Subscriber, key subscriptionKey) *subscription {
 // end makes the subscription end: its delivery goroutine stops, or, when
 // none runs, one finishes it. It may be called with a connection's mu held.
 func (sn *subscription) end() {
-	sn.ending.Store(true)
-	sn.signal()
+	sn.markEnding()
 	sn.mu.Lock()
 	finish := sn.attached && !sn.running && !sn.finishing
 	if finish {
@@ -112,10 +114,10 @@ func (sn *subscription) end() {
 	}
 }
 
-func (sn *subscription) signal() {
-	select {
-	case sn.wake <- struct{}{}:
-	default:
+// markEnding sets ending and closes stop, once.
+func (sn *subscription) markEnding() {
+	if sn.ending.CompareAndSwap(false, true) {
+		close(sn.stop)
 	}
 }
 
@@ -244,7 +246,7 @@ func (sn *subscription) push(in *incoming) {
 		return
 	}
 	if sn.attached && !sn.running && !sn.finishing && sn.queue.len() == 0 && sn.out != nil &&
-		in.size <= maxDirectBytes && s.directDecode && !sn.ending.Load() {
+		in.size <= maxDirectBytes && s.directDecode && s.config.MaxInFlight == 1 && !sn.ending.Load() {
 		sn.running = true
 		sn.mu.Unlock()
 		sn.handDirect(in)
@@ -263,6 +265,9 @@ func (sn *subscription) push(in *incoming) {
 	start := sn.attached && !sn.running && !sn.finishing
 	if start {
 		sn.running = true
+	}
+	if f := sn.flights; f != nil {
+		f.kick()
 	}
 	sn.mu.Unlock()
 	if start {
@@ -381,8 +386,12 @@ func (sn *subscription) next() (in *incoming, ok, finish bool) {
 // time until the queue is empty or the subscription ends; the next message
 // starts it again.
 func (sn *subscription) run(first *delivery) {
+	if sn.sub.config.MaxInFlight > 1 && sn.handle == nil {
+		sn.runConcurrently()
+		return
+	}
 	if first != nil && !sn.deliver(first.msg, first.shared, first.handed) {
-		sn.ending.Store(true) // the consumer's context ended: AfterFunc ends it too
+		sn.markEnding() // the consumer's context ended: AfterFunc ends it too
 	}
 	for {
 		in, ok, finish := sn.next()
@@ -397,7 +406,7 @@ func (sn *subscription) run(first *delivery) {
 			continue // counted and logged by decode
 		}
 		if !sn.deliver(msg, in.shared, nil) {
-			sn.ending.Store(true) // the consumer's context ended: AfterFunc ends it too
+			sn.markEnding() // the consumer's context ended: AfterFunc ends it too
 		}
 	}
 }
@@ -474,18 +483,15 @@ const (
 )
 
 // handOver sends msg on the output channel and waits for its Ack or Nack,
-// unless the subscription ends first. (wake fires only for end while the
-// goroutine is not idle.)
+// unless the subscription ends first.
 func (sn *subscription) handOver(msg *message.Message) answer {
 	for sent := false; !sent; {
 		select {
 		case sn.out <- msg:
 			sn.sub.stats.delivered.Add(1)
 			sent = true
-		case <-sn.wake:
-			if sn.ending.Load() {
-				return ended
-			}
+		case <-sn.stop:
+			return ended
 		case <-sn.consumerDone:
 			return ended
 		}
@@ -502,10 +508,8 @@ func (sn *subscription) awaitAnswer(msg *message.Message) answer {
 			return acked
 		case <-msg.Nacked():
 			return nacked
-		case <-sn.wake:
-			if sn.ending.Load() {
-				return ended
-			}
+		case <-sn.stop:
+			return ended
 		case <-sn.consumerDone:
 			return ended
 		}
@@ -523,10 +527,8 @@ func (sn *subscription) sleep(d time.Duration) bool {
 		select {
 		case <-t.C:
 			return true
-		case <-sn.wake:
-			if sn.ending.Load() {
-				return false
-			}
+		case <-sn.stop:
+			return false
 		case <-sn.consumerDone:
 			return false
 		}

@@ -1,0 +1,95 @@
+package redispubsub
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/stretchr/testify/require"
+)
+
+// keyed is the body of an envelope whose metadata k is key, and payload
+// {"n":n}.
+func keyed(n int, key string) string {
+	return fmt.Sprintf(`{"type":"t","payload":{"n":%d},"metadata":{"k":%q}}`, n, key)
+}
+
+func take(t *testing.T, out <-chan *message.Message) *message.Message {
+	t.Helper()
+	select {
+	case msg := <-out:
+		return msg
+	case <-timeout():
+		t.Fatal("no message")
+		return nil
+	}
+}
+
+// With MaxInFlight 3 and an ordering key: three messages of different keys
+// are out at once; a key's next message comes after its previous one's
+// Ack, before anything else takes the slot; a Nacked message comes again
+// before the next of its key; a freed slot takes the next queued message.
+func TestFlights_MaxInFlightWithOrderingKey(t *testing.T) {
+	s, f := newFakeSubscriber(t, func(c *SubscriberConfig) {
+		c.MaxInFlight = 3
+		c.OrderingKey = func(msg *message.Message) string { return msg.Metadata.Get("k") }
+		c.NackResendSleep = -1
+	})
+	fc := f.accept()
+	p := resp(3)
+	out := subscribeOn(t, s, fc, p, "t")
+	for i, key := range []string{"a", "a", "b", "c", "d"} {
+		fc.send(p.message("t", keyed(i+1, key)))
+	}
+	got := map[string]*message.Message{}
+	for range 3 {
+		msg := take(t, out)
+		got[string(msg.Payload)] = msg
+	}
+	require.Contains(t, got, `{"n":1}`)
+	require.Contains(t, got, `{"n":3}`)
+	require.Contains(t, got, `{"n":4}`)
+
+	got[`{"n":1}`].Ack()
+	second := take(t, out)
+	require.Equal(t, `{"n":2}`, string(second.Payload), "key a's next, in the slot a freed")
+
+	got[`{"n":3}`].Nack()
+	again := take(t, out)
+	require.Equal(t, `{"n":3}`, string(again.Payload), "the Nacked message again")
+	again.Ack()
+	require.Equal(t, `{"n":5}`, string(take(t, out).Payload), "the slot b freed")
+	require.EqualValues(t, 1, s.Stats().Nacked)
+}
+
+// Without a key, up to MaxInFlight messages are out at once, and a
+// subscription ending with messages in flight ends their contexts, closes
+// its channel and leaves nothing behind (newFakeSubscriber checks the
+// goroutines).
+func TestFlights_EndWithMessagesInFlight(t *testing.T) {
+	s, f := newFakeSubscriber(t, func(c *SubscriberConfig) { c.MaxInFlight = 4 })
+	fc := f.accept()
+	p := resp(2)
+	out := subscribeOn(t, s, fc, p, "t")
+	for i := range 6 {
+		fc.send(p.message("t", envelope("t", i)))
+	}
+	var held []*message.Message
+	for range 4 {
+		held = append(held, take(t, out))
+	}
+	require.NoError(t, s.Close())
+	for _, msg := range held {
+		select {
+		case <-msg.Context().Done():
+		case <-timeout():
+			t.Fatal("a message in flight kept its context")
+		}
+	}
+	for range out {
+	}
+	require.Zero(t, s.Stats().BufferedBytes)
+}
+
+func timeout() <-chan time.Time { return time.After(5 * time.Second) }
