@@ -435,15 +435,23 @@ func (c *connection) subscriptions() []*subscription {
 		}
 	}
 	if sess := c.sess; sess != nil {
-		for _, cmd := range sess.sent {
-			for _, starters := range cmd.starters {
-				sns = append(sns, starters...)
-			}
-			sns = append(sns, cmd.joiners...)
-		}
-		sns = append(sns, sess.pending.joiners...)
+		sns = append(sns, sess.waiting()...)
 	}
 	return sns
+}
+
+// waiting returns the subscriptions that wait for the reply to a command of
+// the session, written or not; some may have ended or moved since. Called
+// with the connection's mu held.
+func (sess *session) waiting() []*subscription {
+	var sns []*subscription
+	for _, cmd := range sess.sent {
+		for _, starters := range cmd.starters {
+			sns = append(sns, starters...)
+		}
+		sns = append(sns, cmd.joiners...)
+	}
+	return append(sns, sess.pending.joiners...)
 }
 
 // empty reports whether the connection carries no Redis subscription and

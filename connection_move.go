@@ -51,17 +51,10 @@ func (c *connection) rehome(channel, why string) {
 // waitingFor returns the subscriptions of st that wait for the reply to a
 // command, written or not. Called with mu held.
 func (c *connection) waitingFor(st *channelState) []*subscription {
-	var sns []*subscription
-	if sess := c.sess; sess != nil {
-		for _, cmd := range sess.sent {
-			for _, starters := range cmd.starters {
-				sns = append(sns, starters...)
-			}
-			sns = append(sns, cmd.joiners...)
-		}
-		sns = append(sns, sess.pending.joiners...)
+	if c.sess == nil {
+		return nil
 	}
-	return slices.DeleteFunc(sns, func(sn *subscription) bool {
+	return slices.DeleteFunc(c.sess.waiting(), func(sn *subscription) bool {
 		return sn.state != st || sn.phase != phaseWaiting
 	})
 }
