@@ -394,3 +394,21 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// A message handed to an idle consumer from the reader's goroutine is
+// Nacked: it comes again, before the next one, as any message does.
+func TestConnection_NackOfADirectlyHandedMessage(t *testing.T) {
+	s, f := newFakeSubscriber(t, func(c *SubscriberConfig) { c.NackResendSleep = -1 })
+	fc := f.accept()
+	p := resp(3)
+	out := subscribeOn(t, s, fc, p, "a")
+	fc.send(p.message("a", envelope("a", 1)))
+	first := <-out
+	fc.send(p.message("a", envelope("a", 2)))
+	first.Nack()
+	require.Equal(t, `{"n":1}`, string(receive(t, out).Payload))
+	require.Equal(t, `{"n":2}`, string(receive(t, out).Payload))
+	// The delivery goroutine counts an Ack once it has seen it.
+	waitFor(t, func() bool { return s.Stats().Acked == 2 })
+	require.EqualValues(t, 1, s.Stats().Nacked)
+}
