@@ -14,9 +14,10 @@ soak:
 
 # bench measures the adapter side by side with raw go-redis, redisstream,
 # watermill-nats (on a nats-server of its own, where one is installed),
-# gochannel and the bare Ack hand-off on one redis-server of its own, and
-# classic against sharded Pub/Sub on a 3-master cluster of its own, in one
-# run, and prints a markdown
+# gochannel and the bare Ack hand-off on one redis-server of its own, a
+# Watermill router with a 1 ms and a 10 ms handler on the adapter with
+# MaxInFlight 1, 16 and 64 (and on gochannel), and classic against sharded
+# Pub/Sub on a 3-master cluster of its own, in one run, and prints a markdown
 # table with the ratios (progress on stderr): make bench
 # BENCH_FLAGS="-cases e2e-batch,latency -sizes 256 -duration 3s"; see
 # go run ./cmd/benchtable -h.

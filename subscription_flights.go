@@ -138,8 +138,11 @@ func (sn *subscription) fly(f *flights, fl *flight) {
 		}
 		if next == nil {
 			f.n--
-			f.kick()
 		}
+		// A flight ended, or a waiting message took it over: either way
+		// the dispatcher, which may have stopped at MaxInFlight flights or
+		// waiting messages, may go on.
+		f.kick()
 		sn.mu.Unlock()
 		fl = next
 	}

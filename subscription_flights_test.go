@@ -93,3 +93,42 @@ func TestFlights_EndWithMessagesInFlight(t *testing.T) {
 }
 
 func timeout() <-chan time.Time { return time.After(5 * time.Second) }
+
+// A message of another key goes out as soon as fewer than MaxInFlight
+// messages wait for their key's turn: when a flight takes the next message
+// of its key, the dispatcher, which stopped at MaxInFlight waiting
+// messages, must take the queue up again, not wait until that key's last
+// message is answered.
+func TestFlights_WaitingMessageTakenFreesTheDispatcher(t *testing.T) {
+	keyed3 := make(chan struct{})
+	s, f := newFakeSubscriber(t, func(c *SubscriberConfig) {
+		c.MaxInFlight = 2
+		c.OrderingKey = func(msg *message.Message) string {
+			if string(msg.Payload) == `{"n":3}` {
+				close(keyed3) // the dispatcher is about to have 2 messages wait for key a
+			}
+			return msg.Metadata.Get("k")
+		}
+	})
+	fc := f.accept()
+	p := resp(3)
+	out := subscribeOn(t, s, fc, p, "t")
+	for i, key := range []string{"a", "a", "a", "b"} {
+		fc.send(p.message("t", keyed(i+1, key)))
+	}
+	first := take(t, out)
+	require.Equal(t, `{"n":1}`, string(first.Payload))
+	select {
+	case <-keyed3:
+	case <-timeout():
+		t.Fatal("the third message was not keyed")
+	}
+
+	first.Ack() // a's second message takes the flight: one message waits
+	got := map[string]bool{}
+	for range 2 {
+		got[string(take(t, out).Payload)] = true
+	}
+	require.Equal(t, map[string]bool{`{"n":2}`: true, `{"n":4}`: true}, got,
+		"key a's next message, and b's beside it while a's second is unanswered")
+}

@@ -91,10 +91,12 @@ func wmUniversalPubSub(t testing.TB, srv *redistest.Server, configure func(*redi
 	return pub, sub
 }
 
-func wmUniversalConstructor(srv *redistest.Server) tests.PubSubConstructor {
+// wmUniversalConstructor returns the suite's constructor on srv;
+// configure, when not nil, adjusts each Subscriber's config.
+func wmUniversalConstructor(srv *redistest.Server, configure func(*redispubsub.SubscriberConfig)) tests.PubSubConstructor {
 	return func(t *testing.T) (message.Publisher, message.Subscriber) {
 		t.Helper()
-		return wmUniversalPubSub(t, srv, nil)
+		return wmUniversalPubSub(t, srv, configure)
 	}
 }
 
@@ -182,8 +184,9 @@ var wmUniversalCases = []wmUniversalCase{
 }
 
 // wmRunUniversal runs every case as tests.TestPubSub runs its tests: a
-// subtest per test, parallel unless marked, with a fresh TestID.
-func wmRunUniversal(t *testing.T, constructor tests.PubSubConstructor) {
+// subtest per test, parallel unless marked, with a fresh TestID, declaring
+// features (wmUniversalFeatures for the default configuration).
+func wmRunUniversal(t *testing.T, constructor tests.PubSubConstructor, features tests.Features) {
 	for _, c := range wmUniversalCases {
 		name := c.name()
 		if strings.HasPrefix(name, "func") { // the TestConsumerGroups wrapper
@@ -196,7 +199,7 @@ func wmRunUniversal(t *testing.T, constructor tests.PubSubConstructor) {
 			if !c.notParallel {
 				t.Parallel()
 			}
-			features := wmUniversalFeatures
+			features := features
 			if c.singleInstance != "" {
 				features.RequireSingleInstance = true
 			}
@@ -212,7 +215,7 @@ func wmRunUniversal(t *testing.T, constructor tests.PubSubConstructor) {
 // Redis server.
 func TestUniversal(t *testing.T) {
 	srv := redistest.Start(t)
-	wmRunUniversal(t, wmUniversalConstructor(srv))
+	wmRunUniversal(t, wmUniversalConstructor(srv, nil), wmUniversalFeatures)
 }
 
 // wmStressBuild is set by stress_test.go (build tag stress).
@@ -222,11 +225,11 @@ var wmStressBuild bool
 // one server, as tests.TestPubSubStressTest does with tests.TestPubSub.
 func wmRunUniversalStress(t *testing.T, count int) {
 	srv := redistest.Start(t)
-	constructor := wmUniversalConstructor(srv)
+	constructor := wmUniversalConstructor(srv, nil)
 	for i := range count {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
 			t.Parallel()
-			wmRunUniversal(t, constructor)
+			wmRunUniversal(t, constructor, wmUniversalFeatures)
 		})
 	}
 }

@@ -2,8 +2,10 @@
 // by side with raw go-redis on one Redis server in one run, with
 // watermill-redisstream, watermill-nats on core NATS (on a nats-server it
 // starts itself, when one is installed), Watermill's gochannel and the bare
-// Ack hand-off (the ceiling of Watermill's contract) for reference, and
-// classic against sharded Pub/Sub on a Redis Cluster of 3 masters, and
+// Ack hand-off (the ceiling of Watermill's contract) for reference, a
+// Watermill router with a slow handler on the adapter with MaxInFlight 1,
+// 16 and 64, and classic against sharded Pub/Sub on a Redis Cluster of 3
+// masters, and
 // prints a markdown table with the ratio adapter / raw go-redis (see
 // internal/bench). `make bench` runs it:
 //

@@ -69,6 +69,8 @@ func TestRunEveryCase(t *testing.T) {
 			want = []string{"go-redis", "adapter", "gochannel", "handoff"}
 		case row.Case == "cluster-publish":
 			want = []string{"go-redis", "adapter", "handoff"}
+		case strings.HasPrefix(row.Case, "router"):
+			want = []string{"adapter", "gochannel", "handoff"}
 		}
 		handoffNA := !slices.Contains([]string{"e2e-batch", "e2e-parallel", "latency"}, row.Case)
 		busSharded := row.Metric == "bus/msg sharded"
@@ -99,23 +101,24 @@ func TestRunEveryCase(t *testing.T) {
 		}
 		assert.Equal(t, want, got, row.Title)
 		_, ok := row.Ratio()
-		noRatio := strings.Contains(row.Title, "stacks") || row.Unit == Ratio || busSharded // raw go-redis's 0
+		noRatio := strings.Contains(row.Title, "stacks") || row.Unit == Ratio || busSharded || // raw go-redis's 0
+			strings.HasPrefix(row.Case, "router") // no raw go-redis column
 		assert.Equal(t, !noRatio, ok, row.Title)
 	}
 	assert.Equal(t, CaseIDs(), seen)
 	// Per size: e2e-batch 2 rows, e2e-parallel 1, publish 1, latency 2;
-	// then subscribe 1, subscribe-many 3, eventtarget-many 3,
-	// cluster-publish 8.
-	assert.Len(t, rep.Rows, 2*(2+1+1+2)+1+3+3+8)
+	// then subscribe 1, subscribe-many 3, eventtarget-many 3, router-1ms
+	// 3, router-10ms 3, cluster-publish 8.
+	assert.Len(t, rep.Rows, 2*(2+1+1+2)+1+3+3+3+3+8)
 	// Per size: 3 throughput cases of 2 rounds, latency, on the 5 Redis
 	// systems and gochannel, on watermill-nats where it is installed, and
-	// the hand-off in 2 of them; then 3 subscribe cases on 3 systems,
-	// cluster-publish of 2 rounds on 2.
+	// the hand-off in 2 of them; then 3 subscribe cases on 3 systems, 2
+	// router cases of 2 rounds on 2, cluster-publish of 2 rounds on 2.
 	natsCells := 3*2 + 1
 	if noNATS != nil {
 		natsCells = 0
 	}
-	assert.Equal(t, 2*((3*2+1)*6+natsCells+(2*2+1))+3*3+2*2, strings.Count(progress.String(), "\n"), progress.String())
+	assert.Equal(t, 2*((3*2+1)*6+natsCells+(2*2+1))+3*3+2*2*2+2*2, strings.Count(progress.String(), "\n"), progress.String())
 
 	var table strings.Builder
 	require.NoError(t, rep.WriteTable(&table))
@@ -151,6 +154,46 @@ func TestRunSelects(t *testing.T) {
 	}
 	assert.Contains(t, rep.Notes, "*cluster-publish*: not run: it needs a Redis Cluster, and none was given.")
 	assert.Empty(t, rep.Cluster)
+}
+
+// TestRunRouterCases runs the router cases alone: a row per MaxInFlight
+// with the adapter measured in each, gochannel's one measurement in every
+// row, and the quotient row of the 10 ms handler the quotient of its rows.
+func TestRunRouterCases(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := tinyConfig(srv)
+	cfg.Cases = []string{"router-1ms", "router-10ms"}
+	cfg.Systems = []string{"adapter", "gochannel"}
+	cfg.Rounds = 1
+
+	rep, err := Run(context.Background(), cfg)
+	require.NoError(t, err)
+	var titles []string
+	for _, row := range rep.Rows {
+		titles = append(titles, row.Title)
+		require.Len(t, row.Values, 2, row.Title)
+		for id, v := range row.Values {
+			require.NoError(t, v.Err, "%s %s", row.Title, id)
+			assert.Positive(t, v.V, "%s %s", row.Title, id)
+		}
+		assert.Equal(t, routerSize, row.Size)
+	}
+	assert.Equal(t, []string{
+		"router, handler of 1 ms, MaxInFlight 1 (msg/s)",
+		"router, handler of 1 ms, MaxInFlight 16 (msg/s)",
+		"router, handler of 1 ms, MaxInFlight 64 (msg/s)",
+		"router, handler of 10 ms, MaxInFlight 1 (msg/s)",
+		"router, handler of 10 ms, MaxInFlight 64 (msg/s)",
+		"router, handler of 10 ms: MaxInFlight 64 / 1",
+	}, titles)
+	for _, rows := range [][]*Row{rep.Rows[:3], rep.Rows[3:5]} {
+		for _, row := range rows[1:] {
+			assert.Equal(t, rows[0].Values["gochannel"], row.Values["gochannel"], "gochannel: one measurement, its default, in every row")
+		}
+	}
+	one, sixtyFour, quotient := rep.Rows[3].Values["adapter"].V, rep.Rows[4].Values["adapter"].V, rep.Rows[5].Values["adapter"].V
+	assert.InDelta(t, sixtyFour/one, quotient, 1e-9)
+	assert.Equal(t, Ratio, rep.Rows[5].Unit)
 }
 
 func TestNeedsCluster(t *testing.T) {

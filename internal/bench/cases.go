@@ -171,6 +171,8 @@ var cases = []*caseSpec{
 			return res.values(), err
 		},
 	},
+	routerCases[0],
+	routerCases[1],
 	clusterPublish,
 }
 
@@ -209,6 +211,11 @@ func manyTopicsMetrics(head func(Config) string) []metric {
 //     per idle topic.
 //   - eventtarget-many: the same with an EventTarget, one listener per
 //     topic.
+//   - router-1ms: a Watermill router whose handler sleeps 1 ms per
+//     message, on the adapter with SubscriberConfig.MaxInFlight 1, 16 and
+//     64 (a row each), and on gochannel with its default; messages/s.
+//   - router-10ms: the same with a handler of 10 ms, MaxInFlight 1 and 64,
+//     and the quotient of the two.
 //   - cluster-publish: on a Redis Cluster (Config.NewClusterClient; not run
 //     without one), classic PUBLISH and sharded SPUBLISH from Publishers
 //     goroutines over ClusterChannels channels: messages/s publishing, and

@@ -64,6 +64,9 @@ type target struct {
 	// natsURL is the client URL of the run's nats-server; "" when it has
 	// none.
 	natsURL string
+	// maxInFlight is the adapter's SubscriberConfig.MaxInFlight; 0: its
+	// default (the other systems have no such option).
+	maxInFlight int
 }
 
 // systems are the systems in table order. The first is the yardstick of

@@ -46,10 +46,16 @@ type throughputResult struct {
 // transport's flush says the server has every message). A warm-up batch on
 // every topic goes first and is not counted.
 func (r *runner) throughput(ctx context.Context, t transport, topics []string, size, publishers, batch int, consume bool) (throughputResult, error) {
+	return r.throughputWithin(ctx, t, topics, size, publishers, batch, consume, windowSize(size, publishers, batch))
+}
+
+// throughputWithin is throughput with the publishers at most window
+// messages (a whole number of batches) ahead of the consumer.
+func (r *runner) throughputWithin(ctx context.Context, t transport, topics []string, size, publishers, batch int, consume bool, window int) (throughputResult, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	body := payload(size)
-	win := newWindow(windowSize(size, publishers, batch))
+	win := newWindow(window)
 	if consume {
 		stop, err := t.consume(ctx, topics, func() { win.release(1) })
 		if err != nil {

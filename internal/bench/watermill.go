@@ -55,7 +55,7 @@ func openAdapter(m redispubsub.Marshaler) func(Config, target) (transport, error
 			return nil, errors.Join(err, closeClients())
 		}
 		sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
-			Client: sc, ChannelPrefix: cfg.Prefix, Marshaler: m, Sharded: on.sharded,
+			Client: sc, ChannelPrefix: cfg.Prefix, Marshaler: m, Sharded: on.sharded, MaxInFlight: on.maxInFlight,
 		}, nil)
 		if err != nil {
 			return nil, errors.Join(err, pub.Close(), closeClients())
