@@ -485,18 +485,24 @@ const (
 // handOver sends msg on the output channel and waits for its Ack or Nack,
 // unless the subscription ends first.
 func (sn *subscription) handOver(msg *message.Message) answer {
-	for sent := false; !sent; {
-		select {
-		case sn.out <- msg:
-			sn.sub.stats.delivered.Add(1)
-			sent = true
-		case <-sn.stop:
-			return ended
-		case <-sn.consumerDone:
-			return ended
-		}
+	if !sn.send(msg) {
+		return ended
 	}
 	return sn.awaitAnswer(msg)
+}
+
+// send sends msg on the output channel, unless the subscription ends
+// first.
+func (sn *subscription) send(msg *message.Message) bool {
+	select {
+	case sn.out <- msg:
+		sn.sub.stats.delivered.Add(1)
+		return true
+	case <-sn.stop:
+		return false
+	case <-sn.consumerDone:
+		return false
+	}
 }
 
 // awaitAnswer waits for msg's Ack or Nack, unless the subscription ends

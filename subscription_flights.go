@@ -31,8 +31,9 @@ func (f *flights) kick() {
 }
 
 // runConcurrently is the delivery goroutine of a subscription with
-// MaxInFlight above 1. It takes the queued messages in order and starts a
-// flight for each while fewer than MaxInFlight are in flight; a message
+// MaxInFlight above 1. It takes the queued messages in order and hands each
+// out, in that order, while fewer than MaxInFlight are in flight (a
+// goroutine per message in flight waits for its answer); a message
 // whose key has one in flight waits for it, outside the queue (at most
 // MaxInFlight such messages: past that the dispatcher waits too). Messages
 // in flight and waiting count in the Subscriber's budget (carried; they
@@ -66,8 +67,14 @@ func (sn *subscription) runConcurrently() {
 			sn.mu.Lock()
 			if fl == nil {
 				sn.sub.budget.carry(-in.size)
-			} else {
-				sn.launch(f, fl)
+				continue
+			}
+			if sn.admit(f, fl) {
+				// Handed out here, in the queue's order; a goroutine of
+				// its own waits for the answer.
+				sn.mu.Unlock()
+				sn.handOut(f, fl)
+				sn.mu.Lock()
 			}
 			continue
 		case f.n == 0 && f.parked == 0 && sn.queue.len() == 0:
@@ -102,27 +109,42 @@ func (sn *subscription) prepare(in *incoming) *flight {
 	return fl
 }
 
-// launch starts fl, or has it wait for the flight of its key. Called with
-// mu held.
-func (sn *subscription) launch(f *flights, fl *flight) {
+// admit takes fl into flight, or has it wait for the flight of its key,
+// and reports which. Called with mu held.
+func (sn *subscription) admit(f *flights, fl *flight) bool {
 	if fl.key != "" {
 		if waiting, busy := f.keys[fl.key]; busy {
 			f.keys[fl.key] = append(waiting, fl)
 			f.parked++
-			return
+			return false
 		}
 		f.keys[fl.key] = nil
 	}
 	f.n++
-	go sn.fly(f, fl)
+	return true
 }
 
-// fly delivers fl (redelivering it after each Nack) and then the messages
-// that waited for its key, one after another, until none waits or the
-// subscription ends.
-func (sn *subscription) fly(f *flights, fl *flight) {
+// handOut sends fl's first attempt to the consumer and starts the goroutine
+// that waits for its answer. When the subscription ends first, the flight
+// ends here.
+func (sn *subscription) handOut(f *flights, fl *flight) {
+	a := sn.newAttempt(fl.msg, fl.shared)
+	if sn.send(a.msg) {
+		go sn.fly(f, fl, &a)
+		return
+	}
+	a.cancel()
+	sn.fly(f, fl, nil) // sees the end at once, and counts the message
+}
+
+// fly delivers fl (redelivering it after each Nack; handed is its first
+// attempt, when handed out already) and then the messages that waited for
+// its key, one after another, until none waits or the subscription ends.
+func (sn *subscription) fly(f *flights, fl *flight, handed *attempt) {
 	for fl != nil {
-		if !sn.deliver(fl.msg, fl.shared, nil) {
+		ok := sn.deliver(fl.msg, fl.shared, handed)
+		handed = nil
+		if !ok {
 			sn.markEnding() // the consumer's context ended: AfterFunc ends it too
 		}
 		sn.mu.Lock()

@@ -12,7 +12,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -419,24 +418,15 @@ func TestUniversalMaxInFlight16_InOrderByKey(t *testing.T) {
 	})
 }
 
-// TestFlightsKnownIssue_EarlyMessagesHandedOutLast shows that, without an
-// OrderingKey, the hand-out order of MaxInFlight can be far from the
-// arrival order: with a backlog of 100 messages and a consumer that Acks
-// each at once, messages are overtaken by far more than MaxInFlight (16)
-// others: 3 runs of 3 fail here, by 19, 65 and 85 places; in the last the
-// hand-out order was 15, 16, ..., 99, 0, 1, ..., 14. Each flight
-// is a goroutine of its own that races for the output channel, and Go's
-// scheduler runs the newest goroutine next (runnext), so the flight started
-// for the slot just freed wins every time while the first ones wait in the
-// run queue. Nothing is lost and no order is promised without a key; but a
-// message can wait for the whole backlog. With a handler that takes time
-// (a router, 1 ms) the overtaking stays within about MaxInFlight. It fails
-// at the first message handed out MaxInFlight or more places after a later
-// one. Run with REDISPUBSUB_KNOWN_BUGS=1.
-func TestFlightsKnownIssue_EarlyMessagesHandedOutLast(t *testing.T) {
-	if os.Getenv("REDISPUBSUB_KNOWN_BUGS") == "" {
-		t.Skip("known issue of MaxInFlight's hand-out order, see the comment; run with REDISPUBSUB_KNOWN_BUGS=1")
-	}
+// TestFlightsHandOutInArrivalOrder: without an OrderingKey, messages in
+// flight have no order among their answers, but they are handed out in the
+// order they arrived: with a backlog of 100 and a consumer that Acks each
+// at once, none comes after a later one. (Before, each flight was a
+// goroutine of its own racing for the output channel, and Go's scheduler
+// runs the newest goroutine next: messages were overtaken by 19, 65 and 85
+// others, 3 runs of 3; in one the order was 15, 16, ..., 99, 0, ..., 14.
+// The dispatcher now hands them out itself.)
+func TestFlightsHandOutInArrivalOrder(t *testing.T) {
 	const maxInFlight, n = 16, 100
 	srv := redistest.Start(t)
 	pub, sub := wmPubSub(t, srv, func(c *redispubsub.SubscriberConfig) { c.MaxInFlight = maxInFlight })
@@ -453,6 +443,6 @@ func TestFlightsKnownIssue_EarlyMessagesHandedOutLast(t *testing.T) {
 	for pos, msg := range got {
 		i, err := strconv.Atoi(msg.UUID)
 		require.NoError(t, err)
-		require.Less(t, pos-i, maxInFlight, "message %d handed out after %d later ones: %v", i, pos-i, got.IDs())
+		require.Equal(t, pos, i, "hand-out order: %v", got.IDs())
 	}
 }
