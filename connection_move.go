@@ -17,6 +17,9 @@ import (
 // owner confirmed the SSUBSCRIBE. Without a cluster client there is no
 // other node to go to: the subscriptions end, with why. Called with mu held.
 func (c *connection) rehome(channel, why string) {
+	// The last channel may leave: a node connection that carries nothing
+	// is closed.
+	defer c.s.connectionIdle(c)
 	st := c.channels[channel]
 	if st == nil {
 		return
@@ -125,6 +128,14 @@ func (c *connection) adopt(m move) {
 	}
 	st.subscribed = true
 	if c.usable() {
-		c.queue(redisKey{name: channel}, true)
+		key := redisKey{name: channel}
+		if op, queued := c.sess.pending.ops[key]; queued && !op {
+			// The channel's UNSUBSCRIBE was not written: dropped, so that
+			// queue asks for a SUBSCRIBE, whose confirmation starts the
+			// subscriptions that moved in (Redis confirms a channel
+			// subscribed already).
+			delete(c.sess.pending.ops, key)
+		}
+		c.queue(key, true)
 	}
 }

@@ -173,6 +173,9 @@ func (c *connection) confirm(sess *session, f *frame) {
 			st.confirmedMs = time.Now().UnixMilli()
 		}
 		c.start(st, cmd, cmd.starters[i])
+	} else {
+		// Its channel left meanwhile (moved to another node).
+		defer c.s.connectionIdle(c)
 	}
 	cmd.starters[i] = nil
 	if cmd.resub[i] {
