@@ -2,6 +2,7 @@ package redispubsub
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -174,4 +175,47 @@ func TestSharded_MoveOntoAQueuedUnsubscribeStarts(t *testing.T) {
 	}
 	fb.send(smessage("x", envelope("x", 1)))
 	require.Equal(t, `{"n":1}`, string(receive(t, out).Payload))
+}
+
+// The last subscription of x ends and its SUNSUBSCRIBE is written while
+// x's slot migrates away. Redis, deleting the slot, pushes "sunsubscribe x"
+// (unsolicited), then answers the SUNSUBSCRIBE with MOVED (Redis 7.0.15
+// answers SUNSUBSCRIBE of a channel of a slot it does not own with MOVED:
+// checked on a real node). The push is taken as the SUNSUBSCRIBE's
+// confirmation, so the MOVED answers nothing the connection knows of: it
+// drops a healthy socket (every channel of the node resubscribed, gaps
+// counted), or, when another command was written after the SUNSUBSCRIBE, is
+// taken as that command's answer.
+func TestSharded_UnsubscribeRacingASlotMigrationKeepsTheConnection(t *testing.T) {
+	s, fakes := newFakeShardedSubscriber(t, "a:1", "b:1")
+	p := resp(3)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan subscribeResult, 1)
+	go func() {
+		out, err := s.Subscribe(ctx, "x")
+		done <- subscribeResult{out, err}
+	}()
+	fa := fakes["a:1"].accept()
+	fa.expect("SSUBSCRIBE", "x")
+	fa.send(p.confirm("ssubscribe", "x", 1))
+	subscribed(t, done)
+	// y keeps the connection to a:1 in use.
+	ydone := subscribeAsync(s, "y")
+	fa.expect("SSUBSCRIBE", "y")
+	fa.send(p.confirm("ssubscribe", "y", 2))
+	yout := subscribed(t, ydone)
+
+	cancel()
+	fa.expect("SUNSUBSCRIBE", "x")
+	moveSlot(s, "x", "b:1")
+	fa.send(p.confirm("sunsubscribe", "x", 1))                                      // pushed by the slot's deletion
+	fa.send("-MOVED " + strconv.Itoa(hashslot.Of("x")) + " b:1\r\n")                // the answer to SUNSUBSCRIBE x
+	fa.send(p.aggregate(3) + bulk("smessage") + bulk("y") + bulk(envelope("y", 1))) // the socket goes on
+	require.Equal(t, `{"n":1}`, string(receive(t, yout).Payload))
+	require.Zero(t, s.Stats().Reconnects)
+	select {
+	case <-fakes["a:1"].conns:
+		t.Fatal("the connection to a:1 was dropped and dialed again")
+	case <-time.After(100 * time.Millisecond):
+	}
 }
