@@ -92,7 +92,7 @@ func TestSharded_ConnectionLeftEmptyByMovedIsClosed(t *testing.T) {
 	fa := fakes["a:1"].accept()
 	fa.expect("SSUBSCRIBE", "x")
 	moveSlot(s, "x", "b:1")
-	fa.send("-MOVED " + "1234 b:1\r\n")
+	fa.send("-MOVED " + strconv.Itoa(hashslot.Of("x")) + " b:1\r\n")
 	fb := fakes["b:1"].accept()
 	fb.expect("SSUBSCRIBE", "x")
 	fb.send(p.confirm("ssubscribe", "x", 1))
