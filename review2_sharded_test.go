@@ -219,3 +219,30 @@ func TestSharded_UnsubscribeRacingASlotMigrationKeepsTheConnection(t *testing.T)
 	case <-time.After(100 * time.Millisecond):
 	}
 }
+
+// moveTo takes the new owner's connection under the Subscriber's mu and
+// calls adopt after releasing it; an idle node connection can be closed in
+// between (closeIfIdle: its last channel just left, or, with the fix that
+// closes a connection a move left empty, the channel's own old node when the
+// slot map still names it). adopt on a closed connection ends the
+// subscriptions that moved: their output channels close although nothing
+// ended them and another connection could carry them (add, in the same
+// case, reports false and its caller asks for a connection again).
+func TestSharded_AdoptOnAClosedConnectionLeavesTheSubscriptions(t *testing.T) {
+	s, fakes := newFakeShardedSubscriber(t, "a:1", "b:1")
+	_ = fakes
+	moveSlot(s, "x", "b:1")
+	key := subscriptionKey{name: "x"}
+	s.mu.Lock()
+	b, err := s.connectionFor(key) // as moveTo does
+	require.NoError(t, err)
+	sn := newSubscription(s, key)
+	sn.attach(context.Background())
+	s.mu.Unlock()
+	s.closeIfIdle(b) // b carries nothing
+	require.True(t, b.isClosed())
+
+	b.adopt(move{channel: "x", from: "a:1", sns: []*subscription{sn}})
+	require.False(t, sn.isDone(), "the subscription ended although only the connection it was to move to closed")
+	sn.end()
+}
