@@ -98,10 +98,16 @@ func (c *connection) forget(st *channelState) {
 }
 
 // adopt takes over the subscriptions of a channel that moved here: they
-// resume at the confirmation of its SUBSCRIBE.
-func (c *connection) adopt(m move) {
+// resume at the confirmation of its SUBSCRIBE. It reports false, without
+// touching them, when the connection is closed (the Subscriber closed, or
+// it closed an idle node connection): the caller asks for a connection
+// again, as add's does.
+func (c *connection) adopt(m move) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.state == stateClosed {
+		return false
+	}
 	channel := m.channel
 	st := c.channels[channel]
 	if st == nil {
@@ -110,9 +116,6 @@ func (c *connection) adopt(m move) {
 		c.channels[channel] = st
 	}
 	for _, sn := range m.sns {
-		if c.state == stateClosed {
-			sn.end()
-		}
 		if sn.isDone() {
 			continue
 		}
@@ -124,7 +127,7 @@ func (c *connection) adopt(m move) {
 		if st.members() == 0 {
 			delete(c.channels, channel)
 		}
-		return
+		return true
 	}
 	st.subscribed = true
 	if c.usable() {
@@ -138,4 +141,5 @@ func (c *connection) adopt(m move) {
 		}
 		c.queue(key, true)
 	}
+	return true
 }
