@@ -36,3 +36,26 @@ func TestFlights_ParkedMessageTakenWakesTheDispatcher(t *testing.T) {
 	b4.Ack()
 	require.Equal(t, `{"n":3}`, string(take(t, out).Payload))
 }
+
+// A subscription ending with messages waiting for their key's turn: each
+// message is counted once as discarded, and the budget holds nothing.
+func TestFlights_EndWithParkedMessages(t *testing.T) {
+	s, f := newFakeSubscriber(t, func(c *SubscriberConfig) {
+		c.MaxInFlight = 2
+		c.OrderingKey = func(msg *message.Message) string { return msg.Metadata.Get("k") }
+	})
+	fc := f.accept()
+	p := resp(3)
+	out := subscribeOn(t, s, fc, p, "t")
+	for i, key := range []string{"a", "a", "a", "b", "b"} {
+		fc.send(p.message("t", keyed(i+1, key)))
+	}
+	take(t, out) // a1; a2 and a3 wait for it, b4 and b5 stay queued
+	waitFor(t, func() bool { return s.Stats().Received == 5 })
+	require.NoError(t, s.Close())
+	for range out {
+	}
+	st := s.Stats()
+	require.Zero(t, st.BufferedBytes)
+	require.EqualValues(t, 5, st.Discarded, "%+v", st)
+}
