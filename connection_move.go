@@ -17,6 +17,9 @@ import (
 // owner confirmed the SSUBSCRIBE. Without a cluster client there is no
 // other node to go to: the subscriptions end, with why. Called with mu held.
 func (c *connection) rehome(channel, why string) {
+	// The last channel may leave: a node connection that carries nothing
+	// is closed.
+	defer c.s.connectionIdle(c)
 	st := c.channels[channel]
 	if st == nil {
 		return
@@ -95,10 +98,16 @@ func (c *connection) forget(st *channelState) {
 }
 
 // adopt takes over the subscriptions of a channel that moved here: they
-// resume at the confirmation of its SUBSCRIBE.
-func (c *connection) adopt(m move) {
+// resume at the confirmation of its SUBSCRIBE. It reports false, without
+// touching them, when the connection is closed (the Subscriber closed, or
+// it closed an idle node connection): the caller asks for a connection
+// again, as add's does.
+func (c *connection) adopt(m move) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.state == stateClosed {
+		return false
+	}
 	channel := m.channel
 	st := c.channels[channel]
 	if st == nil {
@@ -107,9 +116,6 @@ func (c *connection) adopt(m move) {
 		c.channels[channel] = st
 	}
 	for _, sn := range m.sns {
-		if c.state == stateClosed {
-			sn.end()
-		}
 		if sn.isDone() {
 			continue
 		}
@@ -121,10 +127,19 @@ func (c *connection) adopt(m move) {
 		if st.members() == 0 {
 			delete(c.channels, channel)
 		}
-		return
+		return true
 	}
 	st.subscribed = true
 	if c.usable() {
-		c.queue(redisKey{name: channel}, true)
+		key := redisKey{name: channel}
+		if op, queued := c.sess.pending.ops[key]; queued && !op {
+			// The channel's UNSUBSCRIBE was not written: dropped, so that
+			// queue asks for a SUBSCRIBE, whose confirmation starts the
+			// subscriptions that moved in (Redis confirms a channel
+			// subscribed already).
+			delete(c.sess.pending.ops, key)
+		}
+		c.queue(key, true)
 	}
+	return true
 }

@@ -3,11 +3,14 @@ package redispubsub
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
+
+	"github.com/alkdev/watermill-redispubsub/internal/hashslot"
 )
 
 // This file handles what the reader reads: messages, confirmations, PONGs
@@ -173,6 +176,9 @@ func (c *connection) confirm(sess *session, f *frame) {
 			st.confirmedMs = time.Now().UnixMilli()
 		}
 		c.start(st, cmd, cmd.starters[i])
+	} else {
+		// Its channel left meanwhile (moved to another node).
+		defer c.s.connectionIdle(c)
 	}
 	cmd.starters[i] = nil
 	if cmd.resub[i] {
@@ -243,6 +249,14 @@ var refusedPings sync.Once
 func (c *connection) errorReply(sess *session, text string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.s.config.Sharded && strings.HasPrefix(text, "MOVED ") && !movedAnswers(sess, text) {
+		// A MOVED for a slot that the oldest command owing a reply has no
+		// channel of answers a SUNSUBSCRIBE taken as confirmed already:
+		// deleting the slot, Redis pushed "sunsubscribe" for its channels,
+		// then refused the SUNSUBSCRIBE in flight with MOVED.
+		c.logger.Debug("MOVED answering a SUNSUBSCRIBE that Redis confirmed by deleting the slot", watermill.LogFields{"reply": text})
+		return
+	}
 	if len(sess.sent) == 0 || sess.sent[0].replied > 0 {
 		c.fault(sess, fmt.Errorf("%w: error %q", errUnexpectedReply, text))
 		return
@@ -316,6 +330,25 @@ func (c *connection) errorReply(sess *session, text string) {
 		}
 	}
 	sess.signal()
+}
+
+// movedAnswers reports whether the MOVED error reply text can answer the
+// oldest command owing a reply: one not answered yet whose channels are in
+// the slot it names (a sharded command's channels share one slot).
+func movedAnswers(sess *session, text string) bool {
+	if len(sess.sent) == 0 {
+		return false
+	}
+	cmd := sess.sent[0]
+	if cmd.kind == cmdPing || cmd.replied > 0 || len(cmd.names) == 0 {
+		return false
+	}
+	fields := strings.Fields(text)
+	if len(fields) < 2 {
+		return true // no slot to tell by: taken as the answer, as before
+	}
+	slot, err := strconv.Atoi(fields[1])
+	return err != nil || slot == hashslot.Of(cmd.names[0])
 }
 
 // redisError is an error reply as an error; it is a redis.Error, as

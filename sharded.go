@@ -161,25 +161,30 @@ func (mv *mover) run(s *Subscriber) {
 // moveTo subscribes m's channel at the owner of its slot and hands it the
 // subscriptions. It reports false when the Subscriber is closed.
 func (s *Subscriber) moveTo(m move) bool {
-	s.mu.Lock()
-	if s.closed {
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			for _, sn := range m.sns {
+				sn.end()
+			}
+			return false
+		}
+		c, err := s.connectionFor(subscriptionKey{name: strings.TrimPrefix(m.channel, s.config.ChannelPrefix)})
 		s.mu.Unlock()
-		for _, sn := range m.sns {
-			sn.end()
+		if err != nil {
+			s.logger.Error("Cannot move a sharded channel; its subscriptions end", err, watermill.LogFields{"channel": m.channel})
+			for _, sn := range m.sns {
+				sn.end()
+			}
+			return false
 		}
-		return false
-	}
-	c, err := s.connectionFor(subscriptionKey{name: strings.TrimPrefix(m.channel, s.config.ChannelPrefix)})
-	s.mu.Unlock()
-	if err != nil {
-		s.logger.Error("Cannot move a sharded channel; its subscriptions end", err, watermill.LogFields{"channel": m.channel})
-		for _, sn := range m.sns {
-			sn.end()
+		if c.adopt(m) {
+			return true
 		}
-		return false
+		// c was closed meanwhile (idle, or the Subscriber closing): ask
+		// again.
 	}
-	c.adopt(m)
-	return true
 }
 
 // followSlots reloads the slot map after c lost its node, and moves the
