@@ -1,6 +1,7 @@
 package redispubsub
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -131,4 +132,32 @@ func TestFlights_WaitingMessageTakenFreesTheDispatcher(t *testing.T) {
 	}
 	require.Equal(t, map[string]bool{`{"n":2}`: true, `{"n":4}`: true}, got,
 		"key a's next message, and b's beside it while a's second is unanswered")
+}
+
+// The EventTarget's listeners of a topic stay one after another whatever
+// MaxInFlight says: a handler subscription hands out the next message after
+// the previous one's Ack.
+func TestFlights_HandlerStaysOneAtATime(t *testing.T) {
+	s, f := newFakeSubscriber(t, func(c *SubscriberConfig) { c.MaxInFlight = 8 })
+	fc := f.accept()
+	p := resp(3)
+	handled := make(chan *message.Message, 8)
+	done := make(chan error, 1)
+	go func() {
+		done <- s.subscribeHandler(context.Background(), "t", func(msg *message.Message) { handled <- msg }, func() {})
+	}()
+	fc.expect("SUBSCRIBE", "t")
+	fc.send(p.confirm("subscribe", "t", 1))
+	require.NoError(t, <-done)
+	for i := range 3 {
+		fc.send(p.message("t", envelope("t", i)))
+	}
+	first := take(t, handled)
+	select {
+	case msg := <-handled:
+		t.Fatalf("a second message %s before the first one's Ack", msg.Payload)
+	case <-time.After(50 * time.Millisecond): // nothing may come: no event to wait for
+	}
+	first.Ack()
+	require.Equal(t, `{"n":1}`, string(take(t, handled).Payload))
 }
