@@ -14,7 +14,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/alkdev/watermill-redispubsub/internal/hashslot"
 )
@@ -36,16 +35,9 @@ type fakeCluster struct {
 type clusterConn struct {
 	fc   *fakeCluster
 	node string
-	conn netConn
+	conn net.Conn
 	wmu  sync.Mutex
 	subs map[string]bool // guarded by fc.mu
-}
-
-type netConn interface {
-	Read([]byte) (int, error)
-	Write([]byte) (int, error)
-	Close() error
-	SetWriteDeadline(time.Time) error
 }
 
 func (fc *fakeCluster) ownerOf(channel string) string {
@@ -56,8 +48,8 @@ func (fc *fakeCluster) ownerOf(channel string) string {
 }
 
 func (fc *fakeCluster) dial(node string) dialFunc {
-	return func(ctx context.Context) (net_Conn, error) {
-		client, server := netPipe()
+	return func(ctx context.Context) (net.Conn, error) {
+		client, server := net.Pipe()
 		cc := &clusterConn{fc: fc, node: node, conn: server, subs: map[string]bool{}}
 		fc.mu.Lock()
 		fc.conns[node] = append(fc.conns[node], cc)
@@ -76,7 +68,7 @@ func (cc *clusterConn) write(s string) {
 
 func (cc *clusterConn) serve() {
 	defer cc.conn.Close()
-	r := newBufReader(cc.conn)
+	r := bufio.NewReader(cc.conn)
 	p := resp(3)
 	for {
 		args, err := readCommand(r)
@@ -162,19 +154,8 @@ func TestStress_ShardedSubscribeCancelWithMigrations(t *testing.T) {
 		s.slots.owners[i] = "a:1"
 	}
 	s.dialNode = fc.dial
-	t.Cleanup(func() {
-		closed := make(chan struct{})
-		go func() {
-			_ = s.Close()
-			close(closed)
-		}()
-		select {
-		case <-closed:
-		case <-time.After(10 * time.Second):
-			t.Error("Close did not return")
-		}
+	closeAtCleanup(t, s, func() {
 		_ = cluster.Close()
-		goleak.VerifyNone(t)
 	})
 
 	stop := make(chan struct{})
@@ -226,9 +207,3 @@ func TestStress_ShardedSubscribeCancelWithMigrations(t *testing.T) {
 		return len(s.conns) == 0
 	}, 5*time.Second, 5*time.Millisecond, "node connections left open")
 }
-
-type net_Conn = net.Conn
-
-func netPipe() (net.Conn, net.Conn) { return net.Pipe() }
-
-func newBufReader(c netConn) *bufio.Reader { return bufio.NewReader(c) }

@@ -8,7 +8,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/alkdev/watermill-redispubsub/internal/hashslot"
 )
@@ -33,19 +32,8 @@ func newFakeShardedSubscriber(t *testing.T, nodes ...string) (*Subscriber, map[s
 		s.slots.owners[i] = nodes[0]
 	}
 	s.dialNode = func(node string) dialFunc { return fakes[node].dial }
-	t.Cleanup(func() {
-		closed := make(chan struct{})
-		go func() {
-			_ = s.Close()
-			close(closed)
-		}()
-		select {
-		case <-closed:
-		case <-time.After(10 * time.Second):
-			t.Error("Close did not return")
-		}
+	closeAtCleanup(t, s, func() {
 		_ = cluster.Close()
-		goleak.VerifyNone(t)
 	})
 	return s, fakes
 }

@@ -126,7 +126,6 @@ func TestStress_DeliveryWithKills(t *testing.T) {
 					c.OrderingKey = func(msg *message.Message) string { return msg.Metadata.Get("k") }
 				}
 			})
-			_ = s
 			stop := make(chan struct{})
 			var bg sync.WaitGroup
 			bg.Add(2)

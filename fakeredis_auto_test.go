@@ -13,7 +13,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 )
 
 // autoRedis answers a Subscriber's commands as Redis would (SUBSCRIBE and
@@ -52,20 +51,9 @@ func newAutoSubscriber(t *testing.T, proto resp, configure func(*SubscriberConfi
 	require.NoError(t, err)
 	a := &autoRedis{t: t, proto: proto}
 	s.start(a.dial)
-	t.Cleanup(func() {
-		closed := make(chan struct{})
-		go func() {
-			_ = s.Close()
-			close(closed)
-		}()
-		select {
-		case <-closed:
-		case <-time.After(10 * time.Second):
-			t.Error("Close did not return")
-		}
+	closeAtCleanup(t, s, func() {
 		a.killAll()
 		_ = client.Close()
-		goleak.VerifyNone(t)
 	})
 	return s, a
 }

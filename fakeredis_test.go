@@ -43,6 +43,16 @@ func newFakeSubscriber(t *testing.T, configure func(*SubscriberConfig)) (*Subscr
 	require.NoError(t, err)
 	f := &fakeRedis{t: t, conns: make(chan *fakeConn)}
 	s.start(f.dial)
+	closeAtCleanup(t, s, func() {
+		_ = client.Close()
+	})
+	return s, f
+}
+
+// closeAtCleanup closes s when the test ends (failing it when Close takes
+// more than 10 s), then runs release and checks that no goroutine is left.
+func closeAtCleanup(t *testing.T, s *Subscriber, release func()) {
+	t.Helper()
 	t.Cleanup(func() {
 		closed := make(chan struct{})
 		go func() {
@@ -54,10 +64,9 @@ func newFakeSubscriber(t *testing.T, configure func(*SubscriberConfig)) (*Subscr
 		case <-time.After(10 * time.Second):
 			t.Error("Close did not return")
 		}
-		_ = client.Close()
+		release()
 		goleak.VerifyNone(t)
 	})
-	return s, f
 }
 
 func (f *fakeRedis) dial(ctx context.Context) (net.Conn, error) {

@@ -24,7 +24,10 @@ func TestDirect_NackRedeliversBeforeTheNext(t *testing.T) {
 		}
 		close(got)
 	}()
-	time.Sleep(10 * time.Millisecond) // the consumer waits on out
+	// Not synchronisation: the assertions hold whichever way the message
+	// goes; the wait makes the direct hand-off (a consumer already waiting
+	// on the channel) the likely one.
+	time.Sleep(10 * time.Millisecond)
 	fc.send(p.message("a", envelope("a", 1)))
 	first := <-got
 	fc.send(p.message("a", envelope("a", 2)))
@@ -55,7 +58,7 @@ func TestDirect_SharedCopies(t *testing.T) {
 	ga, gb := make(chan *message.Message, 1), make(chan *message.Message, 1)
 	go func() { ga <- <-a }()
 	go func() { gb <- <-b }()
-	time.Sleep(10 * time.Millisecond)
+	time.Sleep(10 * time.Millisecond) // makes the direct hand-off likely, as above
 	fc.send(p.message("a", envelope("a", 1)))
 	ma, mb := <-ga, <-gb
 	require.NotSame(t, ma, mb)
@@ -81,7 +84,7 @@ func TestDirect_EndBeforeAck(t *testing.T) {
 	out := subscribed(t, done)
 	got := make(chan *message.Message)
 	go func() { got <- <-out }()
-	time.Sleep(10 * time.Millisecond)
+	time.Sleep(10 * time.Millisecond) // makes the direct hand-off likely, as above
 	fc.send(p.message("a", envelope("a", 1)))
 	msg := <-got
 	cancel()
