@@ -75,6 +75,9 @@ type connection struct {
 	channels map[string]*channelState // by Redis channel
 	patterns map[string]*channelState // by Redis pattern
 	dialErr  error                    // the last failed attempt's error; nil once one succeeds
+	// pingRefused is set once Redis answered a PING with an error (an ACL
+	// without +ping), which is logged once.
+	pingRefused bool
 }
 
 // connState is where a connection stands; see the diagram on connection.

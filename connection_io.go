@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/alkdev/watermill-redispubsub/internal/hashslot"
 )
 
@@ -60,7 +61,7 @@ func (c *connection) read(sess *session) error {
 		case frameError:
 			c.errorReply(sess, string(f.text))
 		default:
-			c.logger.Debug("Redis Pub/Sub push ignored", map[string]any{"kind": string(f.text)})
+			c.logger.Debug("Redis Pub/Sub push ignored", watermill.LogFields{"kind": string(f.text)})
 		}
 	}
 }

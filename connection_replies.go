@@ -5,7 +5,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -234,11 +233,6 @@ func (c *connection) start(st *channelState, cmd *command, sns []*subscription) 
 	}
 }
 
-// refusedPings logs an ACL's refusal of PING once per process: the
-// Subscriber works without PING (an error reply proves life and orders
-// replies as a PONG does), and says so once.
-var refusedPings sync.Once
-
 // errorReply handles an error reply, which answers the oldest command in
 // place of all its replies. An error answering a PING (an ACL without
 // +ping) counts as its answer. A SUBSCRIBE of several channels is sent
@@ -263,9 +257,12 @@ func (c *connection) errorReply(sess *session, text string) {
 	}
 	cmd := sess.sent[0]
 	if cmd.kind == cmdPing {
-		refusedPings.Do(func() {
+		// Said once per connection: the connection works without PING
+		// (an error reply proves life and orders replies as a PONG does).
+		if !c.pingRefused {
+			c.pingRefused = true
 			c.logger.Info("Redis refused PING; its error replies serve the health check instead", watermill.LogFields{"reply": text})
-		})
+		}
 		c.answerPing(sess)
 		return
 	}
