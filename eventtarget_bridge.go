@@ -131,6 +131,10 @@ func NewEventTarget[T any](pub message.Publisher, sub message.Subscriber, opts .
 	}, nil
 }
 
+// Subscriber returns the Subscriber the EventTarget receives events with, as
+// given to NewEventTarget.
+func (t *EventTarget[T]) Subscriber() message.Subscriber { return t.sub }
+
 // AddEventListener adds listener to topic ("type" or "type:id", see Topic)
 // and returns its handle. listener is called with the message's context
 // (msg.Context()) for every event received on topic until the listener is
