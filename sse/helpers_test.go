@@ -98,11 +98,11 @@ type event struct {
 
 // client is one request of the stream, read as EventSource does.
 type client struct {
-	t      testing.TB
-	conn   net.Conn
-	resp   *http.Response
-	r      *bufio.Reader
-	pings  int
+	t     testing.TB
+	conn  net.Conn
+	resp  *http.Response
+	r     *bufio.Reader
+	pings int
 }
 
 // get sends GET target with header and reads the response's head.
