@@ -18,7 +18,18 @@ type stamp struct {
 	// write it.
 	channel uint32
 	scoped  bool
+	// history, on a Publisher's stamp, reserves empty MetadataEpoch and
+	// MetadataOffset values in the body for the history script to fill
+	// (see placeholdersOf); seq is 0 when the message has no sequence
+	// stamp (DisableSequenceNumbers).
+	history bool
+	// position is what a received body carries in MetadataOffset and
+	// MetadataEpoch (Offset 0: none); read by stampOf.
+	position Position
 }
+
+// sequenced reports whether st has a sequence number.
+func (st stamp) sequenced() bool { return st.seq != 0 }
 
 // codec is implemented by the package's own marshalers, which the Publisher
 // and the Subscriber call without the copies that Marshaler needs: the stamp
@@ -67,11 +78,16 @@ func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)
 // not nil, sorted; keys may be used as the buffer.
 func stampedKeys(keys []string, md message.Metadata, st *stamp) []string {
 	for k := range md {
-		if st == nil || !isStampKey([]byte(k)) {
-			keys = append(keys, k)
+		switch {
+		case st == nil:
+		case st.sequenced() && isStampKey([]byte(k)):
+			continue
+		case st.history && (k == MetadataEpoch || k == MetadataOffset):
+			continue // another channel's position: this one gets its own
 		}
+		keys = append(keys, k)
 	}
-	if st != nil {
+	if st != nil && st.sequenced() {
 		keys = append(keys, MetadataPublisher, MetadataSequence)
 		if st.since != 0 {
 			keys = append(keys, MetadataSince)
@@ -79,6 +95,9 @@ func stampedKeys(keys []string, md message.Metadata, st *stamp) []string {
 		if st.scoped {
 			keys = append(keys, MetadataChannel)
 		}
+	}
+	if st != nil && st.history {
+		keys = append(keys, MetadataEpoch, MetadataOffset)
 	}
 	slices.Sort(keys)
 	return keys

@@ -173,6 +173,9 @@ type channelState struct {
 	sequences   sequenceTracker
 	confirmedMs int64 // Unix milliseconds; 0: not yet
 	interrupted bool
+	// recovery is what SubscriberConfig.Recover knows of the channel's
+	// history (recovery.go); nil until a message with a position.
+	recovery *channelRecovery
 }
 
 func (st *channelState) members() int { return len(st.subs) + len(st.starting) + st.waiting }

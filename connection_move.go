@@ -48,7 +48,8 @@ func (c *connection) rehome(channel, why string) {
 	// them from now on.
 	c.forget(st)
 	c.dropPending(redisKey{name: channel})
-	c.s.moves.add(c.s, move{channel: channel, from: c.node, sns: moving, sequences: st.sequences, confirmedMs: st.confirmedMs})
+	c.s.moves.add(c.s, move{channel: channel, from: c.node, sns: moving, sequences: st.sequences, confirmedMs: st.confirmedMs,
+		recovery: st.recovery.moved()})
 }
 
 // waitingFor returns the subscriptions of st that wait for the reply to a
@@ -112,7 +113,8 @@ func (c *connection) adopt(m move) bool {
 	st := c.channels[channel]
 	if st == nil {
 		// Messages published while it moved may be lost.
-		st = &channelState{name: channel, sequences: m.sequences, confirmedMs: m.confirmedMs, interrupted: m.confirmedMs != 0}
+		st = &channelState{name: channel, sequences: m.sequences, confirmedMs: m.confirmedMs, interrupted: m.confirmedMs != 0,
+			recovery: m.recovery}
 		c.channels[channel] = st
 	}
 	for _, sn := range m.sns {

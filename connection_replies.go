@@ -58,9 +58,16 @@ func (c *connection) route(f *frame) {
 	if st.pattern {
 		channel = string(f.channel)
 	}
+	if c.recovers(st, stp, stamped) {
+		c.routeByPosition(st, &incoming{
+			channel: channel, body: f.body, size: int64(len(f.body) + len(channel) + incomingOverhead),
+		}, stp.position)
+		c.mu.Unlock()
+		return
+	}
 	// The stream is checked whether or not a subscription takes the
 	// message: one may be joining, and it must not see a gap later.
-	ev, verdict := c.checkSequence(st, channel, stp, stamped)
+	ev, verdict := c.checkSequence(st, channel, stp, stamped && !s.config.DisableGapDetection)
 	// The subscriptions are pushed to outside mu, from a copy: remove
 	// edits st.subs in place. One subscription, the common case, needs no
 	// slice.
@@ -108,7 +115,7 @@ func (c *connection) route(f *frame) {
 // does not say, or may be a stream the tracker forgot (see
 // maxTrackedStreams). Called with mu held.
 func (c *connection) checkSequence(st *channelState, channel string, stp stamp, stamped bool) (GapEvent, sequenceVerdict) {
-	if !stamped || (stp.scoped && stp.channel != channelChecksum(channel)) {
+	if !stamped || !stp.sequenced() || (stp.scoped && stp.channel != channelChecksum(channel)) {
 		// No stamp, or one made for another channel (a peer relayed the
 		// envelope unchanged): it says nothing of this channel's stream.
 		return GapEvent{}, inSequence
@@ -164,17 +171,21 @@ func (c *connection) confirm(sess *session, f *frame) {
 		if st != nil {
 			// The stream breaks here: what is published until the next
 			// SUBSCRIBE is confirmed is not missed, nobody listened.
-			st.sequences, st.confirmedMs, st.interrupted = nil, 0, false
+			st.sequences, st.confirmedMs, st.interrupted, st.recovery = nil, 0, false, nil
 		}
 		c.s.connectionIdle(c)
 		return
 	}
 	if st != nil {
 		st.refused = nil
-		if st.confirmedMs == 0 {
+		again := st.confirmedMs != 0 // resubscribed: after a reconnect, or moved here
+		if !again {
 			st.confirmedMs = time.Now().UnixMilli()
 		}
 		c.start(st, cmd, cmd.starters[i])
+		if again {
+			c.resubscribedChannel(st)
+		}
 	} else {
 		// Its channel left meanwhile (moved to another node).
 		defer c.s.connectionIdle(c)

@@ -94,7 +94,9 @@ type EventTarget[T any] struct {
 
 	mu     sync.Mutex
 	closed bool
-	topics map[string]*targetTopic[T]
+	topics map[string]*targetTopic[T] // by targetTopic.key
+	// private numbers the topics of FromPosition listeners.
+	private uint64
 	// peak is the most topics the map held since it was made: a Go map
 	// keeps the room of its peak, so forget makes a smaller one when most
 	// topics are gone.
@@ -167,6 +169,9 @@ func (t *EventTarget[T]) AddEventListener(ctx context.Context, topic string, lis
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if _, ok := t.sub.(PositionSubscriber); o.from != nil && !ok {
+		return nil, fmt.Errorf("%w: AddEventListener %q: %T", ErrPositionsUnsupported, topic, t.sub)
+	}
 	for {
 		if o.ctx != nil {
 			if err := o.ctx.Err(); err != nil {
@@ -176,7 +181,7 @@ func (t *EventTarget[T]) AddEventListener(ctx context.Context, topic string, lis
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		tl, first, wait, err := t.join(topic, listener, o.once)
+		tl, first, wait, err := t.join(topic, listener, o)
 		if err != nil {
 			return nil, err
 		}
@@ -210,16 +215,24 @@ var errRetry = errors.New("redispubsub: subscription abandoned by its first list
 // join adds a listener to topic. first reports that it is the topic's first
 // listener, which is to subscribe; otherwise wait, when not nil, is what the
 // listener waits for until the first listener's Subscribe returned.
-func (t *EventTarget[T]) join(topic string, fn func(context.Context, Event[T]), once bool) (tl *targetListener[T], first bool, wait *topicWait, err error) {
+func (t *EventTarget[T]) join(topic string, fn func(context.Context, Event[T]), o listenerOptions) (tl *targetListener[T], first bool, wait *topicWait, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return nil, false, nil, ErrEventTargetClosed
 	}
-	tt := t.topics[topic]
+	key := topic
+	if o.from != nil {
+		// A subscription of its own, under a key no other listener has.
+		t.private++
+		key = topic + "\x00" + strconv.FormatUint(t.private, 10)
+	}
+	once := o.once
+	tt := t.topics[key]
 	if tt == nil {
 		tt = newTargetTopic(t, topic)
-		t.topics[topic] = tt
+		tt.key, tt.from = key, o.from
+		t.topics[key] = tt
 		t.peak = max(t.peak, len(t.topics))
 		t.wg.Add(1) // Done by subscribe
 		first = true
@@ -364,10 +377,10 @@ func (t *EventTarget[T]) isClosed() bool {
 // forget removes tt from the topics and marks it ended. Called with mu held.
 func (t *EventTarget[T]) forget(tt *targetTopic[T]) {
 	tt.state = topicEnded
-	if t.topics[tt.name] != tt {
+	if t.topics[tt.key] != tt {
 		return
 	}
-	delete(t.topics, tt.name)
+	delete(t.topics, tt.key)
 	// Go maps never shrink: once most topics are gone, copy the rest to a
 	// map of their size, so that an EventTarget that held many topics does
 	// not keep their room. Each copy follows at least three times as many

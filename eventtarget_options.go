@@ -2,8 +2,10 @@ package redispubsub
 
 import (
 	"context"
+	"errors"
 
 	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
 )
 
 // EventTargetOption configures an EventTarget; see NewEventTarget.
@@ -44,6 +46,7 @@ type ListenerOption func(*listenerOptions)
 type listenerOptions struct {
 	once bool
 	ctx  context.Context
+	from *Position
 }
 
 // Once makes the listener run for at most one event: it is removed just
@@ -61,3 +64,31 @@ func Once() ListenerOption {
 func WithContext(ctx context.Context) ListenerOption {
 	return func(o *listenerOptions) { o.ctx = ctx }
 }
+
+// FromPosition makes the listener start after pos, a position an event of
+// its topic carried (PositionOf(ev.Message); a browser's Last-Event-ID): it
+// receives the events the channel's history holds after pos, then the live
+// ones, with no gap and no duplicate between them. The listener gets a
+// subscription of its own (SubscribeFrom), not shared with the topic's
+// other listeners. AddEventListener returns an error wrapping
+// ErrPositionLost when the history no longer holds what follows pos, and
+// one wrapping ErrPositionsUnsupported when the EventTarget's Subscriber
+// does not implement PositionSubscriber.
+func FromPosition(pos Position) ListenerOption {
+	return func(o *listenerOptions) { o.from = &pos }
+}
+
+// PositionSubscriber is a Subscriber that can start a subscription after a
+// position of its topic's history. *Subscriber implements it; the
+// EventTarget uses it for FromPosition, over any Watermill Subscriber that
+// does.
+type PositionSubscriber interface {
+	SubscribeFrom(ctx context.Context, topic string, from Position) (<-chan *message.Message, error)
+}
+
+// ErrPositionsUnsupported is wrapped by the error of AddEventListener with
+// FromPosition when the EventTarget's Subscriber is not a
+// PositionSubscriber.
+var ErrPositionsUnsupported = errors.New("redispubsub: the Subscriber cannot start from a position")
+
+var _ PositionSubscriber = (*Subscriber)(nil)

@@ -33,6 +33,10 @@ const (
 type targetTopic[T any] struct {
 	target *EventTarget[T]
 	name   string
+	// key is its key in target.topics: name, unless it is the
+	// subscription of a FromPosition listener, which starts after from.
+	key  string
+	from *Position
 	// ctx is the context of the topic's Subscribe: cancelling it ends the
 	// subscription.
 	ctx    context.Context
@@ -59,7 +63,7 @@ type topicWait struct {
 
 func newTargetTopic[T any](t *EventTarget[T], name string) *targetTopic[T] {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &targetTopic[T]{target: t, name: name, ctx: ctx, cancel: cancel}
+	return &targetTopic[T]{target: t, name: name, key: name, ctx: ctx, cancel: cancel}
 }
 
 // removeAll marks every listener of tt removed and drops them; it returns
@@ -169,7 +173,11 @@ func (t *EventTarget[T]) subscribe(ctx context.Context, tl *targetListener[T]) e
 	var msgs <-chan *message.Message
 	var err error
 	direct, isDirect := t.sub.(handlerSubscriber)
-	if isDirect {
+	isDirect = isDirect && tt.from == nil
+	switch {
+	case tt.from != nil:
+		msgs, err = t.sub.(PositionSubscriber).SubscribeFrom(tt.ctx, tt.name, *tt.from) // checked by AddEventListener
+	case isDirect:
 		t.wg.Add(1) // Done by the end callback, or below on an error
 		err = direct.subscribeHandler(tt.ctx, tt.name,
 			func(msg *message.Message) { t.deliver(tt, msg) },
@@ -180,7 +188,7 @@ func (t *EventTarget[T]) subscribe(ctx context.Context, tl *targetListener[T]) e
 		if err != nil {
 			t.wg.Done()
 		}
-	} else {
+	default:
 		msgs, err = t.sub.Subscribe(tt.ctx, tt.name)
 	}
 	if stop != nil && !stop() {

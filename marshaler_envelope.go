@@ -112,6 +112,9 @@ func marshalEnvelope(topic string, msg *message.Message, st *stamp) ([]byte, err
 	if st != nil {
 		size += len(`"rps_ch":"01234567","rps_pub":"","rps_seq":"18446744073709551615","rps_since":"-9223372036854775808",`) +
 			len(st.publisher)
+		if st.history {
+			size += len(`"rps_epoch":"","rps_offset":"",`)
+		}
 	}
 	b := make([]byte, 0, size+size/16)
 
@@ -130,6 +133,8 @@ func marshalEnvelope(topic string, msg *message.Message, st *stamp) ([]byte, err
 	if len(msg.Metadata) > 0 || st != nil {
 		b = append(b, `,"metadata":{`...)
 		var keysBuf [8]string
+		seq := st != nil && st.sequenced()
+		hist := st != nil && st.history
 		for i, k := range stampedKeys(keysBuf[:0], msg.Metadata, st) {
 			if i > 0 {
 				b = append(b, ',')
@@ -137,20 +142,22 @@ func marshalEnvelope(topic string, msg *message.Message, st *stamp) ([]byte, err
 			b = appendJSONString(b, k)
 			b = append(b, ':')
 			switch {
-			case st != nil && k == MetadataSequence:
+			case seq && k == MetadataSequence:
 				b = append(b, '"')
 				b = strconv.AppendUint(b, st.seq, 10)
 				b = append(b, '"')
-			case st != nil && k == MetadataSince:
+			case seq && k == MetadataSince:
 				b = append(b, '"')
 				b = strconv.AppendInt(b, st.since, 10)
 				b = append(b, '"')
-			case st != nil && k == MetadataPublisher:
+			case seq && k == MetadataPublisher:
 				b = appendJSONString(b, st.publisher)
-			case st != nil && k == MetadataChannel:
+			case seq && k == MetadataChannel:
 				b = append(b, '"')
 				b = appendChannelChecksum(b, st.channel)
 				b = append(b, '"')
+			case hist && (k == MetadataEpoch || k == MetadataOffset):
+				b = append(b, `""`...) // filled in by the history script
 			default:
 				b = appendJSONString(b, msg.Metadata[k])
 			}

@@ -62,6 +62,20 @@ type PublisherConfig struct {
 	// Default: DefaultMaxMessageBytes (8 MiB); a negative value removes the
 	// limit.
 	MaxMessageBytes int
+
+	// History, when History.Size is set, keeps a history of each channel's
+	// latest messages in Redis, from which Subscribers with
+	// SubscriberConfig.Recover fill what they missed and SubscribeFrom
+	// starts: each message is appended to its channel's history and
+	// published in one atomic step (a script, EVALSHA, pipelined as
+	// PUBLISH is), stamped with its offset in the channel (MetadataOffset:
+	// consecutive from 1, assigned by Redis, one sequence for every
+	// Publisher of the channel) and the history's epoch (MetadataEpoch).
+	// The history's keys (see historyKeyPrefix) share the channel's hash
+	// slot. It needs the JSONEnvelopeMarshaler, and an ACL that lets the
+	// Publisher run EVALSHA and SCRIPT LOAD and write the keys "rps:*".
+	// Default: the zero value, no history (PUBLISH alone).
+	History History
 }
 
 func (c *PublisherConfig) setDefaults() {
@@ -71,6 +85,7 @@ func (c *PublisherConfig) setDefaults() {
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = DefaultMaxMessageBytes
 	}
+	c.History.setDefaults()
 }
 
 // Validate reports what is wrong with the config, wrapping ErrInvalidConfig.
@@ -80,7 +95,7 @@ func (c PublisherConfig) Validate() error {
 	if c.Client == nil {
 		return fmt.Errorf("%w: PublisherConfig.Client is required", ErrInvalidConfig)
 	}
-	return nil
+	return c.History.validate(c.Marshaler)
 }
 
 // Publisher publishes Watermill messages on Redis Pub/Sub channels. It is
@@ -122,8 +137,12 @@ type publishCall struct {
 	channel string
 	msgs    []*message.Message
 	bodies  [][]byte
-	err     error
-	done    chan struct{}
+	// history: the keys of the channel's history, and where the script
+	// writes each body's position.
+	historyKeys [2]string
+	marks       []historyMarks
+	err         error
+	done        chan struct{}
 }
 
 // NewPublisher returns a Publisher; logger may be nil.
@@ -225,12 +244,27 @@ func (p *Publisher) encode(call *publishCall) error {
 		stream.since = time.Now().UnixMilli()
 	}
 	call.bodies = make([][]byte, len(call.msgs))
+	history := p.config.History.enabled()
+	if history {
+		stream, meta, err := historyKeys(call.channel)
+		if err != nil {
+			return fmt.Errorf("redispubsub: publish to %q with a history: %w", call.topic, err)
+		}
+		call.historyKeys = [2]string{stream, meta}
+		call.marks = make([]historyMarks, len(call.msgs))
+	}
 	sum := channelChecksum(call.channel)
 	for i, msg := range call.msgs {
 		var st *stamp
 		if !p.config.DisableSequenceNumbers {
 			stream.last++
 			st = &stamp{publisher: p.id, seq: stream.last, since: stream.since, channel: sum, scoped: true}
+		}
+		if history {
+			if st == nil {
+				st = &stamp{}
+			}
+			st.history = true
 		}
 		body, err := marshal(p.config.Marshaler, call.topic, msg, st)
 		if err != nil {
@@ -241,6 +275,13 @@ func (p *Publisher) encode(call *publishCall) error {
 				ErrMessageTooLarge, msg.UUID, call.topic, len(body), limit)
 		}
 		call.bodies[i] = body
+		if history {
+			marks, ok := placeholdersOf(body)
+			if !ok {
+				return fmt.Errorf("redispubsub: message %s for topic %q: the envelope has no room for its position", msg.UUID, call.topic)
+			}
+			call.marks[i] = marks
+		}
 	}
 	if !p.config.DisableSequenceNumbers {
 		p.sequences[call.channel] = stream

@@ -33,7 +33,11 @@ func (p *Publisher) send(batch []*publishCall) {
 	for i, call := range live {
 		cmds[i] = make([]*redis.IntCmd, len(call.bodies))
 		for j, body := range call.bodies {
-			cmds[i][j] = p.publishCommand(call.ctx, call.channel, body)
+			if p.config.History.enabled() {
+				cmds[i][j] = p.historyCommand(call.ctx, call.channel, call.historyKeys, body, call.marks[j])
+			} else {
+				cmds[i][j] = p.publishCommand(call.ctx, call.channel, body)
+			}
 		}
 	}
 	var err error
@@ -49,6 +53,9 @@ func (p *Publisher) send(batch []*publishCall) {
 			}
 			return nil
 		})
+	}
+	if p.config.History.enabled() {
+		p.retryNoScript(ctx, cmds)
 	}
 	for i, call := range live {
 		call.finish(p, cmds[i], err)

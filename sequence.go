@@ -134,18 +134,27 @@ func (JSONEnvelopeMarshaler) stampOf(body string) (stamp, bool) {
 type stampTexts struct {
 	publisher, seq, since, channel string
 	haveChannel                    bool
+	offset, epoch                  string // MetadataOffset and MetadataEpoch
 }
 
 // parseStamp checks and parses a stamp's members; since and channel are
 // optional (Publishers before they were added do not write them). A
 // channel checksum that is not one makes the stamp unreadable: it is not
 // known which channel it speaks for.
+//
+// A body may carry a position (MetadataOffset, MetadataEpoch) with or
+// without a sequence stamp: the stamp returned has then a position, and ok
+// is true when it has either.
 func parseStamp(m stampTexts) (stamp, bool) {
+	var st stamp
+	if offset, err := strconv.ParseUint(m.offset, 10, 64); err == nil && offset > 0 && m.epoch != "" {
+		st.position = Position{Offset: offset, Epoch: m.epoch}
+	}
 	seq, err := strconv.ParseUint(m.seq, 10, 64)
 	if m.publisher == "" || err != nil || seq == 0 {
-		return stamp{}, false
+		return st, st.position.Offset != 0
 	}
-	st := stamp{publisher: m.publisher, seq: seq}
+	st.publisher, st.seq = m.publisher, seq
 	st.since, _ = strconv.ParseInt(m.since, 10, 64)
 	if m.haveChannel {
 		if st.channel, st.scoped = parseChannelChecksum(m.channel); !st.scoped {
@@ -156,9 +165,9 @@ func parseStamp(m stampTexts) (stamp, bool) {
 }
 
 // stampMembers returns the last values of the stamp's members of the
-// metadata object. ok is false when MetadataPublisher or MetadataSequence
-// is missing, or when the object is not an object of string members as far
-// as the scan can tell.
+// metadata object. ok is false when it has neither MetadataPublisher and
+// MetadataSequence nor MetadataOffset and MetadataEpoch, or when the object
+// is not an object of string members as far as the scan can tell.
 func stampMembers(object string) (m stampTexts, ok bool) {
 	last := len(object) - 1 // the closing brace
 	if last < 1 || object[last] != '}' {
@@ -193,6 +202,10 @@ func stampMembers(object string) (m stampTexts, ok bool) {
 		case jsonStringEquals(key, MetadataChannel):
 			m.channel, _ = unquoteJSONString(object[i:valueEnd])
 			m.haveChannel = true
+		case jsonStringEquals(key, MetadataOffset):
+			m.offset, _ = unquoteJSONString(object[i:valueEnd])
+		case jsonStringEquals(key, MetadataEpoch):
+			m.epoch, _ = unquoteJSONString(object[i:valueEnd])
 		}
 		i = skipJSONSpace(object, valueEnd)
 		if i < last {
@@ -205,7 +218,7 @@ func stampMembers(object string) (m stampTexts, ok bool) {
 			}
 		}
 	}
-	return m, havePublisher && haveSeq
+	return m, havePublisher && haveSeq || m.offset != "" && m.epoch != ""
 }
 
 // stampOf decodes the head of the body (version, UUID, metadata), which
@@ -241,6 +254,10 @@ func (MsgpackMarshaler) stampOf(body string) (stamp, bool) {
 			m.since = v
 		case MetadataChannel:
 			m.channel, m.haveChannel = v, true
+		case MetadataOffset:
+			m.offset = v
+		case MetadataEpoch:
+			m.epoch = v
 		}
 	}
 	return parseStamp(m)
@@ -291,10 +308,26 @@ type GapEvent struct {
 	// subscription). Such gaps count in SubscriberStats.PossibleGaps, not
 	// Gaps.
 	Possible bool
+	// Unrecovered is set, with SubscriberConfig.Recover, for messages of a
+	// channel with a history (PublisherConfig.History) that the Subscriber
+	// missed and the history no longer held: First to Last are their
+	// offsets (MetadataOffset), Publisher is empty. Counted in
+	// SubscriberStats.Unrecovered.
+	Unrecovered bool
+	// HistoryLost is set, with Unrecovered, when the channel's history was
+	// lost (its epoch changed: expired, evicted, flushed): how many
+	// messages followed offset First-1 in it is not known (Last is 0 and
+	// Missing 0). Counted in SubscriberStats.HistoryLost.
+	HistoryLost bool
 }
 
-// Missing is the number of messages in the gap.
-func (g GapEvent) Missing() uint64 { return g.Last - g.First + 1 }
+// Missing is the number of messages in the gap; 0 when not known.
+func (g GapEvent) Missing() uint64 {
+	if g.Last < g.First {
+		return 0
+	}
+	return g.Last - g.First + 1
+}
 
 // sequenceTracker remembers the last sequence number seen per publisher and
 // channel for one Redis subscription; nil until its first stamped message.

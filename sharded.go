@@ -106,6 +106,7 @@ type move struct {
 	sns           []*subscription
 	sequences     sequenceTracker
 	confirmedMs   int64
+	recovery      *channelRecovery
 }
 
 // mover moves channels to their new nodes, with one reload of the slot map

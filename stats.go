@@ -60,6 +60,22 @@ type SubscriberStats struct {
 	PossibleGaps uint64
 	// Duplicates counts stamped messages received a second time (go-redis
 	// retried a Publisher's pipeline after Redis had run it); they are
-	// dropped, not delivered.
+	// dropped, not delivered. With Recover, so are messages whose offset
+	// was routed already.
 	Duplicates uint64
+
+	// Recovered counts messages that SubscriberConfig.Recover took from a
+	// channel's history: missed live, delivered in offset order. (Counted
+	// once per message, however many subscriptions of its topic get it.)
+	Recovered uint64
+	// Unrecovered counts messages a recovering Subscriber missed that the
+	// history no longer held (trimmed to History.Size, or its stream lost):
+	// exactly the offsets that never came.
+	Unrecovered uint64
+	// HistoryLost counts the times a recovering Subscriber found a
+	// channel's history lost (its epoch changed: expired after History.TTL
+	// without publications, evicted, flushed) after it had routed messages
+	// of it: what it missed of the lost history is not known, and not in
+	// Unrecovered.
+	HistoryLost uint64
 }

@@ -69,8 +69,8 @@ type Subscriber struct {
 	budget *budget
 	hooks  *hookRunner
 	moves  mover // sharded channels on their way to another node
-	// stamps reads sequence stamps; nil when gap detection is off or the
-	// Marshaler carries no metadata.
+	// stamps reads sequence stamps and positions; nil when gap detection
+	// and recovery are off or the Marshaler carries no metadata.
 	stamps stampReader
 	// directDecode is set when the Marshaler is one of the package's, fast
 	// enough to decode a small message on the reader's goroutine.
@@ -95,6 +95,7 @@ type subscriptionKey struct {
 type subscriberCounters struct {
 	received, decodeFailures, delivered, acked, nacked, dropped, discarded, duplicates,
 	reconnects, gaps, possibleGaps, oversized atomic.Uint64
+	recovered, unrecovered, historyLost atomic.Uint64 // recovery.go
 }
 
 // NewSubscriber returns a Subscriber; logger may be nil. A Redis that cannot
@@ -143,7 +144,7 @@ func newSubscriber(config SubscriberConfig, logger watermill.LoggerAdapter) (*Su
 	}
 	s.logger = logger.With(watermill.LogFields{"component": "redispubsub.Subscriber", "subscriber_id": s.id})
 	s.hooks = newHookRunner()
-	if stamps, ok := config.Marshaler.(stampReader); ok && !config.DisableGapDetection {
+	if stamps, ok := config.Marshaler.(stampReader); ok && (!config.DisableGapDetection || config.Recover) {
 		s.stamps = stamps
 	}
 	_, s.directDecode = config.Marshaler.(codec)
@@ -519,6 +520,9 @@ func (s *Subscriber) Stats() SubscriberStats {
 		PossibleGaps:   c.possibleGaps.Load(),
 		Duplicates:     c.duplicates.Load(),
 		Oversized:      c.oversized.Load(),
+		Recovered:      c.recovered.Load(),
+		Unrecovered:    c.unrecovered.Load(),
+		HistoryLost:    c.historyLost.Load(),
 		BufferedBytes:  s.budget.used.Load(),
 	}
 	s.dropMu.Lock()

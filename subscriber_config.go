@@ -194,6 +194,18 @@ type SubscriberConfig struct {
 	// OnGap, when set, is called for every gap found, with the rules of
 	// OnReconnect.
 	OnGap func(GapEvent)
+
+	// Recover fills what the Subscriber missed on a channel whose messages
+	// carry a position (a Publisher with PublisherConfig.History): after a
+	// reconnect, a slot move, or an offset that skips, it reads the
+	// channel's history (XRANGE, through Client) after the last offset it
+	// routed, and delivers what it missed in offset order, before the live
+	// messages that arrived meanwhile, without duplicates. What the history
+	// no longer holds is counted (SubscriberStats.Unrecovered, HistoryLost)
+	// and reported to OnGap. Messages without a position, and pattern
+	// subscriptions, are as without it. Needs read access to the history
+	// keys (see History). Default: false.
+	Recover bool
 }
 
 // minHealthCheckInterval keeps the health check from flooding Redis with

@@ -1,0 +1,214 @@
+package redispubsub
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// History configures the history a Publisher keeps of each channel it
+// publishes on (PublisherConfig.History), from which a Subscriber with
+// SubscriberConfig.Recover fills what it missed and SubscribeFrom starts.
+// The zero value keeps none.
+type History struct {
+	// Size is how many of its latest messages a channel's history holds.
+	// Zero: no history (the default).
+	Size int
+	// TTL is how long a channel's history lives after its last
+	// publication; each publication starts it again. Default:
+	// DefaultHistoryTTL (5 minutes).
+	TTL time.Duration
+}
+
+// DefaultHistoryTTL is History.TTL's default.
+const DefaultHistoryTTL = 5 * time.Minute
+
+// enabled reports whether h keeps a history.
+func (h History) enabled() bool { return h.Size > 0 }
+
+func (h *History) setDefaults() {
+	if h.enabled() && h.TTL == 0 {
+		h.TTL = DefaultHistoryTTL
+	}
+}
+
+// validate reports what is wrong with h, as PublisherConfig.Validate does.
+func (h History) validate(m Marshaler) error {
+	switch {
+	case h.Size < 0:
+		return fmt.Errorf("%w: PublisherConfig.History.Size must not be negative, got %d", ErrInvalidConfig, h.Size)
+	case !h.enabled():
+		return nil
+	case h.TTL < time.Millisecond:
+		return fmt.Errorf("%w: PublisherConfig.History.TTL must be at least 1ms, got %v", ErrInvalidConfig, h.TTL)
+	}
+	if _, ok := m.(JSONEnvelopeMarshaler); !ok {
+		return fmt.Errorf("%w: PublisherConfig.History needs the JSONEnvelopeMarshaler, whose metadata carries the offset (got %T)",
+			ErrInvalidConfig, m)
+	}
+	return nil
+}
+
+// The keys of a channel's history. Both live in the channel's hash slot, so
+// that one script may touch them and publish on the channel on Redis
+// Cluster (and SPUBLISH in sharded mode), and a slot migration moves them
+// with the channel:
+//
+//	rps:hist:<tagged channel>  a stream: one entry per message, ID "<offset>-0", field "d" = the body published
+//	rps:meta:<tagged channel>  a hash: "s" = the last offset given, "e" = the epoch
+//
+// The tagged channel is the channel itself when it has a hash tag (a
+// non-empty "{...}"), else the channel in braces: "rps:hist:{myapp:events:chat}".
+const (
+	historyKeyPrefix = "rps:hist:"
+	metaKeyPrefix    = "rps:meta:"
+)
+
+// errNoHistorySlot is wrapped by historyKeys' error.
+var errNoHistorySlot = errors.New("redispubsub: no key can share the channel's hash slot")
+
+// historyKeys returns the keys of channel's history. A channel with a "}"
+// outside a hash tag (e.g. "a}b", "{}x}") cannot have one: no key can be
+// given its slot.
+func historyKeys(channel string) (stream, meta string, err error) {
+	tagged := channel
+	if !hasHashTag(channel) {
+		if strings.IndexByte(channel, '}') >= 0 {
+			return "", "", fmt.Errorf("%w: %q has a '}' outside a hash tag; give it a hash tag ({...}) to keep a history",
+				errNoHistorySlot, channel)
+		}
+		tagged = "{" + channel + "}"
+	}
+	return historyKeyPrefix + tagged, metaKeyPrefix + tagged, nil
+}
+
+// hasHashTag reports whether Redis Cluster hashes name by a hash tag: the
+// part between its first "{" and the next "}", when not empty.
+func hasHashTag(name string) bool {
+	i := strings.IndexByte(name, '{')
+	if i < 0 {
+		return false
+	}
+	j := strings.IndexByte(name[i+1:], '}')
+	return j > 0
+}
+
+// historyScript appends a message to its channel's history and publishes
+// it, in one atomic step.
+//
+//	KEYS[1] the stream, KEYS[2] the meta hash
+//	ARGV[1] channel, ARGV[2] body, ARGV[3] and ARGV[4] where the epoch and
+//	the offset go in the body (bytes before them), ARGV[5] history size,
+//	ARGV[6] TTL in milliseconds, ARGV[7] the epoch to use if the history is
+//	new, ARGV[8] "publish" or "spublish"
+//
+// It returns what PUBLISH returns: the number of receivers. A history whose
+// meta hash is gone (expired, evicted, flushed) starts again with a new
+// epoch, its stream deleted: offsets begin at 1 again.
+var historyScript = redis.NewScript(`
+local epoch = redis.call('hget', KEYS[2], 'e')
+if not epoch then
+	epoch = ARGV[7]
+	redis.call('del', KEYS[1])
+	redis.call('hset', KEYS[2], 'e', epoch)
+end
+local offset = string.format('%d', redis.call('hincrby', KEYS[2], 's', 1))
+local body = ARGV[2]
+local e, o = tonumber(ARGV[3]), tonumber(ARGV[4])
+body = string.sub(body, 1, e) .. epoch .. string.sub(body, e + 1, o) .. offset .. string.sub(body, o + 1)
+redis.call('xadd', KEYS[1], 'MAXLEN', ARGV[5], offset .. '-0', 'd', body)
+redis.call('pexpire', KEYS[1], ARGV[6])
+redis.call('pexpire', KEYS[2], ARGV[6])
+return redis.call(ARGV[8], ARGV[1], body)
+`)
+
+// historyMarks are where the script writes a body's epoch and offset: the
+// number of bytes before each.
+type historyMarks struct{ epoch, offset int }
+
+// placeholdersOf finds the empty values of MetadataEpoch and MetadataOffset
+// that the envelope reserves in body (see stamp.history). The metadata is the
+// envelope's last member and its keys are unique, so the last occurrence of
+// each key is the metadata's own: a payload or a metadata value cannot hide
+// a later one (a quote inside a JSON string is escaped).
+func placeholdersOf(body []byte) (historyMarks, bool) {
+	const epochKey, offsetKey = `"` + MetadataEpoch + `":"`, `"` + MetadataOffset + `":"`
+	e := bytes.LastIndex(body, []byte(epochKey))
+	o := bytes.LastIndex(body, []byte(offsetKey))
+	if e < 0 || o < e {
+		return historyMarks{}, false
+	}
+	m := historyMarks{epoch: e + len(epochKey), offset: o + len(offsetKey)}
+	if body[m.epoch] != '"' || body[m.offset] != '"' {
+		return historyMarks{}, false
+	}
+	return m, true
+}
+
+// historyCommand returns the EVALSHA of historyScript that appends body to
+// the history of channel and publishes it. Its first key is KEYS[1], so a
+// ClusterClient sends it to the node of the channel's slot.
+func (p *Publisher) historyCommand(ctx context.Context, channel string, keys [2]string, body []byte, marks historyMarks) *redis.IntCmd {
+	publish := "publish"
+	if p.config.Sharded {
+		publish = "spublish"
+	}
+	h := p.config.History
+	cmd := redis.NewIntCmd(ctx, "evalsha", historyScript.Hash(), 2, keys[0], keys[1],
+		channel, body, marks.epoch, marks.offset, h.Size, h.TTL.Milliseconds(), newEpoch(), publish)
+	cmd.SetFirstKeyPos(3)
+	return cmd
+}
+
+// newEpoch returns an epoch for a history that the script finds new: 64
+// random bits in base 36 (no "-", which separates a Position's parts).
+func newEpoch() string { return strconv.FormatUint(rand.Uint64(), 36) }
+
+// isNoScript reports whether err says that Redis does not have the script
+// (restarted, failed over, SCRIPT FLUSH).
+func isNoScript(err error) bool {
+	var redisErr redis.Error
+	return errors.As(err, &redisErr) && strings.HasPrefix(redisErr.Error(), "NOSCRIPT")
+}
+
+// retryNoScript sends again, in order, the commands of cmds that Redis
+// answered with NOSCRIPT (it restarted, failed over, or its scripts were
+// flushed: it ran none of them), once the script is loaded. It replaces
+// them in cmds; the replacements carry the new answers, or the load's
+// error.
+func (p *Publisher) retryNoScript(ctx context.Context, cmds [][]*redis.IntCmd) {
+	var again []*redis.IntCmd
+	for _, callCmds := range cmds {
+		for j, cmd := range callCmds {
+			if isNoScript(cmd.Err()) {
+				fresh := redis.NewIntCmd(ctx, cmd.Args()...)
+				fresh.SetFirstKeyPos(3)
+				callCmds[j] = fresh
+				again = append(again, fresh)
+			}
+		}
+	}
+	if len(again) == 0 {
+		return
+	}
+	if err := historyScript.Load(ctx, p.config.Client).Err(); err != nil {
+		for _, cmd := range again {
+			cmd.SetErr(fmt.Errorf("redispubsub: load the history script: %w", err))
+		}
+		return
+	}
+	p.logger.Debug("History script loaded", nil)
+	_, _ = p.config.Client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for _, cmd := range again {
+			_ = pipe.Process(ctx, cmd)
+		}
+		return nil
+	})
+}

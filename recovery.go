@@ -1,0 +1,293 @@
+package redispubsub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/redis/go-redis/v9"
+)
+
+// This file recovers what a Subscriber with SubscriberConfig.Recover
+// missed on a channel whose messages carry a position (a Publisher with
+// History): it remembers, per Redis channel subscription, the last offset
+// routed; after a resubscription (a reconnect, a slot move) or an offset
+// that skips, it reads the channel's history after that offset and routes
+// what it holds, in offset order, before the live messages that arrived
+// meanwhile (held while the read runs), dropping those it routed already.
+
+var errUnrecovered = errors.New("messages missed and no longer in the channel's history")
+
+// channelRecovery is what a recovering Subscriber knows of one channel's
+// history. Guarded by the mu of the connection that carries the channel.
+type channelRecovery struct {
+	epoch string // "" until the first message with a position
+	last  uint64 // the last offset routed
+	// reading is set while a history read runs: live messages wait in
+	// held. again asks for one more read once it ends (the channel was
+	// resubscribed meanwhile).
+	reading, again bool
+	held           []heldMessage
+}
+
+// heldMessage is a live message waiting for a history read to end.
+type heldMessage struct {
+	in  *incoming
+	pos Position
+}
+
+// moved returns what the channel's next connection starts from: the last
+// offset routed; nil when r is. A read under way, and the messages it held,
+// stay behind: the next connection reads from the same offset.
+func (r *channelRecovery) moved() *channelRecovery {
+	if r == nil {
+		return nil
+	}
+	return &channelRecovery{epoch: r.epoch, last: r.last}
+}
+
+// recovers reports whether a message with stp is routed by its position.
+// Pattern subscriptions are not recovered (their channels come and go).
+func (c *connection) recovers(st *channelState, stp stamp, stamped bool) bool {
+	return stamped && stp.position.Offset != 0 && c.s.config.Recover && !st.pattern
+}
+
+// routeByPosition routes a live message of st with position pos: at once
+// when it follows the last one routed, held while a history read runs,
+// dropped when routed already; a skipped offset or another epoch starts a
+// read. Called with mu held.
+func (c *connection) routeByPosition(st *channelState, in *incoming, pos Position) {
+	r := st.recovery
+	if r == nil {
+		r = &channelRecovery{}
+		st.recovery = r
+	}
+	switch {
+	case r.reading:
+		r.held = append(r.held, heldMessage{in, pos})
+	case r.epoch == "":
+		// The first message: nothing before it was missed.
+		r.epoch, r.last = strings.Clone(pos.Epoch), pos.Offset
+		st.pushAll(in)
+	case pos.Epoch == r.epoch && pos.Offset <= r.last:
+		c.s.stats.duplicates.Add(1)
+		c.logger.Debug("Message routed already dropped", watermill.LogFields{"channel": st.name, "offset": pos.Offset})
+	case pos.Epoch == r.epoch && pos.Offset == r.last+1:
+		r.last = pos.Offset
+		st.pushAll(in)
+	default:
+		r.held = append(r.held, heldMessage{in, pos})
+		c.startRecovery(st)
+	}
+}
+
+// resubscribedChannel is the connection's resubscribe-confirmed event for
+// st (after a reconnect, or a slot move): Redis delivered nothing of it
+// meanwhile, so the history is read from the last offset routed. Called
+// with mu held.
+func (c *connection) resubscribedChannel(st *channelState) {
+	if r := st.recovery; r != nil && r.epoch != "" && c.s.config.Recover {
+		c.startRecovery(st)
+	}
+}
+
+// startRecovery starts a history read for st, or asks the one running for
+// another. Called with mu held.
+func (c *connection) startRecovery(st *channelState) {
+	r := st.recovery
+	if r.reading {
+		r.again = true
+		return
+	}
+	r.reading = true
+	c.s.wg.Add(1)
+	go c.recover(st, r)
+}
+
+// recover reads st's history after the last offset routed, routes what it
+// holds and what was held meanwhile, and counts what it no longer holds.
+// A read that fails is tried again while the channel is subscribed; the
+// history's own bound decides what is still there.
+func (c *connection) recover(st *channelState, r *channelRecovery) {
+	defer c.s.wg.Done()
+	ctx := c.ctx
+	backoff := c.s.config.ReconnectBackoffMin
+	for {
+		c.mu.Lock()
+		after, current := r.last, c.channels[st.name] == st && st.recovery == r
+		r.again = false
+		c.mu.Unlock()
+		if !current {
+			return // unsubscribed, or moved: its next subscription reads again
+		}
+		h, err := readHistory(ctx, c.s.config.Client, c.s.historyReader(), st.name, after)
+		if errors.Is(err, errHistoryChanged) {
+			continue
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			c.logger.Error("Cannot read the channel's history; trying again", err, watermill.LogFields{"channel": st.name})
+			if !c.sleep(backoff) {
+				return
+			}
+			backoff = min(2*backoff, c.s.config.ReconnectBackoffMax)
+			continue
+		}
+		c.mu.Lock()
+		if c.channels[st.name] != st || st.recovery != r {
+			c.mu.Unlock()
+			return
+		}
+		if c.applyHistory(st, r, h) && !r.again {
+			held := r.held
+			r.held, r.reading = nil, false
+			for _, m := range held {
+				c.routeByPosition(st, m.in, m.pos)
+			}
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+	}
+}
+
+// applyHistory routes what h holds after r.last and counts what it does not
+// hold. It reports false when h is of another epoch than r: the history was
+// lost since, the loss is reported, and the new history is to be read from
+// its start. Called with mu held.
+func (c *connection) applyHistory(st *channelState, r *channelRecovery, h historyRead) (done bool) {
+	topic := strings.TrimPrefix(st.name, c.s.config.ChannelPrefix)
+	if h.epoch != r.epoch {
+		c.s.reportUnrecovered(GapEvent{Topic: topic, First: r.last + 1, Unrecovered: true, HistoryLost: true})
+		r.epoch, r.last = h.epoch, 0
+		if h.epoch == "" {
+			// No history at all now: the held messages start a new one.
+			return true
+		}
+		return false
+	}
+	next := r.last + 1
+	for _, e := range h.entries {
+		if e.offset < next {
+			continue
+		}
+		if e.offset > next {
+			c.s.reportUnrecovered(GapEvent{Topic: topic, First: next, Last: e.offset - 1, Unrecovered: true})
+		}
+		st.pushAll(&incoming{
+			channel: st.name, body: e.body,
+			size: int64(len(e.body) + len(st.name) + incomingOverhead),
+		})
+		c.s.stats.recovered.Add(1)
+		next = e.offset + 1
+	}
+	if h.top >= next && len(h.entries) == 0 {
+		// Given, and gone: the history was trimmed (or its stream lost
+		// while its offsets went on).
+		c.s.reportUnrecovered(GapEvent{Topic: topic, First: next, Last: h.top, Unrecovered: true})
+		next = h.top + 1
+	}
+	r.last = next - 1
+	return true
+}
+
+// pushAll queues in for every subscription of st. Called with the
+// connection's mu held.
+func (st *channelState) pushAll(in *incoming) {
+	in.shared = len(st.subs) > 1
+	for _, sn := range st.subs {
+		sn.push(in)
+	}
+}
+
+// reportUnrecovered counts, logs and reports messages that a history no
+// longer held.
+func (s *Subscriber) reportUnrecovered(ev GapEvent) {
+	fields := watermill.LogFields{"topic": ev.Topic, "first": ev.First, "last": ev.Last, "missing": ev.Missing()}
+	if ev.HistoryLost {
+		s.stats.historyLost.Add(1)
+		s.logger.Error("Messages perhaps missed: the channel's history was lost (its epoch changed)", errUnrecovered, fields)
+	} else {
+		s.stats.unrecovered.Add(ev.Missing())
+		s.logger.Error("Messages missed and no longer in the channel's history", errUnrecovered, fields)
+	}
+	if hook := s.config.OnGap; hook != nil {
+		s.hooks.call(func() { hook(ev) })
+	}
+}
+
+// historyRead is what a channel's history holds after an offset.
+type historyRead struct {
+	epoch   string // "" when the channel has no history
+	top     uint64 // the last offset given
+	entries []historyEntry
+}
+
+// historyEntry is one message of a history: its offset and its body.
+type historyEntry struct {
+	offset uint64
+	body   string
+}
+
+// errHistoryChanged says that a history was lost and started again while
+// it was being read; the read is to be done again.
+var errHistoryChanged = errors.New("redispubsub: the history started again during the read")
+
+// readHistory reads the history of channel after the offset after, through
+// client: its meta hash, then its stream, in one pipeline. Every offset up
+// to the top read first is in the stream read next, unless trimmed; a
+// history lost and started again in between (the entries' epoch is not the
+// one read) gives errHistoryChanged. reader reads the entries' epoch; nil
+// skips that check.
+func readHistory(ctx context.Context, client redis.UniversalClient, reader stampReader, channel string, after uint64) (historyRead, error) {
+	stream, meta, err := historyKeys(channel)
+	if err != nil {
+		return historyRead{}, err
+	}
+	var fields *redis.SliceCmd
+	var entries *redis.XMessageSliceCmd
+	_, err = client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		fields = p.HMGet(ctx, meta, "e", "s")
+		entries = p.XRange(ctx, stream, strconv.FormatUint(after+1, 10)+"-0", "+")
+		return nil
+	})
+	if err != nil {
+		return historyRead{}, fmt.Errorf("redispubsub: read the history of %q: %w", channel, err)
+	}
+	var h historyRead
+	if values := fields.Val(); len(values) == 2 {
+		h.epoch, _ = values[0].(string)
+		top, _ := values[1].(string)
+		h.top, _ = strconv.ParseUint(top, 10, 64)
+	}
+	if h.epoch == "" {
+		return historyRead{}, nil
+	}
+	for _, m := range entries.Val() {
+		offset, _, _ := strings.Cut(m.ID, "-")
+		n, err := strconv.ParseUint(offset, 10, 64)
+		body, ok := m.Values["d"].(string)
+		if err != nil || !ok {
+			return historyRead{}, fmt.Errorf("redispubsub: the history of %q has an entry %q that it did not write", channel, m.ID)
+		}
+		h.entries = append(h.entries, historyEntry{offset: n, body: body})
+	}
+	if len(h.entries) > 0 && reader != nil {
+		if st, ok := reader.stampOf(h.entries[0].body); ok && st.position.Epoch != h.epoch {
+			return historyRead{}, errHistoryChanged
+		}
+	}
+	return h, nil
+}
+
+// historyReader returns what reads the epoch of a history's entries: the
+// Marshaler, when it reads stamps.
+func (s *Subscriber) historyReader() stampReader {
+	reader, _ := s.config.Marshaler.(stampReader)
+	return reader
+}

@@ -1,0 +1,347 @@
+package tests
+
+// Recovery: a Publisher with History, Subscribers with Recover and
+// SubscribeFrom, on real servers.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	redispubsub "github.com/alkdev/watermill-redispubsub"
+	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
+)
+
+// recPublisher returns a Publisher with a history of size messages on
+// client, closed at the end of the test.
+func recPublisher(t testing.TB, client redis.UniversalClient, size int, configure func(*redispubsub.PublisherConfig)) *redispubsub.Publisher {
+	t.Helper()
+	config := redispubsub.PublisherConfig{Client: client, History: redispubsub.History{Size: size}}
+	if configure != nil {
+		configure(&config)
+	}
+	pub, err := redispubsub.NewPublisher(config, testutil.Logger(t))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pub.Close() })
+	return pub
+}
+
+// recPublish publishes n messages on topic, one Publish call each, with
+// payloads {"n":first}, {"n":first+1}, ...
+func recPublish(t testing.TB, pub *redispubsub.Publisher, topic string, first, n int) {
+	t.Helper()
+	for i := first; i < first+n; i++ {
+		require.NoError(t, pub.Publish(topic, message.NewMessage(strconv.Itoa(i), []byte(fmt.Sprintf(`{"n":%d}`, i)))))
+	}
+}
+
+// recReceive receives n messages from ch, Acks them and returns their
+// positions.
+func recReceive(t testing.TB, ch <-chan *message.Message, n int) []redispubsub.Position {
+	t.Helper()
+	positions := make([]redispubsub.Position, 0, n)
+	for range n {
+		msg := testutil.Receive(t, ch)
+		pos, ok := redispubsub.PositionOf(msg)
+		require.True(t, ok, "message %s has no position: %v", msg.UUID, msg.Metadata)
+		positions = append(positions, pos)
+		msg.Ack()
+	}
+	return positions
+}
+
+// requireConsecutive checks that positions are the offsets from, from+1,
+// ... of one epoch.
+func requireConsecutive(t testing.TB, positions []redispubsub.Position, from uint64) {
+	t.Helper()
+	for i, pos := range positions {
+		require.Equal(t, from+uint64(i), pos.Offset, "offset %d of %d (%v)", i, len(positions), positions)
+		require.Equal(t, positions[0].Epoch, pos.Epoch)
+	}
+}
+
+// A Publisher with a history stamps every message with consecutive offsets
+// of its channel (shared with a second Publisher) and the history's epoch;
+// the history holds the last Size messages, in a stream whose entries are
+// the bodies published; its keys expire after TTL without publications.
+func TestHistoryStampsOffsetsAndKeepsTheLast(t *testing.T) {
+	srv := redistest.Start(t)
+	client := srv.NewClient(t)
+	pub1 := recPublisher(t, client, 5, nil)
+	pub2 := recPublisher(t, srv.NewClient(t), 5, func(c *redispubsub.PublisherConfig) { c.History.TTL = time.Minute })
+	sub := wmSubscriber(t, srv, nil)
+	ch, _ := testutil.Subscribe(t, sub, "hist.stamp")
+
+	recPublish(t, pub1, "hist.stamp", 0, 3)
+	recPublish(t, pub2, "hist.stamp", 3, 4)
+	positions := recReceive(t, ch, 7)
+	requireConsecutive(t, positions, 1)
+
+	ctx := testutil.Context(t)
+	entries, err := client.XRange(ctx, "rps:hist:{hist.stamp}", "-", "+").Result()
+	require.NoError(t, err)
+	require.Len(t, entries, 5)
+	assert.Equal(t, "3-0", entries[0].ID)
+	assert.Equal(t, "7-0", entries[4].ID)
+	assert.Contains(t, entries[4].Values["d"], `"rps_epoch":"`+positions[0].Epoch+`","rps_offset":"7"`)
+	meta, err := client.HGetAll(ctx, "rps:meta:{hist.stamp}").Result()
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"e": positions[0].Epoch, "s": "7"}, meta)
+	ttl, err := client.PTTL(ctx, "rps:hist:{hist.stamp}").Result()
+	require.NoError(t, err)
+	assert.True(t, ttl > 50*time.Second && ttl <= time.Minute, "TTL %v: the last publication's", ttl)
+
+	// Lost (flushed): a new epoch, offsets from 1 again.
+	require.NoError(t, client.FlushAll(ctx).Err())
+	recPublish(t, pub1, "hist.stamp", 7, 1)
+	again := recReceive(t, ch, 1)
+	assert.Equal(t, uint64(1), again[0].Offset)
+	assert.NotEqual(t, positions[0].Epoch, again[0].Epoch)
+}
+
+// SubscribeFrom delivers what the history holds after the position, then
+// the live messages, without a gap or a duplicate; a position the history
+// no longer holds is refused with ErrPositionLost and leaves nothing
+// subscribed.
+func TestSubscribeFrom(t *testing.T) {
+	srv := redistest.Start(t)
+	pub := recPublisher(t, srv.NewClient(t), 10, nil)
+	sub := wmSubscriber(t, srv, nil)
+	const topic = "hist.from"
+	live, _ := testutil.Subscribe(t, sub, topic)
+	recPublish(t, pub, topic, 0, 15) // offsets 1..15; held: 6..15
+	positions := recReceive(t, live, 15)
+	epoch := positions[0].Epoch
+
+	top := uint64(15)
+	for _, tc := range []struct {
+		name  string
+		after func() uint64
+	}{
+		{"oldest", func() uint64 { return top - 10 }},
+		{"middle", func() uint64 { return top - 4 }},
+		{"newest", func() uint64 { return top }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			after := tc.after()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			ch, err := sub.SubscribeFrom(ctx, topic, redispubsub.Position{Offset: after, Epoch: epoch})
+			require.NoError(t, err)
+			recPublish(t, pub, topic, 100, 1) // live, while the history is handed out
+			top++
+			got := recReceive(t, ch, int(top-after))
+			requireConsecutive(t, got, after+1)
+			assert.Equal(t, epoch, got[0].Epoch)
+			recReceive(t, live, 1)
+			cancel()
+			testutil.RequireClosed(t, ch)
+		})
+	}
+
+	for _, tc := range []struct {
+		name string
+		from redispubsub.Position
+	}{
+		{"trimmed", redispubsub.Position{Offset: 3, Epoch: epoch}},
+		{"other epoch", redispubsub.Position{Offset: 12, Epoch: "gone"}},
+		{"ahead", redispubsub.Position{Offset: 1000, Epoch: epoch}},
+	} {
+		t.Run("lost "+tc.name, func(t *testing.T) {
+			before := testutil.Numsub(t, srv, topic)
+			_, err := sub.SubscribeFrom(context.Background(), topic, tc.from)
+			require.ErrorIs(t, err, redispubsub.ErrPositionLost)
+			t.Log(err)
+			assert.Equal(t, before, testutil.Numsub(t, srv, topic), "nothing left subscribed")
+		})
+	}
+	_, err := sub.SubscribeFrom(context.Background(), "hist.none", redispubsub.Position{Offset: 1, Epoch: epoch})
+	require.True(t, errors.Is(err, redispubsub.ErrPositionLost), "no history: %v", err)
+}
+
+// recConsumer records the positions one subscription receives, and Acks.
+type recConsumer struct {
+	mu        sync.Mutex
+	positions []redispubsub.Position
+	unstamped int
+	done      chan struct{}
+}
+
+func recConsume(ch <-chan *message.Message) *recConsumer {
+	c := &recConsumer{done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		for msg := range ch {
+			pos, ok := redispubsub.PositionOf(msg)
+			c.mu.Lock()
+			if ok {
+				c.positions = append(c.positions, pos)
+			} else {
+				c.unstamped++
+			}
+			c.mu.Unlock()
+			msg.Ack()
+		}
+	}()
+	return c
+}
+
+func (c *recConsumer) snapshot() []redispubsub.Position {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.positions)
+}
+
+func (c *recConsumer) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.positions)
+}
+
+// last returns the last offset received, 0 before any.
+func (c *recConsumer) last() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.positions) == 0 {
+		return 0
+	}
+	return c.positions[len(c.positions)-1].Offset
+}
+
+// recTop returns the last offset the history of channel gave.
+func recTop(t testing.TB, client redis.UniversalClient, channel string) uint64 {
+	t.Helper()
+	s, err := client.HGet(context.Background(), "rps:meta:{"+channel+"}", "s").Result()
+	require.NoError(t, err)
+	n, err := strconv.ParseUint(s, 10, 64)
+	require.NoError(t, err)
+	return n
+}
+
+// Three Publishers publish on three topics while the Subscriber's
+// connection is killed (CLIENT KILL) twice and the server is restarted
+// (gracefully, with an append-only file: the history survives, the loaded
+// scripts do not). With Recover, every subscription receives every offset
+// of its channel exactly once, in order, and nothing is unrecovered; without,
+// the same run counts gaps.
+func TestRecoverAcrossKillsAndRestart(t *testing.T) {
+	for _, recover := range []bool{true, false} {
+		t.Run(fmt.Sprintf("recover=%v", recover), func(t *testing.T) {
+			testRecoverAcrossKillsAndRestart(t, recover)
+		})
+	}
+}
+
+func testRecoverAcrossKillsAndRestart(t *testing.T, recover bool) {
+	topics := []string{"rec.kill.a", "rec.kill.b", "rec.kill.c"}
+	srv := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
+	log := newFaultLog(t)
+	reconnects := make(chan redispubsub.ReconnectEvent, 16)
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{
+		Client:      faultClient(t, srv.Addr(), nil),
+		Recover:     recover,
+		OnReconnect: func(ev redispubsub.ReconnectEvent) { reconnects <- ev },
+	}, log)
+	consumers := make(map[string][]*recConsumer)
+	for _, topic := range topics {
+		for range 2 {
+			ch, _ := testutil.Subscribe(t, sub, topic)
+			consumers[topic] = append(consumers[topic], recConsume(ch))
+		}
+	}
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 3 {
+		pub := recPublisher(t, faultClient(t, srv.Addr(), nil), 100_000, nil)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				msg := message.NewMessage(strconv.Itoa(i), []byte(`{"n":`+strconv.Itoa(i)+`}`))
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				msg.SetContext(ctx)
+				_ = pub.Publish(topics[i%len(topics)], msg) // fails while the server is down
+				cancel()
+			}
+		}()
+	}
+	progress := func(what string) {
+		t.Helper()
+		marks := make(map[*recConsumer]int)
+		for _, cs := range consumers {
+			for _, c := range cs {
+				marks[c] = c.count()
+			}
+		}
+		testutil.Eventually(t, func() bool {
+			for c, n := range marks {
+				if c.count() < n+50 {
+					return false
+				}
+			}
+			return true
+		}, what)
+	}
+	progress("messages before the faults")
+	for range 2 {
+		require.Positive(t, srv.KillClients(t, "TYPE", "pubsub"))
+		testutil.Wait(t, reconnects, "reconnect after CLIENT KILL")
+		progress("messages after CLIENT KILL")
+	}
+	srv.Stop()
+	srv.Restart()
+	testutil.Wait(t, reconnects, "reconnect after the restart")
+	progress("messages after the restart")
+	close(stop)
+	wg.Wait()
+
+	client := srv.NewClient(t)
+	missing := 0
+	for _, topic := range topics {
+		top := recTop(t, client, topic)
+		for _, c := range consumers[topic] {
+			if recover {
+				testutil.Eventually(t, func() bool { return c.last() == top }, "every offset of "+topic)
+				got := c.snapshot()
+				require.Len(t, got, int(top), "%s: each offset once", topic)
+				requireConsecutive(t, got, 1)
+				continue
+			}
+			// Without recovery: what was lost is lost; the last
+			// message arrives (nothing is lost once the faults are over).
+			testutil.Eventually(t, func() bool { return c.last() == top }, "the last offset of "+topic)
+			missing += int(top) - c.count()
+		}
+	}
+	stats := sub.Stats()
+	t.Logf("recover=%v: %+v; missing %d", recover, stats, missing)
+	if recover {
+		assert.Zero(t, stats.Unrecovered)
+		assert.Zero(t, stats.HistoryLost)
+		assert.Positive(t, stats.Recovered)
+		return
+	}
+	require.Positive(t, missing)
+	// Gaps count per Redis subscription (two consumers each), and also the
+	// sequence numbers of Publish calls that failed while the server was
+	// down (stamped, never in the history).
+	assert.GreaterOrEqual(t, 2*stats.Gaps, uint64(missing))
+	assert.Zero(t, stats.Recovered)
+}
