@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	redispubsub "github.com/alkdev/watermill-redispubsub"
+	"github.com/alkdev/watermill-redispubsub/internal/redistest"
 	"github.com/alkdev/watermill-redispubsub/sse"
 )
 
@@ -168,4 +169,49 @@ func TestHandler_LastEventIDWithoutHistory(t *testing.T) {
 	assert.Equal(t, event{name: sse.EventLost, data: `{"lastEventId":"3-e1","reason":"the subscriber keeps no history"}`}, c.next())
 	publish(t, pub, "a", "u-1", "1")
 	assert.Equal(t, event{name: "a", data: `{"type":"a","payload":1,"uuid":"u-1"}`}, c.next())
+}
+
+// On Redis, with a Publisher that keeps a history: ids are the messages'
+// positions, and a stream that starts after one of them gets what followed
+// it, then live events; a position of another epoch is lost.
+func TestHandler_ResumesFromRedisHistory(t *testing.T) {
+	srv := redistest.Start(t)
+	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: srv.NewClient(t), History: redispubsub.History{Size: 100}}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pub.Close() })
+	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{Client: srv.NewClient(t)}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Close() })
+	h, err := sse.NewHandler(sub, sse.Config{Authorize: allowAll})
+	require.NoError(t, err)
+	ts := startServer(t, h)
+
+	first := ts.get(t, "/events?topic=a", nil)
+	for i := 1; i <= 3; i++ {
+		publish(t, pub, "a", fmt.Sprint("u-", i), strconv.Itoa(i))
+	}
+	var ids []string
+	for i := 1; i <= 3; i++ {
+		ev := first.next()
+		pos, err := redispubsub.ParsePosition(ev.id)
+		require.NoError(t, err, "id of event %d", i)
+		require.Equal(t, uint64(i), pos.Offset)
+		require.Contains(t, ev.data, fmt.Sprintf(`"payload":%d,"uuid":"u-%d"`, i, i))
+		ids = append(ids, ev.id)
+	}
+
+	resumed := ts.get(t, "/events?topic=a", http.Header{"Last-Event-ID": {ids[0]}})
+	assert.Equal(t, ids[1], resumed.next().id)
+	assert.Equal(t, ids[2], resumed.next().id)
+	publish(t, pub, "a", "u-4", "4")
+	live := resumed.next()
+	assert.Contains(t, live.data, `"uuid":"u-4"`)
+	assert.Equal(t, live.id, first.next().id)
+	assert.Equal(t, uint64(1), h.Stats().Resumed)
+
+	other := "2-not-the-epoch"
+	lost := ts.get(t, "/events?topic=a", http.Header{"Last-Event-ID": {other}})
+	assert.Equal(t, event{name: sse.EventLost, data: `{"lastEventId":"` + other + `","reason":"the history no longer holds the position"}`}, lost.next())
+	publish(t, pub, "a", "u-5", "5")
+	assert.Contains(t, lost.next().data, `"uuid":"u-5"`)
 }
