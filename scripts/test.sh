@@ -11,7 +11,9 @@
 # same binary runs the Sentinel tests' sentinels (redis-server <conf>
 # --sentinel) and the TLS tests (Debian's redis-server is built with TLS),
 # so no redis-sentinel package is needed. It also installs the Node peer
-# of the interop tests (tests/interop) when node and npm exist.
+# of the interop tests (tests/interop) when node and npm exist, and
+# Chromium for the browser test of examples/sse when run as root with
+# apt-get (without it, that test skips and this script says so).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -99,7 +101,34 @@ if ! command -v nats-server >/dev/null 2>&1; then
 	fi
 fi
 
-# 3. the Node peer of the interop tests
+# 3. Chromium, for the browser test of examples/sse (headless, driven by
+# chromedp); it skips, saying so, without it.
+find_chromium() {
+	local name
+	for name in chromium chromium-browser google-chrome google-chrome-stable; do
+		if command -v "$name" >/dev/null 2>&1; then
+			command -v "$name"
+			return 0
+		fi
+	done
+	return 1
+}
+if ! find_chromium >/dev/null; then
+	if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+		echo "test.sh: chromium not found; installing it with apt-get (the browser test of examples/sse uses it)" >&2
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get install -y --no-install-recommends chromium ||
+			{ apt-get update && apt-get install -y --no-install-recommends chromium; } ||
+			echo "test.sh: could not install chromium; the browser test will skip" >&2
+	else
+		echo "test.sh: chromium not found and not root with apt-get: the browser test of examples/sse will skip (apt-get install chromium)"
+	fi
+fi
+if chromium_bin=$(find_chromium); then
+	echo "test.sh: browser test with $chromium_bin"
+fi
+
+# 4. the Node peer of the interop tests
 interop=tests/interop
 if [[ ! -f "$interop/package.json" ]]; then
 	: # no interop tests in this tree
@@ -112,17 +141,19 @@ else
 	(cd "$interop" && npm ci --no-audit --no-fund)
 fi
 
-# 4. the tests. GOTEST_FLAGS is split into words on purpose.
+# 5. the tests. GOTEST_FLAGS is split into words on purpose.
 # shellcheck disable=SC2086
 go test -race -count=1 -timeout 15m ${GOTEST_FLAGS:-} "$@" ./...
 
-# 5. the tests whose full size the race detector makes too slow, once more
+# 6. the tests whose full size the race detector makes too slow, once more
 # without it: 1 GiB past a stalled subscription (128 MiB under -race),
 # 100,000 topics on one Subscriber (10,000), the 100,000-message burst into
 # a slow consumer (20,000), 5,000 stalled subscriptions spending the budget
-# (2,000) and 6,000 streams on one pattern (4,600).
+# (2,000), 6,000 streams on one pattern (4,600) and 10,000 SSE streams
+# (2,000).
 if [[ $# -eq 0 ]]; then
 	go test -count=1 -timeout 5m ${GOTEST_FLAGS:-} \
 		-run '^(TestFaultStalledConsumerHeapBounded|TestHundredThousandTopics|TestBurstIntoASlowConsumerIsDeliveredWhole|TestBudgetSpentByThousandsOfStalledSubscriptionsKeepsTheReaderUp|TestSequenceStreamsBeyondTheTrackedOnesCountNoFalseGaps)$' ./tests/
 	go test -count=1 -timeout 5m ${GOTEST_FLAGS:-} -run '^TestEventTarget_ManyTopicsAddedAndRemoved$' .
+	go test -count=1 -timeout 5m ${GOTEST_FLAGS:-} -run '^TestHandler_TenThousandStreams$' -v ./sse/ | grep -E '^(---|ok|FAIL)|scale_test'
 fi
