@@ -66,18 +66,23 @@ type pipeAddr struct{}
 func (pipeAddr) Network() string { return "pipe" }
 func (pipeAddr) String() string  { return "pipe" }
 
-// testServer is a real http.Server serving h on a pipeListener, closed at
-// the end of the test (and h with it).
+// testServer is a real http.Server serving a handler on a pipeListener,
+// closed at the end of the test.
 type testServer struct {
-	h   *sse.Handler
 	srv *http.Server
 	l   *pipeListener
 }
 
+// startServer serves h, with h.Close registered for Shutdown and called at
+// the end of the test.
 func startServer(t testing.TB, h *sse.Handler) *testServer {
+	return startHTTP(t, h, h.Close)
+}
+
+func startHTTP(t testing.TB, h http.Handler, closeHandler func() error) *testServer {
 	t.Helper()
-	ts := &testServer{h: h, srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}, l: newPipeListener()}
-	ts.srv.RegisterOnShutdown(func() { _ = h.Close() })
+	ts := &testServer{srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}, l: newPipeListener()}
+	ts.srv.RegisterOnShutdown(func() { _ = closeHandler() })
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
@@ -85,7 +90,7 @@ func startServer(t testing.TB, h *sse.Handler) *testServer {
 	}()
 	t.Cleanup(func() {
 		_ = ts.srv.Close()
-		_ = h.Close()
+		_ = closeHandler()
 		<-served
 	})
 	return ts

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"net/http"
 	"runtime"
+	"runtime/metrics"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,11 +19,11 @@ import (
 	"github.com/alkdev/watermill-redispubsub/sse"
 )
 
-// streams is n streams of one topic on one handler, each read by a
-// goroutine that counts the events it receives.
+// streams is n streams of one topic, each read by a goroutine that counts
+// the events it receives.
 type streams struct {
-	h     *sse.Handler
 	conns []net.Conn
+	once  sync.Once
 	// received counts the events of every stream; next is signalled
 	// whenever it reaches a multiple of n.
 	received atomic.Int64
@@ -34,15 +36,8 @@ type streams struct {
 // (no file descriptors: net.Pipe), with the handler's defaults.
 func openStreams(tb testing.TB, ts *testServer, n int) *streams {
 	tb.Helper()
-	s := &streams{h: ts.h, conns: make([]net.Conn, n), n: int64(n), next: make(chan struct{}, 1)}
-	tb.Cleanup(func() {
-		for _, c := range s.conns {
-			if c != nil {
-				_ = c.Close()
-			}
-		}
-		s.readers.Wait()
-	})
+	s := &streams{conns: make([]net.Conn, n), n: int64(n), next: make(chan struct{}, 1)}
+	tb.Cleanup(s.close)
 	testutil.Parallel(tb, n, 64, func(i int) error {
 		conn, err := ts.l.Dial()
 		if err != nil {
@@ -61,6 +56,18 @@ func openStreams(tb testing.TB, ts *testServer, n int) *streams {
 		return nil
 	})
 	return s
+}
+
+// close closes every client and waits for their readers.
+func (s *streams) close() {
+	s.once.Do(func() {
+		for _, c := range s.conns {
+			if c != nil {
+				_ = c.Close()
+			}
+		}
+		s.readers.Wait()
+	})
 }
 
 // read counts the events of one stream until it ends.
@@ -85,13 +92,24 @@ func (s *streams) fanOut(tb testing.TB, publish func()) time.Duration {
 	return time.Since(start)
 }
 
-// heapAndStacks is the memory in use by Go values and goroutine stacks, after
-// a collection.
+// heapAndStacks is the memory of the live Go values (marked by a collection,
+// after a first one emptied the sync.Pools) and of the goroutine stacks.
 func heapAndStacks() uint64 {
 	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapInuse + m.StackInuse
+	runtime.GC()
+	samples := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/stacks:bytes"}}
+	metrics.Read(samples)
+	return samples[0].Value.Uint64() + samples[1].Value.Uint64()
+}
+
+// idleStream is the least an SSE server does per stream, the yardstick of
+// the memory per stream: it sends the headers and waits for the client to
+// go.
+func idleStream(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.WriteHeader(http.StatusOK)
+	_ = http.NewResponseController(w).Flush()
+	<-r.Context().Done()
 }
 
 // 10,000 concurrent streams of one topic on one process, with the defaults
@@ -100,7 +118,9 @@ func heapAndStacks() uint64 {
 // run over a real http.Server on an in-process transport (net.Pipe) rather
 // than TCP, so that no file descriptor limit applies; the memory per stream
 // includes its client (a goroutine and a 512-byte read buffer) and its
-// pipe. Under the race detector, 2,000 streams.
+// pipe, and is compared with the same number of streams of idleStream (what
+// net/http and the client cost alone). Under the race detector, 2,000
+// streams.
 func TestHandler_TenThousandStreams(t *testing.T) {
 	n := sse.DefaultMaxStreams
 	if testutil.Race {
@@ -109,15 +129,21 @@ func TestHandler_TenThousandStreams(t *testing.T) {
 	pub, sub := redisPubSub(t)
 	h, err := sse.NewHandler(sub, sse.Config{Authorize: allowAll})
 	require.NoError(t, err)
-	ts := startServer(t, h)
 
 	before := heapAndStacks()
+	idle := openStreams(t, startHTTP(t, http.HandlerFunc(idleStream), func() error { return nil }), n)
+	yardstick := float64(heapAndStacks()-before) / float64(n)
+	idle.close()
+
+	ts := startServer(t, h)
+	before = heapAndStacks()
 	opened := time.Now()
 	s := openStreams(t, ts, n)
 	t.Logf("%d streams open in %v", n, time.Since(opened).Round(time.Millisecond))
-	after := heapAndStacks()
+	perStream := float64(heapAndStacks()-before) / float64(n)
 	require.Equal(t, int64(n), h.Stats().Open)
-	t.Logf("memory per idle stream (server and in-process client): %.1f KiB", float64(after-before)/float64(n)/1024)
+	t.Logf("memory per idle stream (server and in-process client): %.1f KiB; a bare net/http stream and its client: %.1f KiB; the handler and its subscription add %.1f KiB",
+		perStream/1024, yardstick/1024, (perStream-yardstick)/1024)
 
 	for i := range 3 {
 		took := s.fanOut(t, func() { publish(t, pub, "fanout", fmt.Sprint("u-", i), `{"n":1}`) })
