@@ -36,10 +36,7 @@ func publish(t testing.TB, pub message.Publisher, topic, uuid, payload string, m
 // the JSON envelope as data (the sequence stamp removed, as the Subscriber
 // delivers it), no id without a recovery position.
 func TestHandler_StreamsEnvelopeEvents(t *testing.T) {
-	pub, sub := redisPubSub(t)
-	h, err := sse.NewHandler(sub, sse.Config{Authorize: allowAll})
-	require.NoError(t, err)
-	ts := startServer(t, h)
+	pub, _, h, ts := serveRedis(t, sse.Config{Authorize: allowAll})
 
 	c := ts.get(t, "/events?topic=call.responded:42&topic=file.uploaded", nil)
 	require.Equal(t, http.StatusOK, c.resp.StatusCode)
@@ -118,10 +115,7 @@ func TestHandler_Authorize(t *testing.T) {
 }
 
 func TestHandler_BadRequests(t *testing.T) {
-	_, sub := redisPubSub(t)
-	h, err := sse.NewHandler(sub, sse.Config{Authorize: allowAll})
-	require.NoError(t, err)
-	ts := startServer(t, h)
+	_, _, h, ts := serveRedis(t, sse.Config{Authorize: allowAll})
 
 	many := make(url.Values)
 	for i := range sse.DefaultMaxTopicsPerRequest + 1 {
@@ -152,10 +146,7 @@ func TestHandler_BadRequests(t *testing.T) {
 // Past MaxStreams a request gets 503; a slot is free again once a stream
 // ended.
 func TestHandler_MaxStreams(t *testing.T) {
-	_, sub := redisPubSub(t)
-	h, err := sse.NewHandler(sub, sse.Config{Authorize: allowAll, MaxStreams: 2})
-	require.NoError(t, err)
-	ts := startServer(t, h)
+	_, _, h, ts := serveRedis(t, sse.Config{Authorize: allowAll, MaxStreams: 2})
 
 	first := ts.get(t, "/events?topic=a", nil)
 	ts.get(t, "/events?topic=a", nil)
@@ -170,10 +161,7 @@ func TestHandler_MaxStreams(t *testing.T) {
 // behind, with a final event when it reads again; the other client of the
 // same topic receives everything meanwhile.
 func TestHandler_SlowClientIsDisconnectedOthersGoOn(t *testing.T) {
-	pub, sub := redisPubSub(t)
-	h, err := sse.NewHandler(sub, sse.Config{Authorize: allowAll})
-	require.NoError(t, err)
-	ts := startServer(t, h)
+	pub, _, h, ts := serveRedis(t, sse.Config{Authorize: allowAll})
 
 	reader := ts.get(t, "/events?topic=tick", nil)
 	stalled := ts.get(t, "/events?topic=tick", nil) // reads nothing until told
@@ -224,10 +212,7 @@ func TestHandler_SlowClientIsDisconnectedOthersGoOn(t *testing.T) {
 // A client whose connection accepts nothing is disconnected after
 // WriteTimeout, even while its buffer has room.
 func TestHandler_WriteTimeout(t *testing.T) {
-	pub, sub := redisPubSub(t)
-	h, err := sse.NewHandler(sub, sse.Config{Authorize: allowAll, WriteTimeout: 50 * time.Millisecond})
-	require.NoError(t, err)
-	ts := startServer(t, h)
+	pub, _, h, ts := serveRedis(t, sse.Config{Authorize: allowAll, WriteTimeout: 50 * time.Millisecond})
 
 	ts.get(t, "/events?topic=tick", nil) // never read
 	publish(t, pub, "tick", "u-1", "1")
@@ -238,10 +223,7 @@ func TestHandler_WriteTimeout(t *testing.T) {
 
 // Heartbeats keep an idle stream busy; Retry is sent first.
 func TestHandler_HeartbeatAndRetry(t *testing.T) {
-	_, sub := redisPubSub(t)
-	h, err := sse.NewHandler(sub, sse.Config{Authorize: allowAll, Heartbeat: 10 * time.Millisecond, Retry: 1500 * time.Millisecond})
-	require.NoError(t, err)
-	ts := startServer(t, h)
+	_, _, _, ts := serveRedis(t, sse.Config{Authorize: allowAll, Heartbeat: 10 * time.Millisecond, Retry: 1500 * time.Millisecond})
 
 	c := ts.get(t, "/events?topic=idle", nil)
 	var lines []string
@@ -256,10 +238,7 @@ func TestHandler_HeartbeatAndRetry(t *testing.T) {
 // http.Server.Shutdown, with Close registered, ends every stream with a
 // final event; the handler takes no new stream.
 func TestHandler_ShutdownEndsOpenStreams(t *testing.T) {
-	pub, sub := redisPubSub(t)
-	h, err := sse.NewHandler(sub, sse.Config{Authorize: allowAll})
-	require.NoError(t, err)
-	ts := startServer(t, h)
+	pub, _, h, ts := serveRedis(t, sse.Config{Authorize: allowAll})
 
 	clients := []*client{
 		ts.get(t, "/events?topic=a", nil),
@@ -286,10 +265,7 @@ func TestHandler_ShutdownEndsOpenStreams(t *testing.T) {
 
 // A Subscriber that closes ends the streams with a final event.
 func TestHandler_SubscriberClosedEndsStreams(t *testing.T) {
-	_, sub := redisPubSub(t)
-	h, err := sse.NewHandler(sub, sse.Config{Authorize: allowAll})
-	require.NoError(t, err)
-	ts := startServer(t, h)
+	_, sub, h, ts := serveRedis(t, sse.Config{Authorize: allowAll})
 
 	c := ts.get(t, "/events?topic=a&topic=b", nil)
 	require.NoError(t, sub.Close())
@@ -299,10 +275,7 @@ func TestHandler_SubscriberClosedEndsStreams(t *testing.T) {
 
 // A client that goes ends its stream and its subscriptions.
 func TestHandler_ClientGoneEndsStream(t *testing.T) {
-	pub, sub := redisPubSub(t)
-	h, err := sse.NewHandler(sub, sse.Config{Authorize: allowAll})
-	require.NoError(t, err)
-	ts := startServer(t, h)
+	pub, _, h, ts := serveRedis(t, sse.Config{Authorize: allowAll})
 
 	c := ts.get(t, "/events?topic=a", nil)
 	publish(t, pub, "a", "u-1", "1")

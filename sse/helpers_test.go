@@ -220,5 +220,14 @@ func redisPubSub(t testing.TB) (*redispubsub.Publisher, *redispubsub.Subscriber)
 	return pub, sub
 }
 
+// serveRedis serves a Handler of config over redisPubSub's Subscriber.
+func serveRedis(t testing.TB, config sse.Config) (*redispubsub.Publisher, *redispubsub.Subscriber, *sse.Handler, *testServer) {
+	t.Helper()
+	pub, sub := redisPubSub(t)
+	h, err := sse.NewHandler(sub, config)
+	require.NoError(t, err)
+	return pub, sub, h, startServer(t, h)
+}
+
 // allowAll is an Authorize that allows every topic.
 func allowAll(*http.Request, []string) error { return nil }

@@ -158,17 +158,24 @@ func TestHandler_LostPositionIsAnnounced(t *testing.T) {
 	assert.Zero(t, h.Stats().Resumed)
 }
 
-// A Subscriber without history cannot resume: said so, then live.
+// Without a history there is nothing to resume from: said so, then live.
+// On Redis, the channel has none (its Publisher keeps none); a Subscriber
+// without SubscribeFrom (here gochannel) keeps none at all.
 func TestHandler_LastEventIDWithoutHistory(t *testing.T) {
-	pub, sub := redisPubSub(t)
-	h, err := sse.NewHandler(sub, sse.Config{Authorize: allowAll})
-	require.NoError(t, err)
-	ts := startServer(t, h)
-
+	pub, _, _, ts := serveRedis(t, sse.Config{Authorize: allowAll})
 	c := ts.get(t, "/events?topic=a", http.Header{"Last-Event-ID": {"3-e1"}})
-	assert.Equal(t, event{name: sse.EventLost, data: `{"lastEventId":"3-e1","reason":"the subscriber keeps no history"}`}, c.next())
+	assert.Equal(t, event{name: sse.EventLost, data: `{"lastEventId":"3-e1","reason":"the history no longer holds the position"}`}, c.next())
 	publish(t, pub, "a", "u-1", "1")
 	assert.Equal(t, event{name: "a", data: `{"type":"a","payload":1,"uuid":"u-1"}`}, c.next())
+
+	gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
+	t.Cleanup(func() { _ = gc.Close() })
+	h, err := sse.NewHandler(gc, sse.Config{Authorize: allowAll})
+	require.NoError(t, err)
+	c = startServer(t, h).get(t, "/events?topic=a", http.Header{"Last-Event-ID": {"3-e1"}})
+	assert.Equal(t, event{name: sse.EventLost, data: `{"lastEventId":"3-e1","reason":"the subscriber keeps no history"}`}, c.next())
+	publish(t, gc, "a", "u-2", "2")
+	assert.Equal(t, event{name: "a", data: `{"type":"a","payload":2,"uuid":"u-2"}`}, c.next())
 }
 
 // On Redis, with a Publisher that keeps a history: ids are the messages'
