@@ -34,8 +34,8 @@ const (
 	// ReasonShutdown: Handler.Close (http.Server.Shutdown, when registered
 	// with RegisterOnShutdown).
 	ReasonShutdown = "server shutdown"
-	// ReasonSubscriberClosed: the Subscriber closed the stream's
-	// subscriptions (it was closed).
+	// ReasonSubscriberClosed: the Subscriber closed a subscription of the
+	// stream (it was closed, or ended the subscription on its own).
 	ReasonSubscriberClosed = "subscriber closed"
 )
 

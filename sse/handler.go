@@ -88,8 +88,9 @@ type Resumer interface {
 //
 // A stream ends when the client goes (the request's context ends), when the
 // client falls behind (a full buffer or a write timeout; see Config.Buffer),
-// on Close, or when the Subscriber closes the stream's subscriptions; in the
-// last three cases a final EventEnd event says why, when it can be written.
+// on Close, or when the Subscriber closes one of the stream's subscriptions
+// (rather than go on without that topic); in the last three cases a final
+// EventEnd event says why, when it can be written.
 // Idle streams get a heartbeat comment every Config.Heartbeat. Every event is
 // flushed as soon as it is written.
 //
@@ -200,8 +201,10 @@ func (h *Handler) topics(r *http.Request) ([]string, error) {
 // (with cause, when not nil) at debug level.
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, status int, text string, counter *atomic.Uint64, cause error) {
 	counter.Add(1)
+	// Not the query: EventSource cannot set headers, so a page may pass its
+	// credentials there.
 	h.logger.Debug("Stream refused", watermill.LogFields{
-		"status": status, "reason": text, "cause": errText(cause), "remote_addr": r.RemoteAddr, "query": r.URL.RawQuery,
+		"status": status, "reason": text, "cause": errText(cause), "remote_addr": r.RemoteAddr, "path": r.URL.Path,
 	})
 	http.Error(w, text, status)
 }

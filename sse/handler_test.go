@@ -16,6 +16,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -283,4 +284,34 @@ func TestHandler_ClientGoneEndsStream(t *testing.T) {
 	require.NoError(t, c.conn.Close())
 	testutil.Eventually(t, func() bool { return h.Stats().Open == 0 }, "the stream ended")
 	assert.Equal(t, sse.Stats{Served: 1, Events: 1}, h.Stats())
+}
+
+// oneTopicEnds is a gochannel whose topic "b" is a channel the test closes,
+// as a Subscriber ends a subscription on its own.
+type oneTopicEnds struct {
+	*gochannel.GoChannel
+	b chan *message.Message
+}
+
+func (s oneTopicEnds) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	if topic == "b" {
+		return s.b, nil
+	}
+	return s.GoChannel.Subscribe(ctx, topic)
+}
+
+// A stream whose Subscriber ends one of its subscriptions ends, rather than
+// go on without that topic.
+func TestHandler_OneSubscriptionEndedEndsTheStream(t *testing.T) {
+	gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
+	t.Cleanup(func() { _ = gc.Close() })
+	sub := oneTopicEnds{GoChannel: gc, b: make(chan *message.Message)}
+	h, err := sse.NewHandler(sub, sse.Config{Authorize: allowAll})
+	require.NoError(t, err)
+	ts := startServer(t, h)
+
+	c := ts.get(t, "/events?topic=a&topic=b", nil)
+	close(sub.b)
+	c.requireEnd(sse.ReasonSubscriberClosed)
+	testutil.Eventually(t, func() bool { return h.Stats().Open == 0 }, "the stream ended")
 }

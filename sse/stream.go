@@ -38,9 +38,11 @@ type stream struct {
 	slowOnce   sync.Once
 	slow       chan struct{}
 
-	// forwarders counts the forwarders running; the last one to return
-	// closes ended.
+	// forwarders counts the forwarders running; the first one to return
+	// closes closed (a subscription ended), the last one ended.
 	forwarders atomic.Int32
+	closedOnce sync.Once
+	closed     chan struct{}
 	ended      chan struct{}
 
 	// deadlines is cleared once the ResponseWriter said it does not support
@@ -60,6 +62,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, topics []string)
 		logger:    h.logger.With(watermill.LogFields{"remote_addr": r.RemoteAddr, "topics": topics}),
 		events:    make(chan []byte, h.config.Buffer),
 		slow:      make(chan struct{}),
+		closed:    make(chan struct{}),
 		ended:     make(chan struct{}),
 		deadlines: h.config.WriteTimeout > 0,
 	}
@@ -154,6 +157,7 @@ func (h *Handler) subscribe(ctx context.Context, topics []string, lastEventID st
 // drops (and Acks) the rest. It returns when the Subscriber closed msgs.
 func (s *stream) forward(topic string, msgs <-chan *message.Message) {
 	defer func() {
+		s.closedOnce.Do(func() { close(s.closed) })
 		if s.forwarders.Add(-1) == 0 {
 			close(s.ended)
 		}
@@ -226,12 +230,14 @@ func (s *stream) run() {
 		case <-s.h.done:
 			s.end(ReasonShutdown)
 			return
-		case <-s.ended:
+		case <-s.closed:
 			if s.ctx.Err() != nil {
 				return
 			}
-			// The Subscriber closed every subscription: what was queued
-			// goes first.
+			// The Subscriber closed a subscription of the stream (it was
+			// closed, or Redis refused the channel since): the stream
+			// ends rather than go on without the topic, and the client
+			// reconnects. What was queued goes first.
 			for len(s.events) > 0 {
 				if !s.write(<-s.events) {
 					return
