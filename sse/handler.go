@@ -224,7 +224,6 @@ func (h *Handler) join() bool {
 		return false
 	}
 	h.stats.open.Add(1)
-	h.stats.served.Add(1)
 	h.streams.Add(1)
 	return true
 }
@@ -251,7 +250,8 @@ func (h *Handler) Close() error {
 
 // Stats are counters of a Handler since it was made.
 type Stats struct {
-	// Open is the number of streams open now.
+	// Open is the number of streams open now (counted from the moment a
+	// request took a slot, before it subscribed).
 	Open int64
 	// Served is the number of streams started (200 sent).
 	Served uint64

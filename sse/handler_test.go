@@ -315,3 +315,14 @@ func TestHandler_OneSubscriptionEndedEndsTheStream(t *testing.T) {
 	c.requireEnd(sse.ReasonSubscriberClosed)
 	testutil.Eventually(t, func() bool { return h.Stats().Open == 0 }, "the stream ended")
 }
+
+// A Subscribe that fails refuses the request with 503, counted and logged.
+func TestHandler_SubscribeFailureIs503(t *testing.T) {
+	_, sub, h, ts := serveRedis(t, sse.Config{Authorize: allowAll})
+	require.NoError(t, sub.Close())
+	c := ts.get(t, "/events?topic=a", nil)
+	assert.Equal(t, http.StatusServiceUnavailable, c.resp.StatusCode)
+	assert.Equal(t, uint64(1), h.Stats().SubscribeFailures)
+	assert.Zero(t, h.Stats().Served)
+	assert.Zero(t, h.Stats().Open, "the slot it took is free again")
+}

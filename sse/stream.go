@@ -73,11 +73,15 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, topics []string)
 	channels, lost, err := h.subscribe(ctx, topics, lastEventID)
 	if err != nil {
 		cancel()
+		if r.Context().Err() != nil {
+			return // the client went while it was subscribing
+		}
 		h.logger.Error("sse: cannot subscribe", err, watermill.LogFields{"topics": topics})
 		h.refuse(w, r, http.StatusServiceUnavailable, "cannot subscribe", &h.stats.subscribeFailures, err)
 		return
 	}
 
+	h.stats.served.Add(1)
 	s.forwarders.Store(int32(len(channels)))
 	for i, msgs := range channels {
 		go s.forward(topics[i], msgs)
