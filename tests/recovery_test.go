@@ -345,3 +345,91 @@ func testRecoverAcrossKillsAndRestart(t *testing.T, recover bool) {
 	assert.GreaterOrEqual(t, 2*stats.Gaps, uint64(missing))
 	assert.Zero(t, stats.Recovered)
 }
+
+// recOutage cuts the Subscriber behind proxy off Redis (its connection
+// closed, new ones silent), runs during, and lets it reconnect; it returns
+// once the Subscriber resubscribed.
+func recOutage(t testing.TB, proxy *redistest.Proxy, reconnects <-chan redispubsub.ReconnectEvent, during func()) {
+	t.Helper()
+	proxy.Blackhole()
+	proxy.CloseConnections()
+	during()
+	proxy.Resume()
+	proxy.CloseConnections() // an attempt that went silent gives up now
+	testutil.Wait(t, reconnects, "reconnect after the outage")
+}
+
+// recOutageSubscriber returns a recovering Subscriber whose Redis is behind
+// a proxy, its reconnects, and the gaps it reports.
+func recOutageSubscriber(t testing.TB, srv *redistest.Server) (*redispubsub.Subscriber, *redistest.Proxy, chan redispubsub.ReconnectEvent, chan redispubsub.GapEvent) {
+	proxy := redistest.NewProxy(t, srv.Addr())
+	reconnects := make(chan redispubsub.ReconnectEvent, 4)
+	gaps := make(chan redispubsub.GapEvent, 16)
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{
+		Client:      faultClient(t, proxy.Addr(), nil),
+		Recover:     true,
+		OnReconnect: func(ev redispubsub.ReconnectEvent) { reconnects <- ev },
+		OnGap:       func(ev redispubsub.GapEvent) { gaps <- ev },
+	}, newFaultLog(t))
+	return sub, proxy, reconnects, gaps
+}
+
+// An outage longer than the history: what fell out of it is counted,
+// exactly, and reported; what it held is delivered, then the live
+// messages.
+func TestRecoverOutageLongerThanHistory(t *testing.T) {
+	srv := redistest.Start(t)
+	pub := recPublisher(t, srv.NewClient(t), 5, nil)
+	sub, proxy, reconnects, gaps := recOutageSubscriber(t, srv)
+	const topic = "rec.long"
+	ch, _ := testutil.Subscribe(t, sub, topic)
+
+	recPublish(t, pub, topic, 0, 1)
+	first := recReceive(t, ch, 1)
+	recOutage(t, proxy, reconnects, func() { recPublish(t, pub, topic, 1, 20) }) // offsets 2..21; held: 17..21
+	got := recReceive(t, ch, 5)
+	recPublish(t, pub, topic, 21, 1) // 22, live
+	got = append(got, recReceive(t, ch, 1)...)
+	requireConsecutive(t, got, 17)
+	assert.Equal(t, first[0].Epoch, got[0].Epoch)
+
+	ev := testutil.Wait(t, gaps, "the unrecovered gap")
+	assert.Equal(t, redispubsub.GapEvent{Topic: topic, First: 2, Last: 16, Unrecovered: true}, ev)
+	stats := sub.Stats()
+	assert.Equal(t, uint64(15), stats.Unrecovered)
+	assert.Equal(t, uint64(5), stats.Recovered)
+	assert.Zero(t, stats.HistoryLost)
+	assert.Zero(t, stats.Gaps)
+}
+
+// The history's keys deleted during an outage: the new epoch is detected
+// and counted, and the new history delivered from its start.
+func TestRecoverHistoryLostDuringOutage(t *testing.T) {
+	srv := redistest.Start(t)
+	client := srv.NewClient(t)
+	pub := recPublisher(t, client, 100, nil)
+	sub, proxy, reconnects, gaps := recOutageSubscriber(t, srv)
+	const topic = "rec.lost"
+	ch, _ := testutil.Subscribe(t, sub, topic)
+
+	recPublish(t, pub, topic, 0, 2)
+	before := recReceive(t, ch, 2)
+	recOutage(t, proxy, reconnects, func() {
+		recPublish(t, pub, topic, 2, 5)
+		require.NoError(t, client.Del(context.Background(), "rps:hist:{"+topic+"}", "rps:meta:{"+topic+"}").Err())
+		recPublish(t, pub, topic, 7, 3) // offsets 1..3 of a new epoch
+	})
+	got := recReceive(t, ch, 3)
+	recPublish(t, pub, topic, 10, 1) // 4, live
+	got = append(got, recReceive(t, ch, 1)...)
+	requireConsecutive(t, got, 1)
+	assert.NotEqual(t, before[0].Epoch, got[0].Epoch)
+
+	ev := testutil.Wait(t, gaps, "the history lost")
+	assert.Equal(t, redispubsub.GapEvent{Topic: topic, First: 3, Unrecovered: true, HistoryLost: true}, ev)
+	assert.Zero(t, ev.Missing())
+	stats := sub.Stats()
+	assert.Equal(t, uint64(1), stats.HistoryLost)
+	assert.Zero(t, stats.Unrecovered)
+	assert.Equal(t, uint64(3), stats.Recovered)
+}
