@@ -75,10 +75,13 @@ const (
 var errNoHistorySlot = errors.New("redispubsub: no key can share the channel's hash slot")
 
 // historyKeys returns the keys of channel's history. A channel with a "}"
-// outside a hash tag (e.g. "a}b", "{}x}") cannot have one: no key can be
-// given its slot.
+// outside a hash tag (e.g. "a}b", "{}x}"), or an empty one, cannot have
+// one: no key can be given its slot.
 func historyKeys(channel string) (stream, meta string, err error) {
 	tagged := channel
+	if channel == "" {
+		return "", "", fmt.Errorf("%w: the channel is empty", errNoHistorySlot)
+	}
 	if !hasHashTag(channel) {
 		if strings.IndexByte(channel, '}') >= 0 {
 			return "", "", fmt.Errorf("%w: %q has a '}' outside a hash tag; give it a hash tag ({...}) to keep a history",
