@@ -115,7 +115,7 @@ func (c *connection) recover(st *channelState, r *channelRecovery) {
 	defer c.s.wg.Done()
 	ctx := c.ctx
 	backoff := c.s.config.ReconnectBackoffMin
-	for {
+	for attempt := 1; ; attempt++ {
 		c.mu.Lock()
 		after, current := r.last, c.channels[st.name] == st && st.recovery == r
 		r.again = false
@@ -129,6 +129,11 @@ func (c *connection) recover(st *channelState, r *channelRecovery) {
 		}
 		if err != nil {
 			if ctx.Err() != nil {
+				return
+			}
+			if isNoPerm(err) || attempt == maxHistoryReads {
+				c.logger.Error("Cannot read the channel's history; giving up", err, watermill.LogFields{"channel": st.name, "attempts": attempt})
+				c.giveUp(st, r)
 				return
 			}
 			c.logger.Error("Cannot read the channel's history; trying again", err, watermill.LogFields{"channel": st.name})
@@ -153,6 +158,31 @@ func (c *connection) recover(st *channelState, r *channelRecovery) {
 			return
 		}
 		c.mu.Unlock()
+	}
+}
+
+// maxHistoryReads bounds the attempts to read a history: the live messages
+// wait meanwhile.
+const maxHistoryReads = 5
+
+// giveUp ends a recovery whose history cannot be read (an ACL refuses it,
+// or Redis does not answer): what was missed before the first message held
+// is counted as unrecovered, when known, and the held messages are routed,
+// the first of them as a new start.
+func (c *connection) giveUp(st *channelState, r *channelRecovery) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.channels[st.name] != st || st.recovery != r {
+		return
+	}
+	held := r.held
+	if len(held) > 0 && held[0].pos.Epoch == r.epoch && held[0].pos.Offset > r.last+1 {
+		c.s.reportUnrecovered(GapEvent{Topic: strings.TrimPrefix(st.name, c.s.config.ChannelPrefix),
+			First: r.last + 1, Last: held[0].pos.Offset - 1, Unrecovered: true})
+	}
+	r.held, r.reading, r.again, r.epoch = nil, false, false, ""
+	for _, m := range held {
+		c.routeByPosition(st, m.in, m.pos)
 	}
 }
 
