@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -480,4 +481,71 @@ func TestRecoverShardedAcrossSlotMigration(t *testing.T) {
 	t.Logf("%d messages, stats %+v", top, stats)
 	assert.Zero(t, stats.Unrecovered)
 	assert.Zero(t, stats.HistoryLost)
+}
+
+type recEvent struct {
+	N int `json:"n"`
+}
+
+// An EventTarget listener with FromPosition gets the events the history
+// holds after the position, then the live ones, on a subscription of its
+// own beside the topic's shared one; a lost position fails
+// AddEventListener with ErrPositionLost, and a Subscriber that cannot start
+// from a position with ErrPositionsUnsupported.
+func TestEventTargetFromPosition(t *testing.T) {
+	srv := redistest.Start(t)
+	pub := recPublisher(t, srv.NewClient(t), 100, nil)
+	sub := wmSubscriber(t, srv, nil)
+	target, err := redispubsub.NewEventTarget[recEvent](pub, sub)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = target.Close() })
+	ctx := testutil.Context(t)
+	const topic = "chat.msg:room-7"
+
+	type got struct {
+		n   int
+		pos redispubsub.Position
+	}
+	listener := func(ch chan got) func(context.Context, redispubsub.Event[recEvent]) {
+		return func(_ context.Context, ev redispubsub.Event[recEvent]) {
+			pos, _ := redispubsub.PositionOf(ev.Message)
+			ch <- got{ev.Payload.N, pos}
+		}
+	}
+	all := make(chan got, 16)
+	_, err = target.AddEventListener(ctx, topic, listener(all))
+	require.NoError(t, err)
+	dispatch := func(n int) {
+		require.NoError(t, target.DispatchEvent(ctx, redispubsub.Event[recEvent]{Type: "chat.msg", ID: "room-7", Payload: recEvent{N: n}}))
+	}
+	var positions []redispubsub.Position
+	for n := 1; n <= 5; n++ {
+		dispatch(n)
+		g := testutil.Wait(t, all, "event")
+		require.Equal(t, n, g.n)
+		positions = append(positions, g.pos)
+	}
+
+	late := make(chan got, 16)
+	l, err := target.AddEventListener(ctx, topic, listener(late), redispubsub.FromPosition(positions[1]))
+	require.NoError(t, err)
+	dispatch(6)
+	for n := 3; n <= 6; n++ {
+		g := testutil.Wait(t, late, "event from the position")
+		require.Equal(t, n, g.n)
+		require.Equal(t, uint64(n), g.pos.Offset)
+	}
+	require.Equal(t, 6, testutil.Wait(t, all, "live event").n)
+	l.Remove()
+
+	_, err = target.AddEventListener(ctx, topic, listener(late), redispubsub.FromPosition(redispubsub.Position{Offset: 2, Epoch: "old"}))
+	require.ErrorIs(t, err, redispubsub.ErrPositionLost)
+
+	chanPubSub := gochannel.NewGoChannel(gochannel.Config{}, nil)
+	t.Cleanup(func() { _ = chanPubSub.Close() })
+	other, err := redispubsub.NewEventTarget[recEvent](chanPubSub, chanPubSub)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = other.Close() })
+	_, err = other.AddEventListener(ctx, topic, listener(late), redispubsub.FromPosition(positions[0]))
+	require.ErrorIs(t, err, redispubsub.ErrPositionsUnsupported)
 }
