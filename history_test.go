@@ -26,20 +26,17 @@ func splice(t *testing.T, body []byte, epoch, offset string) string {
 // A message with a history on the wire, pinned by the golden file that
 // Node wrote (testdata/envelope/gen.js): the envelope reserves the
 // position's values, the script's splice fills them, and the result is the
-// stamped envelope with rps_epoch and rps_offset sorted in. The stamp
-// reader finds both the stamp and the position; decoding keeps the
-// position in the metadata and removes the stamp.
+// envelope with rps_epoch and rps_offset sorted in with the message's
+// metadata (no sequence stamp: the offset numbers the message). The stamp
+// reader finds the position; decoding keeps it in the metadata.
 func TestHistoryGolden(t *testing.T) {
 	golden, err := os.ReadFile(filepath.Join("testdata", "envelope", "history.json"))
 	require.NoError(t, err)
 	msg := message.NewMessage("u-11", []byte(`{"ok":true}`))
 	msg.Metadata.Set("k", "v")
+	msg.Metadata.Set("z", "last")
 	msg.Metadata.Set(MetadataOffset, "9") // relayed from another channel: replaced
-	st := stamp{
-		publisher: "dP6DdXXZR6ya6JcxqLn54V", seq: 7, since: 1796055553462,
-		channel: channelChecksum("app:call.responded:uuid-123"), scoped: true, history: true,
-	}
-	body, err := marshal(JSONEnvelopeMarshaler{}, "call.responded:uuid-123", msg, &st)
+	body, err := marshal(JSONEnvelopeMarshaler{}, "call.responded:uuid-123", msg, &stamp{history: true})
 	require.NoError(t, err)
 	assert.Contains(t, string(body), `"rps_epoch":"","rps_offset":""`)
 	published := splice(t, body, "3f2kq9x1", "42")
@@ -48,26 +45,35 @@ func TestHistoryGolden(t *testing.T) {
 	got, ok := JSONEnvelopeMarshaler{}.stampOf(published)
 	require.True(t, ok)
 	assert.Equal(t, Position{Offset: 42, Epoch: "3f2kq9x1"}, got.position)
-	assert.Equal(t, uint64(7), got.seq)
+	assert.False(t, got.sequenced())
 
 	decoded, err := unmarshal(JSONEnvelopeMarshaler{}, "call.responded:uuid-123", published)
 	require.NoError(t, err)
-	assert.Equal(t, message.Metadata{"k": "v", MetadataEpoch: "3f2kq9x1", MetadataOffset: "42"}, decoded.Metadata)
+	assert.Equal(t, message.Metadata{"k": "v", "z": "last", MetadataEpoch: "3f2kq9x1", MetadataOffset: "42"}, decoded.Metadata)
 	pos, ok := PositionOf(decoded)
 	require.True(t, ok)
 	assert.Equal(t, "42-3f2kq9x1", pos.String())
 }
 
-// Without sequence numbers the envelope carries the position alone, and the
-// stamp reader finds it without a sequence stamp.
-func TestHistoryWithoutSequenceNumbers(t *testing.T) {
+// A stamp with both a sequence number and a position (not what a Publisher
+// sends today) is read whole; a message's own rps_seq is kept when there
+// is no sequence stamp.
+func TestHistoryStampReading(t *testing.T) {
+	st := stamp{publisher: "p", seq: 7, since: 1, channel: channelChecksum("t"), scoped: true, history: true}
+	body, err := marshal(JSONEnvelopeMarshaler{}, "t", message.NewMessage("u", []byte(`{}`)), &st)
+	require.NoError(t, err)
+	got, ok := JSONEnvelopeMarshaler{}.stampOf(splice(t, body, "e", "5"))
+	require.True(t, ok)
+	assert.Equal(t, uint64(7), got.seq)
+	assert.Equal(t, Position{Offset: 5, Epoch: "e"}, got.position)
+
 	msg := message.NewMessage("u", []byte(`{}`))
 	msg.Metadata.Set(MetadataSequence, "user's") // not a stamp: kept
-	body, err := marshal(JSONEnvelopeMarshaler{}, "t", msg, &stamp{history: true})
+	body, err = marshal(JSONEnvelopeMarshaler{}, "t", msg, &stamp{history: true})
 	require.NoError(t, err)
 	published := splice(t, body, "e1", "3")
 	assert.Equal(t, `{"type":"t","payload":{},"uuid":"u","metadata":{"rps_epoch":"e1","rps_offset":"3","rps_seq":"user's"}}`, published)
-	got, ok := JSONEnvelopeMarshaler{}.stampOf(published)
+	got, ok = JSONEnvelopeMarshaler{}.stampOf(published)
 	require.True(t, ok)
 	assert.False(t, got.sequenced())
 	assert.Equal(t, Position{Offset: 3, Epoch: "e1"}, got.position)

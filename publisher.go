@@ -37,7 +37,8 @@ type PublisherConfig struct {
 	// DisableSequenceNumbers stops the Publisher from stamping each message
 	// with its publisher id and a per-channel sequence number (metadata
 	// MetadataPublisher and MetadataSequence), with which Subscribers count
-	// the messages they never received. Default: false (stamped).
+	// the messages they never received (with History, the offset does
+	// that). Default: false (stamped).
 	DisableSequenceNumbers bool
 
 	// Sharded publishes with SPUBLISH (Redis 7 sharded Pub/Sub) instead of
@@ -69,7 +70,9 @@ type PublisherConfig struct {
 	// PUBLISH is), stamped with its offset in the channel (MetadataOffset:
 	// consecutive from 1, assigned by Redis, one sequence for every
 	// Publisher of the channel) and the history's epoch (MetadataEpoch).
-	// The history's keys (see historyKeyPrefix) share the channel's hash
+	// The offset numbers the message: such messages carry no sequence
+	// stamp (MetadataSequence), Subscribers count gaps by offset. The
+	// history's keys (see historyKeyPrefix) share the channel's hash
 	// slot. It needs the JSONEnvelopeMarshaler, and an ACL that lets the
 	// Publisher run EVALSHA and SCRIPT LOAD and write the keys "rps:*".
 	// Default: the zero value, no history (PUBLISH alone).

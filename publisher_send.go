@@ -162,7 +162,9 @@ func (p *Publisher) encode(call *publishCall) error {
 	sum := channelChecksum(call.channel)
 	for i, msg := range call.msgs {
 		var st *stamp
-		if !p.config.DisableSequenceNumbers {
+		if !p.config.DisableSequenceNumbers && !history {
+			// With a history the offset is the message's number: one
+			// sequence for every Publisher, gaps counted by it.
 			stream.last++
 			st = &stamp{publisher: p.id, seq: stream.last, since: stream.since, channel: sum, scoped: true}
 		}
@@ -189,7 +191,7 @@ func (p *Publisher) encode(call *publishCall) error {
 			call.marks[i] = marks
 		}
 	}
-	if !p.config.DisableSequenceNumbers {
+	if !p.config.DisableSequenceNumbers && !history {
 		p.sequences[call.channel] = stream
 	}
 	return nil

@@ -49,10 +49,13 @@ func (r *channelRecovery) moved() *channelRecovery {
 	return &channelRecovery{epoch: r.epoch, last: r.last}
 }
 
-// recovers reports whether a message with stp is routed by its position.
-// Pattern subscriptions are not recovered (their channels come and go).
-func (c *connection) recovers(st *channelState, stp stamp, stamped bool) bool {
-	return stamped && stp.position.Offset != 0 && c.s.config.Recover && !st.pattern
+// byPosition reports whether a message with stp is routed by its
+// position: with Recover, or to count gaps by its offset (its Publisher
+// stamps no sequence number then). Pattern subscriptions are not (their
+// channels come and go).
+func (c *connection) byPosition(st *channelState, stp stamp, stamped bool) bool {
+	cfg := &c.s.config
+	return stamped && stp.position.Offset != 0 && !st.pattern && (cfg.Recover || !cfg.DisableGapDetection)
 }
 
 // routeByPosition routes a live message of st with position pos: at once
@@ -66,6 +69,8 @@ func (c *connection) routeByPosition(st *channelState, in *incoming, pos Positio
 		st.recovery = r
 	}
 	switch {
+	case !c.s.config.Recover:
+		c.countByPosition(st, r, in, pos)
 	case r.reading:
 		r.held = append(r.held, heldMessage{in, pos})
 	case r.epoch == "":
@@ -82,6 +87,30 @@ func (c *connection) routeByPosition(st *channelState, in *incoming, pos Positio
 		r.held = append(r.held, heldMessage{in, pos})
 		c.startRecovery(st)
 	}
+}
+
+// countByPosition routes a live message of st with position pos without
+// recovery: an offset that skips is a gap, counted as the sequence stamps'
+// are (SubscriberStats.Gaps, OnGap); another epoch, the history lost, may
+// hide one (PossibleGaps); an offset routed already is a duplicate, dropped.
+// Called with mu held.
+func (c *connection) countByPosition(st *channelState, r *channelRecovery, in *incoming, pos Position) {
+	topic := strings.TrimPrefix(st.name, c.s.config.ChannelPrefix)
+	switch {
+	case r.epoch == "":
+	case pos.Epoch != r.epoch:
+		c.s.reportGap(GapEvent{Topic: topic, First: r.last + 1, Possible: true})
+	case pos.Offset <= r.last:
+		c.s.stats.duplicates.Add(1)
+		return
+	case pos.Offset > r.last+1:
+		c.s.reportGap(GapEvent{Topic: topic, First: r.last + 1, Last: pos.Offset - 1})
+	}
+	if pos.Epoch != r.epoch {
+		r.epoch = strings.Clone(pos.Epoch)
+	}
+	r.last = pos.Offset
+	st.pushAll(in)
 }
 
 // resubscribedChannel is the connection's resubscribe-confirmed event for
