@@ -109,9 +109,16 @@ func payload(size int) []byte {
 // per call, and returns publications per second.
 func publishRate(b *centrifuge.RedisBroker, ch string, data []byte, opts centrifuge.PublishOptions, publishers int, d time.Duration) float64 {
 	_, _ = b.Publish(ch, data, opts) // warm-up: the script loaded
-	var n atomic.Uint64
 	start := time.Now()
-	deadline := start.Add(d)
+	n := publishFor(b, ch, data, opts, publishers, d)
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// publishFor publishes from publishers goroutines for d, one publication
+// per call, and returns how many it published.
+func publishFor(b *centrifuge.RedisBroker, ch string, data []byte, opts centrifuge.PublishOptions, publishers int, d time.Duration) uint64 {
+	var n atomic.Uint64
+	deadline := time.Now().Add(d)
 	var wg sync.WaitGroup
 	for range publishers {
 		wg.Add(1)
@@ -126,7 +133,7 @@ func publishRate(b *centrifuge.RedisBroker, ch string, data []byte, opts centrif
 		}()
 	}
 	wg.Wait()
-	return float64(n.Load()) / time.Since(start).Seconds()
+	return n.Load()
 }
 
 // handler counts the publications the broker delivers.
@@ -154,31 +161,16 @@ func e2eRate(b *centrifuge.RedisBroker, h *handler, ch string, data []byte, opts
 		time.Sleep(time.Millisecond)
 	}
 	base = h.received.Load()
-	var n atomic.Uint64
 	start := time.Now()
-	deadline := start.Add(d)
-	var wg sync.WaitGroup
-	for range publishers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(deadline) {
-				if _, err := b.Publish(ch, data, opts); err != nil {
-					fail(err)
-				}
-				n.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
+	n := publishFor(b, ch, data, opts, publishers, d)
 	stall := time.Now().Add(10 * time.Second)
-	for h.received.Load()-base < n.Load() {
+	for h.received.Load()-base < n {
 		if time.Now().After(stall) {
-			return 0, fmt.Errorf("e2e: received %d of %d", h.received.Load()-base, n.Load())
+			return 0, fmt.Errorf("e2e: received %d of %d", h.received.Load()-base, n)
 		}
 		time.Sleep(100 * time.Microsecond)
 	}
-	return float64(n.Load()) / time.Since(start).Seconds(), nil
+	return float64(n) / time.Since(start).Seconds(), nil
 }
 
 // historyRead publishes held publications on ch and returns the seconds
