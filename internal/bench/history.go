@@ -103,10 +103,18 @@ func RunHistory(ctx context.Context, cfg HistoryConfig) (*HistoryReport, error) 
 	}
 	rep.Raw, rep.Publish, rep.PublishH, rep.E2E, rep.E2EH = median(raw), median(pub), median(pubH), median(e2e), median(e2eH)
 	rep.RawRead, rep.Recovery = median(reads), median(recoveries)
-	var err error
-	if rep.BytesHeld, err = bytesPerHeld(ctx, cfg, fmt.Sprintf("history.%d.r", cfg.Rounds-1)); err != nil {
-		return rep, err
+	// Each round's recovery topic holds Held messages: the median of what
+	// they cost (a body's size against the 4 KB stream nodes decides
+	// whether 9 or 10 share one, so it varies with the bodies).
+	var held []float64
+	for round := range cfg.Rounds {
+		b, err := bytesPerHeld(ctx, cfg, fmt.Sprintf("history.%d.r", round))
+		if err != nil {
+			return rep, err
+		}
+		held = append(held, b)
 	}
+	rep.BytesHeld = median(held)
 	if cfg.CentrifugeDir != "" {
 		rep.Centrifuge, rep.CentErr = runCentrifuge(ctx, cfg)
 	}
