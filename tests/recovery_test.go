@@ -548,3 +548,38 @@ func TestEventTargetFromPosition(t *testing.T) {
 	_, err = other.AddEventListener(ctx, topic, listener(late), redispubsub.FromPosition(positions[0]))
 	require.ErrorIs(t, err, redispubsub.ErrPositionsUnsupported)
 }
+
+// A live offset that skips (a message of the history that Pub/Sub never
+// brought, here one added to the history without a PUBLISH) starts a read:
+// the missing message is delivered from the history, in order, before the
+// live one, without a reconnect, and the live one is not delivered twice.
+func TestRecoverOffsetThatSkips(t *testing.T) {
+	srv := redistest.Start(t)
+	client := srv.NewClient(t)
+	pub := recPublisher(t, client, 100, nil)
+	sub := wmSubscriber(t, srv, func(c *redispubsub.SubscriberConfig) { c.Recover = true })
+	const topic = "rec.skip"
+	ch, _ := testutil.Subscribe(t, sub, topic)
+	recPublish(t, pub, topic, 0, 1)
+	first := recReceive(t, ch, 1)[0]
+
+	// Offset 2 enters the history, and no subscriber hears of it.
+	ctx := testutil.Context(t)
+	body := `{"type":"rec.skip","payload":{"n":"lost"},"uuid":"lost-1","metadata":{"rps_epoch":"` + first.Epoch + `","rps_offset":"2"}}`
+	require.Equal(t, int64(2), client.HIncrBy(ctx, "rps:meta:{"+topic+"}", "s", 1).Val())
+	require.NoError(t, client.XAdd(ctx, &redis.XAddArgs{Stream: "rps:hist:{" + topic + "}", ID: "2-0", Values: []string{"d", body}}).Err())
+	recPublish(t, pub, topic, 1, 1) // offset 3
+
+	msg := testutil.Receive(t, ch)
+	assert.Equal(t, "lost-1", msg.UUID)
+	msg.Ack()
+	got := recReceive(t, ch, 1)
+	assert.Equal(t, uint64(3), got[0].Offset)
+	stats := sub.Stats()
+	// The read found offset 3 in the history too (the script appends
+	// before it publishes): delivered from there, its live copy dropped.
+	assert.Equal(t, uint64(2), stats.Recovered)
+	assert.Equal(t, uint64(1), stats.Duplicates)
+	assert.Zero(t, stats.Reconnects)
+	assert.Zero(t, stats.Unrecovered)
+}
