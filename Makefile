@@ -18,7 +18,10 @@ soak:
 # Watermill router with a 1 ms and a 10 ms handler on the adapter with
 # MaxInFlight 1, 16 and 64 (and on gochannel), and classic against sharded
 # Pub/Sub on a 3-master cluster of its own, in one run, and prints a markdown
-# table with the ratios (progress on stderr): make bench
+# table with the ratios (progress on stderr), then the history rows (case
+# "history": publishing with History, recovery, Redis memory per held
+# message) beside centrifuge's Redis broker, which internal/bench/centrifuge
+# (a module of its own) runs on the same server: make bench
 # BENCH_FLAGS="-cases e2e-batch,latency -sizes 256 -duration 3s"; see
 # go run ./cmd/benchtable -h.
 bench:

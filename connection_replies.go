@@ -58,7 +58,7 @@ func (c *connection) route(f *frame) {
 	if st.pattern {
 		channel = string(f.channel)
 	}
-	if c.recovers(st, stp, stamped) {
+	if c.byPosition(st, stp, stamped) {
 		c.routeByPosition(st, &incoming{
 			channel: channel, body: f.body, size: int64(len(f.body) + len(channel) + incomingOverhead),
 		}, stp.position)

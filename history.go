@@ -75,10 +75,13 @@ const (
 var errNoHistorySlot = errors.New("redispubsub: no key can share the channel's hash slot")
 
 // historyKeys returns the keys of channel's history. A channel with a "}"
-// outside a hash tag (e.g. "a}b", "{}x}") cannot have one: no key can be
-// given its slot.
+// outside a hash tag (e.g. "a}b", "{}x}"), or an empty one, cannot have
+// one: no key can be given its slot.
 func historyKeys(channel string) (stream, meta string, err error) {
 	tagged := channel
+	if channel == "" {
+		return "", "", fmt.Errorf("%w: the channel is empty", errNoHistorySlot)
+	}
 	if !hasHashTag(channel) {
 		if strings.IndexByte(channel, '}') >= 0 {
 			return "", "", fmt.Errorf("%w: %q has a '}' outside a hash tag; give it a hash tag ({...}) to keep a history",
@@ -168,8 +171,14 @@ func (p *Publisher) historyCommand(ctx context.Context, channel string, keys [2]
 }
 
 // newEpoch returns an epoch for a history that the script finds new: 64
-// random bits in base 36 (no "-", which separates a Position's parts).
-func newEpoch() string { return strconv.FormatUint(rand.Uint64(), 36) }
+// random bits in base 36 (no "-", which separates a Position's parts),
+// always 13 characters, so that a channel's bodies do not change size with
+// their history.
+func newEpoch() string {
+	const width = 13 // base 36 of the largest uint64
+	e := strconv.FormatUint(rand.Uint64(), 36)
+	return strings.Repeat("0", width-len(e)) + e
+}
 
 // isNoScript reports whether err says that Redis does not have the script
 // (restarted, failed over, SCRIPT FLUSH).

@@ -1,11 +1,9 @@
 package redispubsub
 
 import (
-	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -39,7 +37,8 @@ type PublisherConfig struct {
 	// DisableSequenceNumbers stops the Publisher from stamping each message
 	// with its publisher id and a per-channel sequence number (metadata
 	// MetadataPublisher and MetadataSequence), with which Subscribers count
-	// the messages they never received. Default: false (stamped).
+	// the messages they never received (with History, the offset does
+	// that). Default: false (stamped).
 	DisableSequenceNumbers bool
 
 	// Sharded publishes with SPUBLISH (Redis 7 sharded Pub/Sub) instead of
@@ -71,7 +70,9 @@ type PublisherConfig struct {
 	// PUBLISH is), stamped with its offset in the channel (MetadataOffset:
 	// consecutive from 1, assigned by Redis, one sequence for every
 	// Publisher of the channel) and the history's epoch (MetadataEpoch).
-	// The history's keys (see historyKeyPrefix) share the channel's hash
+	// The offset numbers the message: such messages carry no sequence
+	// stamp (MetadataSequence), Subscribers count gaps by offset. The
+	// history's keys (see historyKeyPrefix) share the channel's hash
 	// slot. It needs the JSONEnvelopeMarshaler, and an ACL that lets the
 	// Publisher run EVALSHA and SCRIPT LOAD and write the keys "rps:*".
 	// Default: the zero value, no history (PUBLISH alone).
@@ -130,21 +131,6 @@ type Publisher struct {
 	failed        atomic.Uint64
 }
 
-// publishCall is one Publish call waiting for the writer.
-type publishCall struct {
-	ctx     context.Context
-	topic   string
-	channel string
-	msgs    []*message.Message
-	bodies  [][]byte
-	// history: the keys of the channel's history, and where the script
-	// writes each body's position.
-	historyKeys [2]string
-	marks       []historyMarks
-	err         error
-	done        chan struct{}
-}
-
 // NewPublisher returns a Publisher; logger may be nil.
 func NewPublisher(config PublisherConfig, logger watermill.LoggerAdapter) (*Publisher, error) {
 	config.setDefaults()
@@ -183,134 +169,7 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	ctx, cancel := messagesContext(msgs)
-	defer cancel()
-	if ctx.Err() != nil {
-		p.failed.Add(uint64(len(msgs)))
-		return fmt.Errorf("redispubsub: publish to %q: nothing sent: %w", topic, context.Cause(ctx))
-	}
-	call := &publishCall{
-		ctx: ctx, topic: topic, channel: p.config.ChannelPrefix + topic, msgs: msgs,
-		done: make(chan struct{}),
-	}
-	q, sendHere, err := p.enqueue(call, p.nodeOf(ctx, call.channel))
-	if err != nil {
-		p.failed.Add(uint64(len(msgs)))
-		return err
-	}
-	if sendHere {
-		p.sendInline(q)
-		return call.err
-	}
-	select {
-	case <-call.done:
-		return call.err
-	case <-ctx.Done():
-		return fmt.Errorf("redispubsub: publish to %q: %w", topic, context.Cause(ctx))
-	}
-}
-
-// enqueue stamps and encodes the messages of call and queues it for node,
-// or for the node its channel stays with. Both happen under mu, so that
-// sequence numbers follow the wire order. It reports whether the caller is
-// to send the queue itself: when nothing is being sent to the node and the
-// call cannot be cancelled (a caller that can must be able to return while
-// its pipeline waits for Redis), sending from the calling goroutine saves
-// two goroutine switches.
-func (p *Publisher) enqueue(call *publishCall, node string) (q *nodeQueue, sendHere bool, err error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return nil, false, ErrPublisherClosed
-	}
-	if err := p.encode(call); err != nil {
-		return nil, false, err
-	}
-	q = p.queueFor(call.channel, node)
-	q.pending = append(q.pending, call)
-	if !q.sending && len(q.pending) == 1 && call.ctx.Done() == nil {
-		q.sending = true
-		return q, true, nil
-	}
-	q.wake.Signal()
-	return q, false, nil
-}
-
-// encode stamps and encodes every message of call into call.bodies, or
-// returns why one of them cannot be sent. Called with mu held.
-func (p *Publisher) encode(call *publishCall) error {
-	stream := p.sequence(call.channel)
-	if stream.last == 0 {
-		stream.since = time.Now().UnixMilli()
-	}
-	call.bodies = make([][]byte, len(call.msgs))
-	history := p.config.History.enabled()
-	if history {
-		stream, meta, err := historyKeys(call.channel)
-		if err != nil {
-			return fmt.Errorf("redispubsub: publish to %q with a history: %w", call.topic, err)
-		}
-		call.historyKeys = [2]string{stream, meta}
-		call.marks = make([]historyMarks, len(call.msgs))
-	}
-	sum := channelChecksum(call.channel)
-	for i, msg := range call.msgs {
-		var st *stamp
-		if !p.config.DisableSequenceNumbers {
-			stream.last++
-			st = &stamp{publisher: p.id, seq: stream.last, since: stream.since, channel: sum, scoped: true}
-		}
-		if history {
-			if st == nil {
-				st = &stamp{}
-			}
-			st.history = true
-		}
-		body, err := marshal(p.config.Marshaler, call.topic, msg, st)
-		if err != nil {
-			return fmt.Errorf("redispubsub: cannot marshal message %s for topic %q: %w", msg.UUID, call.topic, err)
-		}
-		if limit := p.config.MaxMessageBytes; limit > 0 && len(body) > limit {
-			return fmt.Errorf("%w: message %s for topic %q is %d bytes encoded, MaxMessageBytes is %d; nothing of the call was sent",
-				ErrMessageTooLarge, msg.UUID, call.topic, len(body), limit)
-		}
-		call.bodies[i] = body
-		if history {
-			marks, ok := placeholdersOf(body)
-			if !ok {
-				return fmt.Errorf("redispubsub: message %s for topic %q: the envelope has no room for its position", msg.UUID, call.topic)
-			}
-			call.marks[i] = marks
-		}
-	}
-	if !p.config.DisableSequenceNumbers {
-		p.sequences[call.channel] = stream
-	}
-	return nil
-}
-
-// channelStream is a Publisher's sequence on one channel: the last number
-// used, and when number 1 was (MetadataSince).
-type channelStream struct {
-	last  uint64
-	since int64
-}
-
-// maxTrackedChannels bounds the sequence numbers a Publisher remembers.
-const maxTrackedChannels = 4096
-
-// sequence returns the last sequence number used on channel. When a new
-// channel would exceed maxTrackedChannels, the Publisher forgets every
-// channel and takes a new id: Subscribers see new streams, which start
-// without a gap, rather than numbers that start again. Called with mu held.
-func (p *Publisher) sequence(channel string) channelStream {
-	seq, ok := p.sequences[channel]
-	if !ok && len(p.sequences) >= maxTrackedChannels {
-		p.sequences = make(map[string]channelStream)
-		p.id = watermill.NewShortUUID()
-		p.logger.Debug("Sequence numbers restarted under a new publisher id", watermill.LogFields{"new_publisher_id": p.id})
-	}
-	return seq
+	return p.publish(topic, msgs) // publisher_send.go
 }
 
 // Close stops accepting messages: Publish then returns ErrPublisherClosed.

@@ -1,10 +1,26 @@
 package redispubsub
 
+// The send path of the Publisher, in the order a message takes it:
+//
+//   - publish: the call's context, then enqueue;
+//   - enqueue (under Publisher.mu): stamp and encode every message (encode,
+//     sequence), then append the call to the queue of its node (nodeOf,
+//     queueFor);
+//   - the queue is sent batch after batch, one batch on the wire at a time:
+//     by the calling goroutine when the queue was idle (sendInline), else by
+//     the queue's writer goroutine (write, nextBatch); takeBatch coalesces
+//     the waiting calls;
+//   - send: one PUBLISH via Client.Process for a single message, a pipeline
+//     for more (publishCommand, batchContext);
+//   - finish answers each call, and sent lets the next batch go.
+
 import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -13,8 +29,303 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// send publishes a batch in one pipeline and answers every call. Calls whose
-// context ended while they waited are not sent.
+// publishCall is one Publish call waiting for the writer.
+type publishCall struct {
+	ctx     context.Context
+	topic   string
+	channel string
+	msgs    []*message.Message
+	bodies  [][]byte
+	// history: the keys of the channel's history, and where the script
+	// writes each body's position.
+	historyKeys [2]string
+	marks       []historyMarks
+	err         error
+	done        chan struct{}
+}
+
+// publish is Publish: it queues one call and waits for its answer.
+func (p *Publisher) publish(topic string, msgs []*message.Message) error {
+	ctx, cancel := messagesContext(msgs)
+	defer cancel()
+	if ctx.Err() != nil {
+		p.failed.Add(uint64(len(msgs)))
+		return fmt.Errorf("redispubsub: publish to %q: nothing sent: %w", topic, context.Cause(ctx))
+	}
+	call := &publishCall{
+		ctx: ctx, topic: topic, channel: p.config.ChannelPrefix + topic, msgs: msgs,
+		done: make(chan struct{}),
+	}
+	q, sendHere, err := p.enqueue(call, p.nodeOf(ctx, call.channel))
+	if err != nil {
+		p.failed.Add(uint64(len(msgs)))
+		return err
+	}
+	if sendHere {
+		p.sendInline(q)
+		return call.err
+	}
+	select {
+	case <-call.done:
+		return call.err
+	case <-ctx.Done():
+		return fmt.Errorf("redispubsub: publish to %q: %w", topic, context.Cause(ctx))
+	}
+}
+
+// messagesContext returns a context that is done as soon as the context of
+// any of msgs is done.
+func messagesContext(msgs []*message.Message) (context.Context, context.CancelFunc) {
+	first := msgs[0].Context()
+	if len(msgs) == 1 {
+		return first, func() {}
+	}
+	ctx, cancel := context.WithCancelCause(first)
+	stops := make([]func() bool, 0, len(msgs)-1)
+	for _, msg := range msgs[1:] {
+		mctx := msg.Context()
+		if mctx == first || mctx.Done() == nil {
+			continue
+		}
+		if mctx.Err() != nil {
+			cancel(context.Cause(mctx)) // now, not in AfterFunc's goroutine
+		}
+		stops = append(stops, context.AfterFunc(mctx, func() { cancel(context.Cause(mctx)) }))
+	}
+	return ctx, func() {
+		for _, stop := range stops {
+			stop()
+		}
+		cancel(nil)
+	}
+}
+
+// nodeOf returns the address of the node that owns channel's hash slot in
+// sharded mode on a cluster, as go-redis's slot map says; "" otherwise, and
+// when the slot map cannot be had (the pipeline then reports go-redis's
+// error). It only groups pipelines: go-redis routes each command itself and
+// follows MOVED.
+func (p *Publisher) nodeOf(ctx context.Context, channel string) string {
+	if p.cluster == nil {
+		return ""
+	}
+	master, err := p.cluster.MasterForKey(ctx, channel)
+	if err != nil {
+		return ""
+	}
+	return master.Options().Addr
+}
+
+// enqueue stamps and encodes the messages of call and queues it for node,
+// or for the node its channel stays with. Both happen under mu, so that
+// sequence numbers follow the wire order. It reports whether the caller is
+// to send the queue itself: when nothing is being sent to the node and the
+// call cannot be cancelled (a caller that can must be able to return while
+// its pipeline waits for Redis), sending from the calling goroutine saves
+// two goroutine switches.
+func (p *Publisher) enqueue(call *publishCall, node string) (q *nodeQueue, sendHere bool, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, false, ErrPublisherClosed
+	}
+	if err := p.encode(call); err != nil {
+		return nil, false, err
+	}
+	q = p.queueFor(call.channel, node)
+	q.pending = append(q.pending, call)
+	if !q.sending && len(q.pending) == 1 && call.ctx.Done() == nil {
+		q.sending = true
+		return q, true, nil
+	}
+	q.wake.Signal()
+	return q, false, nil
+}
+
+// encode stamps and encodes every message of call into call.bodies, or
+// returns why one of them cannot be sent. Called with mu held.
+func (p *Publisher) encode(call *publishCall) error {
+	stream := p.sequence(call.channel)
+	if stream.last == 0 {
+		stream.since = time.Now().UnixMilli()
+	}
+	call.bodies = make([][]byte, len(call.msgs))
+	history := p.config.History.enabled()
+	if history {
+		hist, meta, err := historyKeys(call.channel)
+		if err != nil {
+			return fmt.Errorf("redispubsub: publish to %q with a history: %w", call.topic, err)
+		}
+		call.historyKeys = [2]string{hist, meta}
+		call.marks = make([]historyMarks, len(call.msgs))
+	}
+	sum := channelChecksum(call.channel)
+	for i, msg := range call.msgs {
+		var st *stamp
+		if !p.config.DisableSequenceNumbers && !history {
+			// With a history the offset is the message's number: one
+			// sequence for every Publisher, gaps counted by it.
+			stream.last++
+			st = &stamp{publisher: p.id, seq: stream.last, since: stream.since, channel: sum, scoped: true}
+		}
+		if history {
+			if st == nil {
+				st = &stamp{}
+			}
+			st.history = true
+		}
+		body, err := marshal(p.config.Marshaler, call.topic, msg, st)
+		if err != nil {
+			return fmt.Errorf("redispubsub: cannot marshal message %s for topic %q: %w", msg.UUID, call.topic, err)
+		}
+		if limit := p.config.MaxMessageBytes; limit > 0 && len(body) > limit {
+			return fmt.Errorf("%w: message %s for topic %q is %d bytes encoded, MaxMessageBytes is %d; nothing of the call was sent",
+				ErrMessageTooLarge, msg.UUID, call.topic, len(body), limit)
+		}
+		call.bodies[i] = body
+		if history {
+			marks, ok := placeholdersOf(body)
+			if !ok {
+				return fmt.Errorf("redispubsub: message %s for topic %q: the envelope has no room for its position", msg.UUID, call.topic)
+			}
+			call.marks[i] = marks
+		}
+	}
+	if !p.config.DisableSequenceNumbers && !history {
+		p.sequences[call.channel] = stream
+	}
+	return nil
+}
+
+// channelStream is a Publisher's sequence on one channel: the last number
+// used, and when number 1 was (MetadataSince).
+type channelStream struct {
+	last  uint64
+	since int64
+}
+
+// maxTrackedChannels bounds the sequence numbers a Publisher remembers.
+const maxTrackedChannels = 4096
+
+// sequence returns the last sequence number used on channel. When a new
+// channel would exceed maxTrackedChannels, the Publisher forgets every
+// channel and takes a new id: Subscribers see new streams, which start
+// without a gap, rather than numbers that start again. Called with mu held.
+func (p *Publisher) sequence(channel string) channelStream {
+	seq, ok := p.sequences[channel]
+	if !ok && len(p.sequences) >= maxTrackedChannels {
+		p.sequences = make(map[string]channelStream)
+		p.id = watermill.NewShortUUID()
+		p.logger.Debug("Sequence numbers restarted under a new publisher id", watermill.LogFields{"new_publisher_id": p.id})
+	}
+	return seq
+}
+
+// nodeQueue holds the Publish calls bound for one node, or for all of Redis
+// when the Publisher does not publish per node. One pipeline of a queue is
+// on the wire at a time, to keep the order of its calls; a writer goroutine
+// per queue sends them, batch after batch, until Close. A queue lives until
+// Close: one per node address the Publisher has sent to, a handful even
+// after failovers. The fields are guarded by Publisher.mu.
+type nodeQueue struct {
+	node    string
+	pending []*publishCall
+	sending bool       // a batch is on the wire: the next waits, to keep the order
+	wake    *sync.Cond // on Publisher.mu: signalled when pending grows or the Publisher closes
+}
+
+// channelRoute binds a channel to the queue of one node while calls of the
+// channel are queued or on the wire.
+type channelRoute struct {
+	node  string
+	calls int
+}
+
+// queueFor returns the queue for a call to channel that nodeOf sent to node,
+// making it and its writer if needed: the queue of the node that the channel
+// stays with, if it has calls queued or on the wire, so that they keep their
+// order even when the slot changed owner meanwhile. Called with mu held.
+func (p *Publisher) queueFor(channel, node string) *nodeQueue {
+	if p.routes != nil {
+		route := p.routes[channel]
+		if route == nil {
+			route = &channelRoute{node: node}
+			p.routes[channel] = route
+		}
+		route.calls++
+		node = route.node
+	}
+	q := p.queues[node]
+	if q == nil {
+		q = &nodeQueue{node: node, wake: sync.NewCond(&p.mu)}
+		p.queues[node] = q
+		p.done.Add(1)
+		go p.write(q)
+	}
+	return q
+}
+
+// sendInline sends q from the calling goroutine, which enqueue made its
+// sender, then leaves whatever was queued meanwhile to q's writer.
+func (p *Publisher) sendInline(q *nodeQueue) {
+	p.mu.Lock()
+	batch := q.takeBatch()
+	p.mu.Unlock()
+	p.send(batch)
+	p.mu.Lock()
+	p.sent(q, batch)
+	p.mu.Unlock()
+}
+
+// write sends the pending calls of q, batch after batch, until Close.
+func (p *Publisher) write(q *nodeQueue) {
+	defer p.done.Done()
+	for {
+		batch := p.nextBatch(q)
+		if batch == nil {
+			return
+		}
+		p.send(batch)
+		p.mu.Lock()
+		p.sent(q, batch)
+		p.mu.Unlock()
+	}
+}
+
+// nextBatch waits for pending calls of q and takes a batch of them. It
+// returns nil once the Publisher is closed and q is drained.
+func (p *Publisher) nextBatch(q *nodeQueue) []*publishCall {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for len(q.pending) == 0 || q.sending {
+		if p.closed && len(q.pending) == 0 && !q.sending {
+			return nil
+		}
+		q.wake.Wait()
+	}
+	q.sending = true
+	return q.takeBatch()
+}
+
+// maxBatchMessages bounds the messages of one pipeline.
+const maxBatchMessages = 1024
+
+// takeBatch takes whole calls from the queue, up to maxBatchMessages (at
+// least one). Called with Publisher.mu held.
+func (q *nodeQueue) takeBatch() []*publishCall {
+	n, count := 0, 0
+	for n < len(q.pending) && (n == 0 || count+len(q.pending[n].msgs) <= maxBatchMessages) {
+		count += len(q.pending[n].msgs)
+		n++
+	}
+	batch := slices.Clone(q.pending[:n])
+	q.pending = slices.Delete(q.pending, 0, n)
+	return batch
+}
+
+// send publishes a batch, a single message with one command and more in one
+// pipeline, and answers every call. Calls whose context ended while they
+// waited are not sent.
 func (p *Publisher) send(batch []*publishCall) {
 	live := make([]*publishCall, 0, len(batch)) // batch stays whole for sent
 	for _, call := range batch {
@@ -59,6 +370,42 @@ func (p *Publisher) send(batch []*publishCall) {
 	}
 	for i, call := range live {
 		call.finish(p, cmds[i], err)
+	}
+}
+
+// batchContext returns the context of a pipeline: it ends when no caller
+// waits for it any more, and has the latest deadline of its calls, if they
+// all have one. (go-redis applies both to the socket only with
+// ContextTimeoutEnabled; a stuck pipeline would otherwise hold up every
+// later one for the client's ReadTimeout.)
+func batchContext(calls []*publishCall) (context.Context, context.CancelFunc) {
+	var latest time.Time
+	for _, call := range calls {
+		deadline, ok := call.ctx.Deadline()
+		if !ok || call.ctx.Done() == nil {
+			// This caller may wait for ever: so may the pipeline.
+			return context.Background(), func() {}
+		}
+		if deadline.After(latest) {
+			latest = deadline
+		}
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), latest)
+	var waiting atomic.Int64
+	waiting.Store(int64(len(calls)))
+	stops := make([]func() bool, len(calls))
+	for i, call := range calls {
+		stops[i] = context.AfterFunc(call.ctx, func() {
+			if waiting.Add(-1) == 0 {
+				cancel()
+			}
+		})
+	}
+	return ctx, func() {
+		for _, stop := range stops {
+			stop()
+		}
+		cancel()
 	}
 }
 
@@ -129,65 +476,19 @@ func isNoPerm(err error) bool {
 	return errors.As(err, &redisErr) && strings.HasPrefix(redisErr.Error(), "NOPERM")
 }
 
-// batchContext returns the context of a pipeline: it ends when no caller
-// waits for it any more, and has the latest deadline of its calls, if they
-// all have one. (go-redis applies both to the socket only with
-// ContextTimeoutEnabled; a stuck pipeline would otherwise hold up every
-// later one for the client's ReadTimeout.)
-func batchContext(calls []*publishCall) (context.Context, context.CancelFunc) {
-	var latest time.Time
-	for _, call := range calls {
-		deadline, ok := call.ctx.Deadline()
-		if !ok || call.ctx.Done() == nil {
-			// This caller may wait for ever: so may the pipeline.
-			return context.Background(), func() {}
-		}
-		if deadline.After(latest) {
-			latest = deadline
-		}
+// sent ends a batch of q: the next one may go, and the channels of the
+// batch need not stay with q any more. Called with mu held.
+func (p *Publisher) sent(q *nodeQueue, batch []*publishCall) {
+	q.sending = false
+	q.wake.Signal() // the writer: for what was queued meanwhile, or to see Close
+	if p.routes == nil {
+		return
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), latest)
-	var waiting atomic.Int64
-	waiting.Store(int64(len(calls)))
-	stops := make([]func() bool, len(calls))
-	for i, call := range calls {
-		stops[i] = context.AfterFunc(call.ctx, func() {
-			if waiting.Add(-1) == 0 {
-				cancel()
+	for _, call := range batch {
+		if route := p.routes[call.channel]; route != nil {
+			if route.calls--; route.calls == 0 {
+				delete(p.routes, call.channel)
 			}
-		})
-	}
-	return ctx, func() {
-		for _, stop := range stops {
-			stop()
 		}
-		cancel()
-	}
-}
-
-// messagesContext returns a context that is done as soon as the context of
-// any of msgs is done.
-func messagesContext(msgs []*message.Message) (context.Context, context.CancelFunc) {
-	first := msgs[0].Context()
-	if len(msgs) == 1 {
-		return first, func() {}
-	}
-	ctx, cancel := context.WithCancelCause(first)
-	stops := make([]func() bool, 0, len(msgs)-1)
-	for _, msg := range msgs[1:] {
-		mctx := msg.Context()
-		if mctx == first || mctx.Done() == nil {
-			continue
-		}
-		if mctx.Err() != nil {
-			cancel(context.Cause(mctx)) // now, not in AfterFunc's goroutine
-		}
-		stops = append(stops, context.AfterFunc(mctx, func() { cancel(context.Cause(mctx)) }))
-	}
-	return ctx, func() {
-		for _, stop := range stops {
-			stop()
-		}
-		cancel(nil)
 	}
 }

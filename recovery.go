@@ -49,10 +49,13 @@ func (r *channelRecovery) moved() *channelRecovery {
 	return &channelRecovery{epoch: r.epoch, last: r.last}
 }
 
-// recovers reports whether a message with stp is routed by its position.
-// Pattern subscriptions are not recovered (their channels come and go).
-func (c *connection) recovers(st *channelState, stp stamp, stamped bool) bool {
-	return stamped && stp.position.Offset != 0 && c.s.config.Recover && !st.pattern
+// byPosition reports whether a message with stp is routed by its
+// position: with Recover, or to count gaps by its offset (its Publisher
+// stamps no sequence number then). Pattern subscriptions are not (their
+// channels come and go).
+func (c *connection) byPosition(st *channelState, stp stamp, stamped bool) bool {
+	cfg := &c.s.config
+	return stamped && stp.position.Offset != 0 && !st.pattern && (cfg.Recover || !cfg.DisableGapDetection)
 }
 
 // routeByPosition routes a live message of st with position pos: at once
@@ -66,6 +69,8 @@ func (c *connection) routeByPosition(st *channelState, in *incoming, pos Positio
 		st.recovery = r
 	}
 	switch {
+	case !c.s.config.Recover:
+		c.countByPosition(st, r, in, pos)
 	case r.reading:
 		r.held = append(r.held, heldMessage{in, pos})
 	case r.epoch == "":
@@ -82,6 +87,30 @@ func (c *connection) routeByPosition(st *channelState, in *incoming, pos Positio
 		r.held = append(r.held, heldMessage{in, pos})
 		c.startRecovery(st)
 	}
+}
+
+// countByPosition routes a live message of st with position pos without
+// recovery: an offset that skips is a gap, counted as the sequence stamps'
+// are (SubscriberStats.Gaps, OnGap); another epoch, the history lost, may
+// hide one (PossibleGaps); an offset routed already is a duplicate, dropped.
+// Called with mu held.
+func (c *connection) countByPosition(st *channelState, r *channelRecovery, in *incoming, pos Position) {
+	topic := strings.TrimPrefix(st.name, c.s.config.ChannelPrefix)
+	switch {
+	case r.epoch == "":
+	case pos.Epoch != r.epoch:
+		c.s.reportGap(GapEvent{Topic: topic, First: r.last + 1, Possible: true})
+	case pos.Offset <= r.last:
+		c.s.stats.duplicates.Add(1)
+		return
+	case pos.Offset > r.last+1:
+		c.s.reportGap(GapEvent{Topic: topic, First: r.last + 1, Last: pos.Offset - 1})
+	}
+	if pos.Epoch != r.epoch {
+		r.epoch = strings.Clone(pos.Epoch)
+	}
+	r.last = pos.Offset
+	st.pushAll(in)
 }
 
 // resubscribedChannel is the connection's resubscribe-confirmed event for
@@ -115,7 +144,7 @@ func (c *connection) recover(st *channelState, r *channelRecovery) {
 	defer c.s.wg.Done()
 	ctx := c.ctx
 	backoff := c.s.config.ReconnectBackoffMin
-	for {
+	for attempt := 1; ; attempt++ {
 		c.mu.Lock()
 		after, current := r.last, c.channels[st.name] == st && st.recovery == r
 		r.again = false
@@ -129,6 +158,11 @@ func (c *connection) recover(st *channelState, r *channelRecovery) {
 		}
 		if err != nil {
 			if ctx.Err() != nil {
+				return
+			}
+			if isNoPerm(err) || attempt == maxHistoryReads {
+				c.logger.Error("Cannot read the channel's history; giving up", err, watermill.LogFields{"channel": st.name, "attempts": attempt})
+				c.giveUp(st, r)
 				return
 			}
 			c.logger.Error("Cannot read the channel's history; trying again", err, watermill.LogFields{"channel": st.name})
@@ -153,6 +187,31 @@ func (c *connection) recover(st *channelState, r *channelRecovery) {
 			return
 		}
 		c.mu.Unlock()
+	}
+}
+
+// maxHistoryReads bounds the attempts to read a history: the live messages
+// wait meanwhile.
+const maxHistoryReads = 5
+
+// giveUp ends a recovery whose history cannot be read (an ACL refuses it,
+// or Redis does not answer): what was missed before the first message held
+// is counted as unrecovered, when known, and the held messages are routed,
+// the first of them as a new start.
+func (c *connection) giveUp(st *channelState, r *channelRecovery) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.channels[st.name] != st || st.recovery != r {
+		return
+	}
+	held := r.held
+	if len(held) > 0 && held[0].pos.Epoch == r.epoch && held[0].pos.Offset > r.last+1 {
+		c.s.reportUnrecovered(GapEvent{Topic: strings.TrimPrefix(st.name, c.s.config.ChannelPrefix),
+			First: r.last + 1, Last: held[0].pos.Offset - 1, Unrecovered: true})
+	}
+	r.held, r.reading, r.again, r.epoch = nil, false, false, ""
+	for _, m := range held {
+		c.routeByPosition(st, m.in, m.pos)
 	}
 }
 

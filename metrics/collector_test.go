@@ -74,6 +74,9 @@ func TestCollectorReadsRealStats(t *testing.T) {
 		`redispubsub_subscriber_gaps_total{name="orders"}`:            0,
 		`redispubsub_subscriber_possible_gaps_total{name="orders"}`:   0,
 		`redispubsub_subscriber_duplicates_total{name="orders"}`:      0,
+		`redispubsub_subscriber_recovered_total{name="orders"}`:       0,
+		`redispubsub_subscriber_unrecovered_total{name="orders"}`:     0,
+		`redispubsub_subscriber_history_lost_total{name="orders"}`:    0,
 	}
 	require.Equal(t, want, got)
 

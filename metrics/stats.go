@@ -44,6 +44,9 @@ var subscriberStats = []stat[redispubsub.SubscriberStats]{
 	{"gaps_total", "Stamped messages never received (lost by Redis Pub/Sub or never sent).", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.Gaps) }},
 	{"possible_gaps_total", "Streams first seen after a reconnect whose start may have been lost (or came before the subscription).", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.PossibleGaps) }},
 	{"duplicates_total", "Stamped messages received a second time (a retried pipeline) and dropped.", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.Duplicates) }},
+	{"recovered_total", "Messages missed live and delivered from a channel's history (Recover).", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.Recovered) }},
+	{"unrecovered_total", "Messages missed that the channel's history no longer held (Recover).", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.Unrecovered) }},
+	{"history_lost_total", "Times a channel's history was found lost (its epoch changed) by a recovering Subscriber.", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.HistoryLost) }},
 }
 
 // notExported names the Stats fields the Collector leaves out, and why.

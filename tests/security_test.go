@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -847,4 +848,76 @@ func TestSecurityFullSocketIsDroppedByTheHealthCheck(t *testing.T) {
 	testutil.Eventually(t, func() bool { return sub.Stats().Reconnects == 1 }, "one reconnect")
 	secPublishReceive(t, pub, "after", r.ch)
 	secPublishReceive(t, pub, "ok", ok)
+}
+
+// The README's ACL rules for a history: what a Publisher with History and
+// a Subscriber with Recover (and SubscribeFrom) need on top of the
+// channels'. Scripts run with their caller's permissions, so the
+// Publisher's user needs the commands the script calls.
+var (
+	secHistoryPublisherRules = []string{"%RW~rps:*:{" + secPrefix + "*",
+		"+evalsha", "+script|load", "+hget", "+hset", "+hincrby", "+del", "+xadd", "+pexpire"}
+	secHistorySubscriberRules = []string{"%R~rps:*:{" + secPrefix + "*", "+hmget", "+xrange"}
+)
+
+// A Publisher with History and a recovering Subscriber, each under a user
+// with the channels' rules and the README's history rules alone: the
+// history is written, read after a reconnect and by SubscribeFrom, and
+// nothing is logged as an error. A Subscriber without the history rules
+// gets Redis's NOPERM from SubscribeFrom.
+func TestACLHistoryAndRecovery(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.CreateUser(t, "pub", "pw", append(slices.Clone(secACLRules), secHistoryPublisherRules...)...)
+	srv.CreateUser(t, "sub", "pw", append(slices.Clone(secACLRules), secHistorySubscriberRules...)...)
+	login := func(user string) *redis.Client {
+		return faultClient(t, srv.Addr(), func(o *redis.Options) { o.Username, o.Password = user, "pw" })
+	}
+	log := newFaultLog(t)
+	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{
+		Client: login("pub"), ChannelPrefix: secPrefix, History: redispubsub.History{Size: 100},
+	}, log)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pub.Close() })
+	reconnects := make(chan redispubsub.ReconnectEvent, 1)
+	sub := secSubscriber(t, redispubsub.SubscriberConfig{
+		Client: login("sub"), ChannelPrefix: secPrefix, Recover: true,
+		OnReconnect: func(ev redispubsub.ReconnectEvent) { reconnects <- ev },
+	}, log)
+	ch, _ := testutil.Subscribe(t, sub, "orders")
+	publish := func(n int) {
+		for range n {
+			require.NoError(t, pub.Publish("orders", message.NewMessage(watermill.NewUUID(), []byte(`{}`))))
+		}
+	}
+	receive := func(ch <-chan *message.Message, n int) []redispubsub.Position {
+		var got []redispubsub.Position
+		for range n {
+			msg := testutil.Receive(t, ch)
+			pos, ok := redispubsub.PositionOf(msg)
+			require.True(t, ok)
+			got = append(got, pos)
+			msg.Ack()
+		}
+		return got
+	}
+	publish(1)
+	first := receive(ch, 1)[0]
+	require.Equal(t, uint64(1), first.Offset)
+	require.Positive(t, srv.KillClients(t, "TYPE", "pubsub"))
+	publish(2) // missed, or not: either way the history is read after the reconnect
+	testutil.Wait(t, reconnects, "the reconnect")
+	got := receive(ch, 2)
+	require.Equal(t, uint64(3), got[1].Offset)
+
+	from, err := sub.SubscribeFrom(secCtx(t), "orders", first)
+	require.NoError(t, err)
+	got = receive(from, 2)
+	require.Equal(t, []uint64{2, 3}, []uint64{got[0].Offset, got[1].Offset})
+	errs := slices.DeleteFunc(secErrorLogs(log), func(e string) bool { return strings.HasPrefix(e, "Redis Pub/Sub connection lost") })
+	require.Empty(t, errs, "the kill's log alone")
+
+	plain := secSubscriber(t, redispubsub.SubscriberConfig{Client: secAppClient(t, srv), ChannelPrefix: secPrefix}, log)
+	_, err = plain.SubscribeFrom(secCtx(t), "orders", first)
+	require.ErrorContains(t, err, "NOPERM")
+	t.Log(err)
 }

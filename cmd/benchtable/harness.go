@@ -17,10 +17,10 @@ const clusterMasters = 3
 
 // startOwn starts a redis-server of its own, and, when the cases of cfg
 // need one, a Redis Cluster of clusterMasters masters without replicas
-// (cfg.NewClusterClient), on free ports, with the test harness's code. It
+// (cfg.NewClusterClient; only for the main table), on free ports, with the test harness's code. It
 // returns the server's address and the function that stops them all,
 // printing what fails.
-func startOwn(cfg *bench.Config) (addr string, stop func(), err error) {
+func startOwn(cfg *bench.Config, table bool) (addr string, stop func(), err error) {
 	var stops []func() error
 	stop = func() {
 		for _, f := range slices.Backward(stops) {
@@ -34,7 +34,7 @@ func startOwn(cfg *bench.Config) (addr string, stop func(), err error) {
 		return "", nil, err
 	}
 	stops = append(stops, srv.Close)
-	if bench.NeedsCluster(cfg.Cases) {
+	if table && bench.NeedsCluster(cfg.Cases) {
 		c, err := redisproc.StartCluster(redisproc.ClusterOptions{Masters: clusterMasters})
 		if err != nil {
 			stop()

@@ -20,6 +20,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -27,9 +28,11 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -43,11 +46,14 @@ func main() {
 		sizes   string
 		cases   string
 		systems string
+		// The history rows (case "history"): a table of their own.
+		centrifugeDir string
+		held          int
 	)
 	flag.StringVar(&addr, "addr", "", "host:port of the Redis to measure (default: start a redis-server of its own, and a cluster for cluster-publish, which -addr leaves out)")
 	flag.StringVar(&cfg.Prefix, "prefix", "", "prefix of every channel and key (default: redispubsub-bench:<random>:)")
 	flag.StringVar(&sizes, "sizes", "16,256,4096,65536", "payload sizes in bytes, comma-separated")
-	flag.StringVar(&cases, "cases", "", "cases to run, comma-separated (default: all): "+strings.Join(bench.CaseIDs(), ","))
+	flag.StringVar(&cases, "cases", "", "cases to run, comma-separated (default: all): "+strings.Join(append(bench.CaseIDs(), historyCase), ","))
 	flag.StringVar(&systems, "systems", "", "columns, comma-separated (default: all): "+strings.Join(bench.SystemIDs(), ","))
 	flag.DurationVar(&cfg.Duration, "duration", 0, "how long each round of a throughput measurement publishes (default 300ms)")
 	flag.IntVar(&cfg.Rounds, "rounds", 0, "rounds of each throughput measurement, the systems taking turns; the table gives the median (default 3)")
@@ -59,6 +65,8 @@ func main() {
 	flag.IntVar(&cfg.Topics, "topics", 0, "topics of the subscribe case (default 2000)")
 	flag.IntVar(&cfg.ManyTopics, "many-topics", 0, "topics of subscribe-many and eventtarget-many (default 100000)")
 	flag.IntVar(&cfg.SubscribeWorkers, "workers", 0, "goroutines subscribing at a time in subscribe-many and eventtarget-many (default 1000)")
+	flag.StringVar(&centrifugeDir, "centrifuge", "internal/bench/centrifuge", "directory of the history rows' anchor, centrifuge's Redis broker (a module of its own, run with go run); \"\" leaves it out")
+	flag.IntVar(&held, "held", 10000, "history size of the history rows, and the messages their recovery reads")
 	flag.StringVar(&cfg.NATSServer, "nats-server", "", "nats-server binary of the watermill-nats column, started on a free port for the run; its cells say \"not installed\" when it is not found (default: nats-server on PATH)")
 	var cpuProfile, memProfile string
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
@@ -71,18 +79,28 @@ func main() {
 		os.Exit(2)
 	}
 	cfg.Cases = split(cases)
+	withHistory := len(cfg.Cases) == 0 || slices.Contains(cfg.Cases, historyCase)
+	others := len(cfg.Cases) == 0 || slices.ContainsFunc(cfg.Cases, func(c string) bool { return c != historyCase })
+	cfg.Cases = slices.DeleteFunc(cfg.Cases, func(c string) bool { return c == historyCase })
 	cfg.Systems = split(systems)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := profiled(cpuProfile, memProfile, func() int { return run(ctx, cfg, addr) })
+	var hist *bench.HistoryConfig
+	if withHistory {
+		hist = &bench.HistoryConfig{CentrifugeDir: centrifugeDir, Held: held, Size: 256}
+	}
+	code := profiled(cpuProfile, memProfile, func() int { return run(ctx, cfg, addr, others, hist) })
 	stop()
 	os.Exit(code)
 }
 
-func run(ctx context.Context, cfg bench.Config, addr string) int {
+// historyCase selects the history rows (bench.RunHistory) in -cases.
+const historyCase = "history"
+
+func run(ctx context.Context, cfg bench.Config, addr string, others bool, hist *bench.HistoryConfig) int {
 	if addr == "" {
 		var stop func()
 		var err error
-		if addr, stop, err = startOwn(&cfg); err != nil {
+		if addr, stop, err = startOwn(&cfg, others); err != nil {
 			fmt.Fprintln(os.Stderr, "benchtable:", err)
 			return 2
 		}
@@ -90,6 +108,42 @@ func run(ctx context.Context, cfg bench.Config, addr string) int {
 	}
 	cfg.NewClient = func() redis.UniversalClient { return redis.NewClient(&redis.Options{Addr: addr}) }
 	cfg.Progress = os.Stderr
+	code := 0
+	if others {
+		code = runTable(ctx, cfg)
+	}
+	if hist != nil && ctx.Err() == nil {
+		code = max(code, runHistory(ctx, cfg, addr, *hist))
+	}
+	return code
+}
+
+// runHistory measures and prints the history rows.
+func runHistory(ctx context.Context, cfg bench.Config, addr string, hist bench.HistoryConfig) int {
+	hist.Addr, hist.NewClient, hist.Progress = addr, cfg.NewClient, os.Stderr
+	hist.Prefix = cfg.Prefix
+	if hist.Prefix == "" {
+		hist.Prefix = fmt.Sprintf("redispubsub-bench:h%d:", os.Getpid())
+	}
+	hist.Duration, hist.Rounds, hist.Publishers = cmp.Or(cfg.Duration, 300*time.Millisecond), cmp.Or(cfg.Rounds, 3), cmp.Or(cfg.Publishers, 64)
+	rep, err := bench.RunHistory(ctx, hist)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchtable:", err)
+		return 2
+	}
+	if err := rep.WriteTable(os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "benchtable:", err)
+		return 2
+	}
+	if rep.CentErr != nil {
+		fmt.Fprintln(os.Stderr, "benchtable:", rep.CentErr)
+		return 1
+	}
+	return 0
+}
+
+// runTable measures and prints the main table.
+func runTable(ctx context.Context, cfg bench.Config) int {
 	rep, err := bench.Run(ctx, cfg)
 	if rep != nil { // also when interrupted: what was measured
 		if err := rep.WriteTable(os.Stdout); err != nil {

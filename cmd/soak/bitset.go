@@ -30,6 +30,12 @@ func (b *bitset) set(n int) bool {
 	return true
 }
 
+// has reports whether n was marked.
+func (b *bitset) has(n int) bool {
+	w := n / 64
+	return n >= 0 && w < len(b.words) && b.words[w]&(uint64(1)<<(n%64)) != 0
+}
+
 // last returns the largest number received, or -1.
 func (b *bitset) last() int {
 	if b.count == 0 {

@@ -105,7 +105,11 @@ func (s *soak) finish(flowed time.Duration, mem *memory) bool {
 	}
 	var total redispubsub.SubscriberStats
 	var delivered, duplicates, unparsable int64
-	fmt.Println("soak: accounting per Subscriber: Σ (last number + 1 − distinct received) over its subscriptions and streams = Gaps + Dropped")
+	if s.c.recover {
+		fmt.Println("soak: accounting per Subscriber (recover): numbers not received whose Publish succeeded, over its subscriptions and streams = 0; Unrecovered = 0, HistoryLost = 0")
+	} else {
+		fmt.Println("soak: accounting per Subscriber: Σ (last number + 1 − distinct received) over its subscriptions and streams = Gaps + Dropped")
+	}
 	for _, sb := range s.subs {
 		st := sb.sub.Stats()
 		var missing int64
@@ -113,10 +117,23 @@ func (s *soak) finish(flowed time.Duration, mem *memory) bool {
 		for _, sn := range sb.subs {
 			sn.mu.Lock()
 			var m, distinct int64
-			for _, bs := range sn.streams {
+			for st, bs := range sn.streams {
 				last := bs.last()
 				distinct += int64(bs.count)
-				m += int64(last+1) - int64(bs.count)
+				if !s.c.recover {
+					m += int64(last+1) - int64(bs.count)
+					continue
+				}
+				// Only what was published is to be recovered: a number
+				// whose Publish failed counts when it was not received.
+				p := s.pubs[st.pub]
+				p.mu.Lock()
+				for n := 0; n <= last; n++ {
+					if !bs.has(n) && !p.failed[st.topic].has(n) {
+						m++
+					}
+				}
+				p.mu.Unlock()
 			}
 			duplicates += sn.duplicates
 			unparsable += sn.unparsable
@@ -126,13 +143,17 @@ func (s *soak) finish(flowed time.Duration, mem *memory) bool {
 			parts = append(parts, fmt.Sprintf("%s: %d received, %d missing", sn.name, distinct, m))
 		}
 		holds := uint64(missing) == st.Gaps+st.Dropped
+		if s.c.recover {
+			holds = missing == 0 && st.Unrecovered == 0 && st.HistoryLost == 0 && st.Dropped == 0
+		}
 		verdict := "holds"
 		if !holds {
 			verdict = "DOES NOT HOLD"
 			ok = false
 		}
-		fmt.Printf("soak:   subscriber %d: missing %d, gaps %d + drops %d = %d: %s (reconnects %d, decode failures %d)\n",
-			sb.index, missing, st.Gaps, st.Dropped, st.Gaps+st.Dropped, verdict, st.Reconnects, st.DecodeFailures)
+		fmt.Printf("soak:   subscriber %d: missing %d, gaps %d + drops %d = %d: %s (reconnects %d, decode failures %d, recovered %d, unrecovered %d, history lost %d)\n",
+			sb.index, missing, st.Gaps, st.Dropped, st.Gaps+st.Dropped, verdict, st.Reconnects, st.DecodeFailures,
+			st.Recovered, st.Unrecovered, st.HistoryLost)
 		slices.Sort(parts)
 		for _, part := range parts {
 			fmt.Printf("soak:     %s\n", part)
@@ -185,7 +206,11 @@ func (s *soak) subscribedEverywhere(want int64) bool {
 	var complete int64
 	for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
 		fields := strings.Fields(line)
-		if slices.Contains(fields, "sub="+strconv.Itoa(len(s.topics))) && slices.Contains(fields, "psub=1") {
+		psub := "psub=1"
+		if s.c.recover {
+			psub = "psub=0"
+		}
+		if slices.Contains(fields, "sub="+strconv.Itoa(len(s.topics))) && slices.Contains(fields, psub) {
 			complete++
 		}
 	}

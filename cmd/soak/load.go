@@ -53,6 +53,10 @@ type publisher struct {
 	next   []int // next number per topic
 	okMsgs int64
 	errs   int64
+	// failed marks, per topic, the numbers whose Publish returned an
+	// error (with -recover: a message never published is no message to
+	// recover, unless Redis ran it before the error).
+	failed []bitset
 }
 
 type subscriber struct {
@@ -103,7 +107,8 @@ func (s *soak) setup(ctx context.Context) error {
 	for i := range s.c.subscribers {
 		sb := &subscriber{index: i, client: redis.NewClient(&redis.Options{Addr: s.srv.Addr()})}
 		sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
-			Client: sb.client,
+			Client:  sb.client,
+			Recover: s.c.recover,
 			OnReconnect: func(redispubsub.ReconnectEvent) {
 				now := time.Now()
 				sb.reconnectMu.Lock()
@@ -128,6 +133,9 @@ func (s *soak) setup(ctx context.Context) error {
 			}
 			sb.consume(&subscription{name: fmt.Sprintf("sub%d/%s", i, topic), fixedTopic: topic, topics: []int{t}}, ch)
 		}
+		if s.c.recover {
+			continue // recovery is per channel
+		}
 		ch, err := sub.SubscribePattern(sctx, "soak.*")
 		if err != nil {
 			return err
@@ -136,8 +144,12 @@ func (s *soak) setup(ctx context.Context) error {
 	}
 	for i := range s.c.publishers {
 		opts := &redis.Options{Addr: s.srv.Addr(), MaxRetries: s.c.publisherRetries}
-		p := &publisher{index: i, client: redis.NewClient(opts), next: make([]int, len(s.topics))}
-		pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: p.client}, nil)
+		p := &publisher{index: i, client: redis.NewClient(opts), next: make([]int, len(s.topics)), failed: make([]bitset, len(s.topics))}
+		config := redispubsub.PublisherConfig{Client: p.client}
+		if s.c.recover {
+			config.History = redispubsub.History{Size: soakHistorySize}
+		}
+		pub, err := redispubsub.NewPublisher(config, nil)
 		if err != nil {
 			return err
 		}
@@ -146,6 +158,10 @@ func (s *soak) setup(ctx context.Context) error {
 	}
 	return ctx.Err()
 }
+
+// soakHistorySize is each topic's history with -recover: far more than an
+// outage of the soak publishes.
+const soakHistorySize = 100_000
 
 func (sb *subscriber) consume(sn *subscription, ch <-chan *message.Message) {
 	sn.streams = make(map[stream]*bitset)
@@ -216,6 +232,7 @@ func (s *soak) publish(ctx context.Context, p *publisher) {
 		if err := s.publishOne(p, t, payload{P: p.index, T: t, N: n}, 2*time.Second); err != nil {
 			p.mu.Lock()
 			p.errs++
+			p.failed[t].set(n)
 			p.mu.Unlock()
 		} else {
 			p.mu.Lock()

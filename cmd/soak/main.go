@@ -9,7 +9,11 @@
 //	go run ./cmd/soak -duration 1m -kill-every 15s -client-kill-every 5s
 //
 // Every Subscriber subscribes every topic and the pattern of all of them
-// before the Publishers start, and Acks every message at once. At the end
+// before the Publishers start, and Acks every message at once. With
+// -recover the Publishers keep a history, the Subscribers recover from it
+// (no pattern: recovery is per channel), the server keeps an append-only
+// file, and the accounting requires what was missed to be 0, with nothing
+// unrecovered. At the end
 // the faults stop, every Publisher publishes a marker on every topic, and
 // soak waits until every subscription got them; then it checks, for each
 // Subscriber, that what its subscriptions never got is what it counted:
@@ -58,6 +62,10 @@ type config struct {
 	redisServer      string
 	publisherRetries int
 	endTimeout       time.Duration
+	// recover: Publishers with a History, Subscribers with Recover, no
+	// pattern subscription, the server with an append-only file (fsync
+	// always) so that the history survives its kills.
+	recover bool
 }
 
 func main() {
@@ -73,6 +81,7 @@ func main() {
 	flag.StringVar(&c.redisServer, "redis-server", "", "redis-server binary (default: $REDIS_SERVER, else PATH)")
 	flag.IntVar(&c.publisherRetries, "publisher-retries", 0, "MaxRetries of the Publishers' clients (0: go-redis's default, 3; -1: none)")
 	flag.DurationVar(&c.endTimeout, "end-timeout", time.Minute, "bound of the end phase (markers, closing)")
+	flag.BoolVar(&c.recover, "recover", false, "Publishers with a history, Subscribers with Recover (no pattern subscription; the server keeps an append-only file, fsync always, and the Publishers' clients do not retry unless -publisher-retries says so): the accounting then requires missing = 0")
 	flag.Parse()
 	if c.publishers < 1 || c.subscribers < 1 || c.topics < 1 || c.duration <= 0 {
 		fmt.Fprintln(os.Stderr, "soak: -publishers, -subscribers, -topics and -duration must be positive")
@@ -101,7 +110,16 @@ func (l *countingLog) Printf(_ context.Context, format string, v ...any) {
 }
 
 func run(ctx context.Context, c config) int {
-	srv, err := redisproc.Start(redisproc.Options{Binary: c.redisServer})
+	opts := redisproc.Options{Binary: c.redisServer}
+	if c.recover {
+		opts.Args = []string{"--appendonly", "yes", "--appendfsync", "always"}
+		if c.publisherRetries == 0 {
+			// A pipeline sent again after Redis ran it would append its
+			// messages to the history twice, under new offsets.
+			c.publisherRetries = -1
+		}
+	}
+	srv, err := redisproc.Start(opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "soak:", err)
 		return 2
@@ -111,8 +129,12 @@ func run(ctx context.Context, c config) int {
 			fmt.Fprintln(os.Stderr, "soak:", err)
 		}
 	}()
-	fmt.Printf("soak: %s on %s (%s); %v, %d publishers at %d msg/s each, %d subscribers, %d topics + 1 pattern; kill every %v (down %v), CLIENT KILL every %v\n",
-		srv.Binary(), srv.Addr(), srv.Dir(), c.duration, c.publishers, c.rate, c.subscribers, c.topics, c.killEvery, c.down, c.clientKillEvery)
+	subscribed := "topics + 1 pattern"
+	if c.recover {
+		subscribed = "topics, recovering from a history (server with an append-only file)"
+	}
+	fmt.Printf("soak: %s on %s (%s); %v, %d publishers at %d msg/s each, %d subscribers, %d %s; kill every %v (down %v), CLIENT KILL every %v\n",
+		srv.Binary(), srv.Addr(), srv.Dir(), c.duration, c.publishers, c.rate, c.subscribers, c.topics, subscribed, c.killEvery, c.down, c.clientKillEvery)
 
 	mem := startMemory()
 	s := newSoak(c, srv)

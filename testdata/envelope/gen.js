@@ -95,6 +95,14 @@ const cases = {
       rps_since: '1796055553462',
     },
   },
+  // What a Go Publisher with a History sends: the history script writes
+  // the history's epoch and the message's offset into the metadata
+  // (rps_epoch, rps_offset), sorted with the others; the offset numbers
+  // the message, so there is no sequence stamp.
+  history: {
+    type: 'call.responded', id: 'uuid-123', payload: { ok: true }, uuid: 'u-11',
+    metadata: { k: 'v', rps_epoch: '3f2kq9x1', rps_offset: '42', z: 'last' },
+  },
 };
 
 for (const [name, c] of Object.entries(cases)) {

@@ -1114,3 +1114,47 @@ func TestInterop_DispatchEventDoesNotEscapeHTML(t *testing.T) {
 	assert.JSONEq(t, `{"ok":false,"n":0,"text":"<b>&</b>"}`, string(d["payload"]))
 	listener.requireDone()
 }
+
+// A TypeScript listener (createRedisEventTarget) receives what a Publisher
+// with a History publishes, unaffected, and reads each message's position
+// from detail.metadata: rps_offset 1, 2, 3 and one rps_epoch, the same a Go
+// Subscriber reads (PositionOf).
+func TestInterop_HistoryPositionToTypeScript(t *testing.T) {
+	interopNeedNode(t)
+	t.Parallel()
+	srv := redistest.Start(t)
+	const topic = "chat.message:room-1"
+	listen := interopStart(t, srv, "listen", "--mode", "eventtarget", "--topic", topic,
+		"--count", "3", "--timeout-ms", interopPeerTimeoutMs)
+	pub := interopPublisher(t, srv, redispubsub.PublisherConfig{History: redispubsub.History{Size: 10}})
+	sub := interopSubscriber(t, srv, redispubsub.SubscriberConfig{})
+	ch, err := sub.Subscribe(interopCtx(t), topic)
+	require.NoError(t, err)
+	listen.ready()
+	for i := 1; i <= 3; i++ {
+		require.NoError(t, pub.Publish(topic, message.NewMessage(watermill.NewUUID(), []byte(`{"n":`+strconv.Itoa(i)+`}`))))
+	}
+	var epoch string
+	for i := 1; i <= 3; i++ {
+		msg := testutil.Receive(t, ch)
+		pos, ok := redispubsub.PositionOf(msg)
+		require.True(t, ok)
+		msg.Ack()
+		require.Equal(t, uint64(i), pos.Offset)
+
+		var l interopTSLine
+		require.NoError(t, json.Unmarshal([]byte(listen.next()), &l))
+		var d interopDetail
+		require.NoError(t, json.Unmarshal(l.Detail, &d))
+		assert.JSONEq(t, `{"n":`+strconv.Itoa(i)+`}`, string(d["payload"]))
+		var metadata map[string]string
+		require.NoError(t, json.Unmarshal(d["metadata"], &metadata))
+		assert.Equal(t, strconv.Itoa(i), metadata[redispubsub.MetadataOffset])
+		assert.Equal(t, pos.Epoch, metadata[redispubsub.MetadataEpoch])
+		if epoch == "" {
+			epoch = pos.Epoch
+		}
+		assert.Equal(t, epoch, metadata[redispubsub.MetadataEpoch])
+	}
+	listen.requireDone()
+}

@@ -1,0 +1,147 @@
+package redispubsub
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/alkdev/watermill-redispubsub/internal/hashslot"
+)
+
+// splice writes epoch and offset where the history script writes them (the
+// same string operations as historyScript's Lua).
+func splice(t *testing.T, body []byte, epoch, offset string) string {
+	t.Helper()
+	m, ok := placeholdersOf(body)
+	require.True(t, ok, "no placeholders in %s", body)
+	return string(body[:m.epoch]) + epoch + string(body[m.epoch:m.offset]) + offset + string(body[m.offset:])
+}
+
+// A message with a history on the wire, pinned by the golden file that
+// Node wrote (testdata/envelope/gen.js): the envelope reserves the
+// position's values, the script's splice fills them, and the result is the
+// envelope with rps_epoch and rps_offset sorted in with the message's
+// metadata (no sequence stamp: the offset numbers the message). The stamp
+// reader finds the position; decoding keeps it in the metadata.
+func TestHistoryGolden(t *testing.T) {
+	golden, err := os.ReadFile(filepath.Join("testdata", "envelope", "history.json"))
+	require.NoError(t, err)
+	msg := message.NewMessage("u-11", []byte(`{"ok":true}`))
+	msg.Metadata.Set("k", "v")
+	msg.Metadata.Set("z", "last")
+	msg.Metadata.Set(MetadataOffset, "9") // relayed from another channel: replaced
+	body, err := marshal(JSONEnvelopeMarshaler{}, "call.responded:uuid-123", msg, &stamp{history: true})
+	require.NoError(t, err)
+	assert.Contains(t, string(body), `"rps_epoch":"","rps_offset":""`)
+	published := splice(t, body, "3f2kq9x1", "42")
+	require.Equal(t, string(golden), published)
+
+	got, ok := JSONEnvelopeMarshaler{}.stampOf(published)
+	require.True(t, ok)
+	assert.Equal(t, Position{Offset: 42, Epoch: "3f2kq9x1"}, got.position)
+	assert.False(t, got.sequenced())
+
+	decoded, err := unmarshal(JSONEnvelopeMarshaler{}, "call.responded:uuid-123", published)
+	require.NoError(t, err)
+	assert.Equal(t, message.Metadata{"k": "v", "z": "last", MetadataEpoch: "3f2kq9x1", MetadataOffset: "42"}, decoded.Metadata)
+	pos, ok := PositionOf(decoded)
+	require.True(t, ok)
+	assert.Equal(t, "42-3f2kq9x1", pos.String())
+}
+
+// A stamp with both a sequence number and a position (not what a Publisher
+// sends today) is read whole; a message's own rps_seq is kept when there
+// is no sequence stamp.
+func TestHistoryStampReading(t *testing.T) {
+	st := stamp{publisher: "p", seq: 7, since: 1, channel: channelChecksum("t"), scoped: true, history: true}
+	body, err := marshal(JSONEnvelopeMarshaler{}, "t", message.NewMessage("u", []byte(`{}`)), &st)
+	require.NoError(t, err)
+	got, ok := JSONEnvelopeMarshaler{}.stampOf(splice(t, body, "e", "5"))
+	require.True(t, ok)
+	assert.Equal(t, uint64(7), got.seq)
+	assert.Equal(t, Position{Offset: 5, Epoch: "e"}, got.position)
+
+	msg := message.NewMessage("u", []byte(`{}`))
+	msg.Metadata.Set(MetadataSequence, "user's") // not a stamp: kept
+	body, err = marshal(JSONEnvelopeMarshaler{}, "t", msg, &stamp{history: true})
+	require.NoError(t, err)
+	published := splice(t, body, "e1", "3")
+	assert.Equal(t, `{"type":"t","payload":{},"uuid":"u","metadata":{"rps_epoch":"e1","rps_offset":"3","rps_seq":"user's"}}`, published)
+	got, ok = JSONEnvelopeMarshaler{}.stampOf(published)
+	require.True(t, ok)
+	assert.False(t, got.sequenced())
+	assert.Equal(t, Position{Offset: 3, Epoch: "e1"}, got.position)
+}
+
+// The placeholders found are the metadata's, whatever the payload and the
+// other metadata values hold.
+func TestHistoryPlaceholdersAreTheMetadatas(t *testing.T) {
+	msg := message.NewMessage("u", []byte(`{"rps_epoch":"","rps_offset":"","x":{"metadata":{"rps_offset":""}}}`))
+	msg.Metadata.Set("zz", `"rps_offset":""`)
+	msg.Metadata.Set("a", `"rps_epoch":""`)
+	body, err := marshal(JSONEnvelopeMarshaler{}, "t", msg, &stamp{history: true})
+	require.NoError(t, err)
+	published := splice(t, body, "ep", "77")
+	decoded, err := unmarshal(JSONEnvelopeMarshaler{}, "t", published)
+	require.NoError(t, err)
+	assert.Equal(t, string(msg.Payload), string(decoded.Payload))
+	assert.Equal(t, message.Metadata{"zz": `"rps_offset":""`, "a": `"rps_epoch":""`, MetadataEpoch: "ep", MetadataOffset: "77"},
+		decoded.Metadata)
+	_, ok := placeholdersOf([]byte(`{"type":"t","payload":{"rps_epoch":"","rps_offset":""},"metadata":{"k":"v"}}`))
+	assert.True(t, ok, "a payload's are found when the metadata has none: the Publisher never sends such a body")
+}
+
+// The history's keys hash to the channel's slot: a channel with a hash tag
+// keeps it first, any other is put in braces; a channel with a "}" outside
+// a tag cannot have a history.
+func TestHistoryKeysShareTheChannelSlot(t *testing.T) {
+	for _, channel := range []string{
+		"chat", "app:events:call.responded:uuid-123", "{user1}.chat", "app:{t}:x", "x{y}z{w}",
+		"a{b", "{", "{{a}}", "emoji:ü{ß}", "a{b{c}d",
+	} {
+		stream, meta, err := historyKeys(channel)
+		require.NoError(t, err, channel)
+		assert.Equal(t, hashslot.Of(channel), hashslot.Of(stream), "%q: %q", channel, stream)
+		assert.Equal(t, hashslot.Of(channel), hashslot.Of(meta), "%q: %q", channel, meta)
+		assert.NotEqual(t, stream, meta)
+	}
+	stream, meta, err := historyKeys("myapp:events:chat")
+	require.NoError(t, err)
+	assert.Equal(t, "rps:hist:{myapp:events:chat}", stream)
+	assert.Equal(t, "rps:meta:{myapp:events:chat}", meta)
+	stream, _, err = historyKeys("room:{42}:messages")
+	require.NoError(t, err)
+	assert.Equal(t, "rps:hist:room:{42}:messages", stream)
+
+	for _, channel := range []string{"a}b", "}", "{}x}", "a{}b}", "a{}b{c}", "{}", ""} {
+		_, _, err := historyKeys(channel)
+		require.ErrorIs(t, err, errNoHistorySlot, channel)
+	}
+}
+
+func TestHistoryConfig(t *testing.T) {
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
+	t.Cleanup(func() { _ = client.Close() })
+	valid := PublisherConfig{Client: client, History: History{Size: 10}}
+	require.NoError(t, valid.Validate())
+	valid.setDefaults()
+	assert.Equal(t, DefaultHistoryTTL, valid.History.TTL)
+
+	for name, c := range map[string]PublisherConfig{
+		"negative size": {Client: client, History: History{Size: -1}},
+		"short TTL":     {Client: client, History: History{Size: 1, TTL: time.Microsecond}},
+		"msgpack":       {Client: client, History: History{Size: 1}, Marshaler: MsgpackMarshaler{}},
+		"raw JSON":      {Client: client, History: History{Size: 1}, Marshaler: RawJSONMarshaler{}},
+	} {
+		err := c.Validate()
+		require.ErrorIs(t, err, ErrInvalidConfig, name)
+		t.Log(err)
+	}
+	require.NoError(t, PublisherConfig{Client: client, History: History{TTL: -1}}.Validate(), "no history: TTL unused")
+}
