@@ -583,3 +583,26 @@ func TestRecoverOffsetThatSkips(t *testing.T) {
 	assert.Zero(t, stats.Reconnects)
 	assert.Zero(t, stats.Unrecovered)
 }
+
+// A pattern subscription (not recovered) counts the gaps of a channel with
+// a history by its offsets: what an outage cost, exactly.
+func TestHistoryGapsOnAPatternSubscription(t *testing.T) {
+	srv := redistest.Start(t)
+	pub := recPublisher(t, srv.NewClient(t), 100, nil)
+	sub, proxy, reconnects, gaps := recOutageSubscriber(t, srv)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ch, err := sub.SubscribePattern(ctx, "rec.pattern.*")
+	require.NoError(t, err)
+	const topic = "rec.pattern.a"
+	recPublish(t, pub, topic, 0, 1)
+	recReceive(t, ch, 1)
+	recOutage(t, proxy, reconnects, func() { recPublish(t, pub, topic, 1, 5) }) // offsets 2..6, missed
+	recPublish(t, pub, topic, 6, 1)
+	got := recReceive(t, ch, 1)
+	assert.Equal(t, uint64(7), got[0].Offset)
+	ev := testutil.Wait(t, gaps, "the gap")
+	assert.Equal(t, redispubsub.GapEvent{Topic: topic, Publisher: got[0].Epoch, First: 2, Last: 6}, ev)
+	assert.Equal(t, uint64(5), sub.Stats().Gaps)
+	assert.Zero(t, sub.Stats().Recovered)
+}
