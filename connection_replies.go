@@ -65,6 +65,11 @@ func (c *connection) route(f *frame) {
 		c.mu.Unlock()
 		return
 	}
+	if stamped && !stp.sequenced() && stp.position.Offset != 0 {
+		// A history's message on a pattern subscription: its offset is
+		// its number in the channel's stream of that epoch.
+		stp.publisher, stp.seq = stp.position.Epoch, stp.position.Offset
+	}
 	// The stream is checked whether or not a subscription takes the
 	// message: one may be joining, and it must not see a gap later.
 	ev, verdict := c.checkSequence(st, channel, stp, stamped && !s.config.DisableGapDetection)

@@ -110,18 +110,29 @@ func hasHashTag(name string) bool {
 //	ARGV[1] channel, ARGV[2] body, ARGV[3] and ARGV[4] where the epoch and
 //	the offset go in the body (bytes before them), ARGV[5] history size,
 //	ARGV[6] TTL in milliseconds, ARGV[7] the epoch to use if the history is
-//	new, ARGV[8] "publish" or "spublish"
+//	new, ARGV[8] "publish" or "spublish", ARGV[9] "p:" and the Publisher's
+//	id, ARGV[10] the Publisher's number of the message on the channel
 //
-// It returns what PUBLISH returns: the number of receivers. A history whose
-// meta hash is gone (expired, evicted, flushed) starts again with a new
-// epoch, its stream deleted: offsets begin at 1 again.
+// It returns what PUBLISH returns, the number of receivers, or -1 for a
+// message it ran already: go-redis sends a pipeline again when its
+// connection broke, also after Redis ran it, and the meta hash keeps each
+// Publisher's last number (a field of about 40 bytes per Publisher that
+// published while the history lived). A history whose meta hash is gone
+// (expired, evicted, flushed) starts again with a new epoch, its stream
+// deleted: offsets begin at 1 again.
 var historyScript = redis.NewScript(`
 local epoch = redis.call('hget', KEYS[2], 'e')
 if not epoch then
 	epoch = ARGV[7]
 	redis.call('del', KEYS[1])
 	redis.call('hset', KEYS[2], 'e', epoch)
+else
+	local last = redis.call('hget', KEYS[2], ARGV[9])
+	if last and tonumber(last) >= tonumber(ARGV[10]) then
+		return -1
+	end
 end
+redis.call('hset', KEYS[2], ARGV[9], ARGV[10])
 local offset = string.format('%d', redis.call('hincrby', KEYS[2], 's', 1))
 local body = ARGV[2]
 local e, o = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -132,9 +143,14 @@ redis.call('pexpire', KEYS[2], ARGV[6])
 return redis.call(ARGV[8], ARGV[1], body)
 `)
 
-// historyMarks are where the script writes a body's epoch and offset: the
-// number of bytes before each.
-type historyMarks struct{ epoch, offset int }
+// historyMarks are where the script writes a body's epoch and offset (the
+// number of bytes before each), and the Publisher's id and number of the
+// message on its channel, with which the script runs a message once.
+type historyMarks struct {
+	epoch, offset int
+	publisher     string
+	seq           uint64
+}
 
 // placeholdersOf finds the empty values of MetadataEpoch and MetadataOffset
 // that the envelope reserves in body (see stamp.history). The metadata is the
@@ -165,7 +181,8 @@ func (p *Publisher) historyCommand(ctx context.Context, channel string, keys [2]
 	}
 	h := p.config.History
 	cmd := redis.NewIntCmd(ctx, "evalsha", historyScript.Hash(), 2, keys[0], keys[1],
-		channel, body, marks.epoch, marks.offset, h.Size, h.TTL.Milliseconds(), newEpoch(), publish)
+		channel, body, marks.epoch, marks.offset, h.Size, h.TTL.Milliseconds(), newEpoch(), publish,
+		"p:"+marks.publisher, marks.seq)
 	cmd.SetFirstKeyPos(3)
 	return cmd
 }

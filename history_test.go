@@ -1,6 +1,7 @@
 package redispubsub
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/alkdev/watermill-redispubsub/internal/hashslot"
+	"github.com/alkdev/watermill-redispubsub/internal/redistest"
 )
 
 // splice writes epoch and offset where the history script writes them (the
@@ -144,4 +146,39 @@ func TestHistoryConfig(t *testing.T) {
 		t.Log(err)
 	}
 	require.NoError(t, PublisherConfig{Client: client, History: History{TTL: -1}}.Validate(), "no history: TTL unused")
+}
+
+// A pipeline that go-redis sends again after Redis ran it (its connection
+// broke before the reply) runs the script again with the same Publisher id
+// and number: the message is appended and published once, the second run
+// answers -1. A later number of the same Publisher goes on.
+func TestHistoryScriptRunsAMessageOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	client := srv.NewClient(t)
+	p, err := NewPublisher(PublisherConfig{Client: client, History: History{Size: 10}}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	ctx := context.Background()
+	require.NoError(t, historyScript.Load(ctx, client).Err())
+	stream, meta, err := historyKeys("once")
+	require.NoError(t, err)
+	body, err := marshal(JSONEnvelopeMarshaler{}, "once", message.NewMessage("u", []byte(`{}`)), &stamp{history: true})
+	require.NoError(t, err)
+	marks, ok := placeholdersOf(body)
+	require.True(t, ok)
+	marks.publisher = "pub-1"
+	run := func(seq uint64) int64 {
+		m := marks
+		m.seq = seq
+		cmd := p.historyCommand(ctx, "once", [2]string{stream, meta}, body, m)
+		require.NoError(t, client.Process(ctx, cmd))
+		return cmd.Val()
+	}
+	assert.Equal(t, int64(0), run(1), "no receivers")
+	assert.Equal(t, int64(-1), run(1), "run already")
+	assert.Equal(t, int64(1), client.XLen(ctx, stream).Val())
+	assert.Equal(t, int64(0), run(2))
+	assert.Equal(t, int64(-1), run(1))
+	assert.Equal(t, int64(2), client.XLen(ctx, stream).Val())
+	assert.Equal(t, "2", client.HGet(ctx, meta, "s").Val())
 }

@@ -162,17 +162,16 @@ func (p *Publisher) encode(call *publishCall) error {
 	sum := channelChecksum(call.channel)
 	for i, msg := range call.msgs {
 		var st *stamp
-		if !p.config.DisableSequenceNumbers && !history {
-			// With a history the offset is the message's number: one
-			// sequence for every Publisher, gaps counted by it.
+		switch {
+		case history:
+			// The offset numbers the message, one sequence for every
+			// Publisher: no sequence stamp. The Publisher's own number
+			// goes to the script alone, which runs each once.
+			stream.last++
+			st = &stamp{history: true}
+		case !p.config.DisableSequenceNumbers:
 			stream.last++
 			st = &stamp{publisher: p.id, seq: stream.last, since: stream.since, channel: sum, scoped: true}
-		}
-		if history {
-			if st == nil {
-				st = &stamp{}
-			}
-			st.history = true
 		}
 		body, err := marshal(p.config.Marshaler, call.topic, msg, st)
 		if err != nil {
@@ -188,10 +187,11 @@ func (p *Publisher) encode(call *publishCall) error {
 			if !ok {
 				return fmt.Errorf("redispubsub: message %s for topic %q: the envelope has no room for its position", msg.UUID, call.topic)
 			}
+			marks.publisher, marks.seq = p.id, stream.last
 			call.marks[i] = marks
 		}
 	}
-	if !p.config.DisableSequenceNumbers && !history {
+	if history || !p.config.DisableSequenceNumbers {
 		p.sequences[call.channel] = stream
 	}
 	return nil

@@ -294,7 +294,8 @@ const (
 // GapEvent reports messages that a Subscriber never received: sequence
 // numbers First to Last (inclusive) of one publisher on one channel, or, on
 // a channel with a history (PublisherConfig.History), its offsets First to
-// Last (MetadataOffset; Publisher is empty). They
+// Last (MetadataOffset; Publisher is empty, or, for a pattern subscription,
+// the history's epoch). They
 // were lost by Redis (published while the Subscriber was disconnected, or on
 // a connection Redis closed) or never sent (their Publish failed).
 type GapEvent struct {

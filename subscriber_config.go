@@ -203,7 +203,7 @@ type SubscriberConfig struct {
 	// messages that arrived meanwhile, without duplicates. What the history
 	// no longer holds is counted (SubscriberStats.Unrecovered, HistoryLost)
 	// and reported to OnGap. Messages without a position, and pattern
-	// subscriptions, are as without it. Needs read access to the history
+	// subscriptions (which count gaps by offset), are as without it. Needs read access to the history
 	// keys (see History). Default: false.
 	Recover bool
 }

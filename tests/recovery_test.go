@@ -97,9 +97,9 @@ func TestHistoryStampsOffsetsAndKeepsTheLast(t *testing.T) {
 	assert.Equal(t, "3-0", entries[0].ID)
 	assert.Equal(t, "7-0", entries[4].ID)
 	assert.Contains(t, entries[4].Values["d"], `"rps_epoch":"`+positions[0].Epoch+`","rps_offset":"7"`)
-	meta, err := client.HGetAll(ctx, "rps:meta:{hist.stamp}").Result()
+	meta, err := client.HMGet(ctx, "rps:meta:{hist.stamp}", "e", "s").Result()
 	require.NoError(t, err)
-	assert.Equal(t, map[string]string{"e": positions[0].Epoch, "s": "7"}, meta)
+	assert.Equal(t, []any{positions[0].Epoch, "7"}, meta)
 	ttl, err := client.PTTL(ctx, "rps:hist:{hist.stamp}").Result()
 	require.NoError(t, err)
 	assert.True(t, ttl > 50*time.Second && ttl <= time.Minute, "TTL %v: the last publication's", ttl)
@@ -582,4 +582,27 @@ func TestRecoverOffsetThatSkips(t *testing.T) {
 	assert.Equal(t, uint64(1), stats.Duplicates)
 	assert.Zero(t, stats.Reconnects)
 	assert.Zero(t, stats.Unrecovered)
+}
+
+// A pattern subscription (not recovered) counts the gaps of a channel with
+// a history by its offsets: what an outage cost, exactly.
+func TestHistoryGapsOnAPatternSubscription(t *testing.T) {
+	srv := redistest.Start(t)
+	pub := recPublisher(t, srv.NewClient(t), 100, nil)
+	sub, proxy, reconnects, gaps := recOutageSubscriber(t, srv)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ch, err := sub.SubscribePattern(ctx, "rec.pattern.*")
+	require.NoError(t, err)
+	const topic = "rec.pattern.a"
+	recPublish(t, pub, topic, 0, 1)
+	recReceive(t, ch, 1)
+	recOutage(t, proxy, reconnects, func() { recPublish(t, pub, topic, 1, 5) }) // offsets 2..6, missed
+	recPublish(t, pub, topic, 6, 1)
+	got := recReceive(t, ch, 1)
+	assert.Equal(t, uint64(7), got[0].Offset)
+	ev := testutil.Wait(t, gaps, "the gap")
+	assert.Equal(t, redispubsub.GapEvent{Topic: topic, Publisher: got[0].Epoch, First: 2, Last: 6}, ev)
+	assert.Equal(t, uint64(5), sub.Stats().Gaps)
+	assert.Zero(t, sub.Stats().Recovered)
 }

@@ -81,7 +81,7 @@ func main() {
 	flag.StringVar(&c.redisServer, "redis-server", "", "redis-server binary (default: $REDIS_SERVER, else PATH)")
 	flag.IntVar(&c.publisherRetries, "publisher-retries", 0, "MaxRetries of the Publishers' clients (0: go-redis's default, 3; -1: none)")
 	flag.DurationVar(&c.endTimeout, "end-timeout", time.Minute, "bound of the end phase (markers, closing)")
-	flag.BoolVar(&c.recover, "recover", false, "Publishers with a history, Subscribers with Recover (no pattern subscription; the server keeps an append-only file, fsync always, and the Publishers' clients do not retry unless -publisher-retries says so): the accounting then requires missing = 0")
+	flag.BoolVar(&c.recover, "recover", false, "Publishers with a history, Subscribers with Recover (no pattern subscription; the server keeps an append-only file, fsync always): the accounting then requires missing = 0")
 	flag.Parse()
 	if c.publishers < 1 || c.subscribers < 1 || c.topics < 1 || c.duration <= 0 {
 		fmt.Fprintln(os.Stderr, "soak: -publishers, -subscribers, -topics and -duration must be positive")
@@ -113,11 +113,6 @@ func run(ctx context.Context, c config) int {
 	opts := redisproc.Options{Binary: c.redisServer}
 	if c.recover {
 		opts.Args = []string{"--appendonly", "yes", "--appendfsync", "always"}
-		if c.publisherRetries == 0 {
-			// A pipeline sent again after Redis ran it would append its
-			// messages to the history twice, under new offsets.
-			c.publisherRetries = -1
-		}
 	}
 	srv, err := redisproc.Start(opts)
 	if err != nil {
