@@ -125,6 +125,17 @@ func TestParallel(t *testing.T) {
 	require.EqualValues(t, 1, made.Load(), "no call is made after one failed")
 }
 
+// closerFunc is an io.Closer.
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
+func TestCloseReturnsCloseError(t *testing.T) {
+	refused := errors.New("refused")
+	require.ErrorIs(t, testutil.Close(t, closerFunc(func() error { return refused }), "the closer"), refused)
+	require.NoError(t, testutil.Close(t, closerFunc(func() error { return nil }), "the closer"))
+}
+
 func TestWaitGroup(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Add(1)
