@@ -8,7 +8,6 @@ package tests
 // has one.
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -20,7 +19,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -237,7 +235,7 @@ type programRun struct {
 	bin            string
 	env            []string
 	cmd            *exec.Cmd
-	stdout, stderr *syncBuffer
+	stdout, stderr *testutil.Buffer
 	exited         chan struct{} // closed once err is set
 	err            error         // what cmd.Wait returned
 }
@@ -250,7 +248,7 @@ const programTimeout = time.Minute
 // still runs.
 func startProgram(t *testing.T, bin string, env, args []string) *programRun {
 	t.Helper()
-	r := &programRun{bin: bin, env: env, stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	r := &programRun{bin: bin, env: env, stdout: &testutil.Buffer{}, stderr: &testutil.Buffer{}, exited: make(chan struct{})}
 	r.cmd = r.command(t, args...)
 	r.cmd.Stdout, r.cmd.Stderr = r.stdout, r.stderr
 	require.NoError(t, r.cmd.Start())
@@ -321,22 +319,4 @@ func scrapeMetrics(t *testing.T, url string) string {
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	return string(body)
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -146,22 +144,9 @@ func (p *proc) signal(t *testing.T, sig os.Signal) {
 	require.NoError(t, p.cmd.Process.Signal(sig))
 }
 
-// collector is an io.Writer that keeps what it got, safe for concurrent use.
+// collector keeps a command's output as it comes.
 type collector struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (c *collector) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.buf.Write(p)
-}
-
-func (c *collector) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.buf.String()
+	testutil.Buffer
 }
 
 // lines returns the complete lines written so far.

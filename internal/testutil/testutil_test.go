@@ -136,6 +136,21 @@ func TestCloseReturnsCloseError(t *testing.T) {
 	require.NoError(t, testutil.Close(t, closerFunc(func() error { return nil }), "the closer"))
 }
 
+func TestBufferTakesConcurrentWrites(t *testing.T) {
+	var b testutil.Buffer
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 100 {
+				_, _ = b.Write([]byte("ab"))
+				_ = b.String()
+			}
+		})
+	}
+	testutil.WaitGroup(t, &wg, "the writers")
+	require.Len(t, b.String(), 4*100*2)
+}
+
 func TestWaitGroup(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Add(1)
