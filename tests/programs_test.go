@@ -9,7 +9,6 @@ package tests
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -103,7 +102,9 @@ var programs = []program{
 		pkg: "./examples/observability", args: []string{"-listen", "127.0.0.1:0"}, embedded: true, withRedis: true,
 		stdout: []string{"counted order "},
 		drive: func(t *testing.T, r *programRun) {
-			line := r.waitStdout(t, regexp.MustCompile(`metrics on http://(\S+)/metrics; an order every 500ms until Ctrl-C`))
+			r.WaitStdout(t, "; an order every 500ms until Ctrl-C\n")
+			line := regexp.MustCompile(`metrics on http://(\S+)/metrics; `).FindStringSubmatch(r.Stdout.String())
+			require.NotNil(t, line, r.Stdout.String())
 			published := regexp.MustCompile(`(?m)^redispubsub_publisher_published_total\{name="orders"\} (\d+)$`)
 			testutil.Eventually(t, func() bool {
 				m := published.FindStringSubmatch(scrapeMetrics(t, "http://"+line[1]+"/metrics"))
@@ -114,7 +115,7 @@ var programs = []program{
 				require.NoError(t, err)
 				return n >= 2
 			}, "/metrics to count the first order and its counted copy")
-			r.signal(t, os.Interrupt)
+			r.Signal(t, os.Interrupt)
 		},
 	},
 	{
@@ -123,7 +124,7 @@ var programs = []program{
 		pkg: "./cmd/redispubsub", args: []string{"tail", "--count", "1", "call.responded:uuid-123"}, withRedis: true,
 		stdout: []string{` call.responded:uuid-123 type=call.responded id=uuid-123 uuid=`, `metadata={"trace":"t-1"} payload={"ok":true}` + "\n"},
 		drive: func(t *testing.T, r *programRun) {
-			r.waitStderr(t, "redispubsub tail: subscribed to call.responded:uuid-123 on ")
+			r.WaitStderr(t, "redispubsub tail: subscribed to call.responded:uuid-123 on ")
 			publish := r.command(t, "publish", "call.responded:uuid-123", `{"ok":true}`, "-m", "trace=t-1")
 			out, err := publish.CombinedOutput()
 			require.NoError(t, err, "%s", out)
@@ -178,9 +179,10 @@ func TestPrograms(t *testing.T) {
 				if p.drive != nil {
 					p.drive(t, r)
 				}
-				r.requireSuccess(t)
+				code := r.Wait(t)
+				require.Zero(t, code, "exit status\nstdout:\n%s\nstderr:\n%s", r.Stdout.String(), r.Stderr.String())
 				for _, want := range p.stdout {
-					require.Contains(t, r.stdout.String(), want, "stdout (stderr:\n%s)", r.stderr.String())
+					require.Contains(t, r.Stdout.String(), want, "stdout (stderr:\n%s)", r.Stderr.String())
 				}
 			})
 		}
@@ -230,14 +232,11 @@ func buildPrograms(t *testing.T) string {
 	return dir
 }
 
-// programRun is a running program whose output is collected as it comes.
+// programRun is a running program.
 type programRun struct {
-	bin            string
-	env            []string
-	cmd            *exec.Cmd
-	stdout, stderr *testutil.Buffer
-	exited         chan struct{} // closed once err is set
-	err            error         // what cmd.Wait returned
+	*testutil.Command
+	bin string
+	env []string
 }
 
 // programTimeout bounds a program's run; it only runs out when one hangs.
@@ -248,18 +247,8 @@ const programTimeout = time.Minute
 // still runs.
 func startProgram(t *testing.T, bin string, env, args []string) *programRun {
 	t.Helper()
-	r := &programRun{bin: bin, env: env, stdout: &testutil.Buffer{}, stderr: &testutil.Buffer{}, exited: make(chan struct{})}
-	r.cmd = r.command(t, args...)
-	r.cmd.Stdout, r.cmd.Stderr = r.stdout, r.stderr
-	require.NoError(t, r.cmd.Start())
-	go func() {
-		defer close(r.exited)
-		r.err = r.cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		_ = r.cmd.Process.Kill()
-		<-r.exited
-	})
+	r := &programRun{bin: bin, env: env}
+	r.Command = testutil.StartCommand(t, r.command(t, args...))
 	return r
 }
 
@@ -271,42 +260,6 @@ func (r *programRun) command(t *testing.T, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, r.bin, args...)
 	cmd.Env = append(os.Environ(), r.env...)
 	return cmd
-}
-
-// requireSuccess waits until the program exits and fails the test unless
-// its status is 0.
-func (r *programRun) requireSuccess(t *testing.T) {
-	t.Helper()
-	<-r.exited // the command's context kills it after programTimeout
-	var exit *exec.ExitError
-	if errors.As(r.err, &exit) {
-		t.Fatalf("%s: %v\nstdout:\n%s\nstderr:\n%s", filepath.Base(r.bin), r.err, r.stdout.String(), r.stderr.String())
-	}
-	require.NoError(t, r.err)
-}
-
-// waitStdout waits until a line of stdout matches re and returns the match
-// and its groups.
-func (r *programRun) waitStdout(t *testing.T, re *regexp.Regexp) []string {
-	t.Helper()
-	var match []string
-	testutil.Eventually(t, func() bool {
-		match = re.FindStringSubmatch(r.stdout.String())
-		return match != nil
-	}, "stdout to match %q; it holds %q", re, r.stdout)
-	return match
-}
-
-// waitStderr waits until stderr holds substr.
-func (r *programRun) waitStderr(t *testing.T, substr string) {
-	t.Helper()
-	testutil.Eventually(t, func() bool { return strings.Contains(r.stderr.String(), substr) }, "stderr to say %q", substr)
-}
-
-// signal sends sig to the program.
-func (r *programRun) signal(t *testing.T, sig os.Signal) {
-	t.Helper()
-	require.NoError(t, r.cmd.Process.Signal(sig))
 }
 
 // scrapeMetrics GETs url and returns the body.
