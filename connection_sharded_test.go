@@ -10,6 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/alkdev/watermill-redispubsub/internal/hashslot"
+	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 // newFakeShardedSubscriber returns a Subscriber in sharded mode on a
@@ -89,6 +91,29 @@ func TestSharded_ConnectionLeftEmptyByMovedIsClosed(t *testing.T) {
 }
 
 var _ = context.Background
+
+// In sharded mode a node connection closes once the UNSUBSCRIBE of its last
+// channel is confirmed (connection.go's state diagram; connectionIdle), on a
+// real cluster. (The bug: remove called connectionIdle right after queueing
+// the UNSUBSCRIBE, when pending still held it, and nothing called it once
+// it was confirmed: the connection, its two goroutines and its health-check
+// PINGs stayed for good.)
+func TestSharded_ConnectionLeftEmptyByUnsubscribeIsClosed(t *testing.T) {
+	cluster := redistest.StartCluster(t, 3)
+	sub, err := NewSubscriber(SubscriberConfig{Client: cluster.NewClient(t), Sharded: true}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = testutil.Close(t, sub, "the Subscriber") })
+	ctx, cancel := context.WithCancel(context.Background())
+	ch, err := sub.Subscribe(ctx, "orders")
+	require.NoError(t, err)
+	cancel()
+	testutil.RequireClosed(t, ch)
+	testutil.Eventually(t, func() bool {
+		sub.mu.Lock()
+		defer sub.mu.Unlock()
+		return len(sub.conns) == 0
+	}, "the idle node connection was not closed")
+}
 
 // A channel moves to a node whose connection has an UNSUBSCRIBE of it
 // queued and not written yet (the channel's last subscription there just

@@ -8,12 +8,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/stretchr/testify/require"
+
+	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 // Unit tests of the connection: a Subscriber on a fake socket (fakeredis_test.go),
-// every reply order and fault driven by the test, no server.
+// every reply order and fault driven by the test, no server; beside them, a
+// test on a real redis-server where Redis's own timing is the point.
 
 type subscribeResult struct {
 	out <-chan *message.Message
@@ -173,6 +178,72 @@ func TestConnection_RefusedBatchIsSentAgainAlone(t *testing.T) {
 		fc.send(p.message("a", envelope("a", 1)))
 		receive(t, out)
 	})
+}
+
+// When Redis refuses a multi-channel SUBSCRIBE (here the resubscription
+// after a reconnect, one of whose channels the ACL now refuses), every
+// channel of it is sent again, alone. A Subscribe that joined one of those
+// channels while the refused command was in flight returns once Redis
+// confirmed the channel's own SUBSCRIBE, so a message published right after
+// it returns is delivered (on a real server). (The bug: the joiner waited
+// for the PONG of a PING written after it, which came right after the
+// error, before the channel's new SUBSCRIBE was even written, and the
+// message was lost.)
+func TestConnection_JoinerOfARefusedBatchStartsAtItsOwnConfirmation(t *testing.T) {
+	srv := redistest.Start(t)
+	pub, err := NewPublisher(PublisherConfig{Client: srv.NewClient(t)}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pub.Close() })
+	sub, err := NewSubscriber(SubscriberConfig{Client: srv.NewClient(t)}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = testutil.Close(t, sub, "the Subscriber") })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Long channel names make the resubscription a large command, so that a
+	// Subscribe can join between its writing and Redis's error reply, and
+	// make the channels' SUBSCRIBEs sent again alone take a while to write.
+	pad := strings.Repeat("x", 32<<10)
+	for i := range 200 {
+		_, err := sub.Subscribe(ctx, fmt.Sprintf("a-%03d-%s", i, pad))
+		require.NoError(t, err)
+	}
+	_, err = sub.Subscribe(ctx, "b-denied")
+	require.NoError(t, err)
+	_, err = sub.Subscribe(ctx, "z-ok")
+	require.NoError(t, err)
+
+	// Redis disconnects the Subscriber (it listens to b-denied); its
+	// resubscription is one SUBSCRIBE of 202 channels, refused.
+	srv.Do(t, "ACL", "SETUSER", "default", "resetchannels", "&a-*", "&z-ok")
+	c := sub.conns[""]
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.mu.Lock()
+		inFlight := false
+		if c.sess != nil {
+			for _, cmd := range c.sess.sent {
+				inFlight = inFlight || (cmd.kind == cmdSubscribe && len(cmd.names) > 1)
+			}
+		}
+		c.mu.Unlock()
+		if inFlight {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the resubscription was never written")
+	}
+	joined, err := sub.Subscribe(ctx, "z-ok")
+	require.NoError(t, err)
+	// Subscribe returned: Redis confirmed the subscription, so says the
+	// contract.
+	numsub := srv.Do(t, "PUBSUB", "NUMSUB", "z-ok").([]any)[1].(int64)
+	require.NoError(t, pub.Publish("z-ok", message.NewMessage(watermill.NewUUID(), []byte(`{"marker":true}`))))
+	select {
+	case msg := <-joined:
+		msg.Ack()
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the message published after Subscribe returned was lost (PUBSUB NUMSUB z-ok was %d when Subscribe returned)", numsub)
+	}
 }
 
 // A reply to a command that was never sent means the stream is not what

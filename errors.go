@@ -9,9 +9,11 @@ var (
 	// ErrSubscriberClosed is returned by Subscribe, SubscribePattern and
 	// SubscribeInitialize after Close.
 	ErrSubscriberClosed = errors.New("redispubsub: subscriber closed")
-	// ErrSubscribeTimeout is returned by Subscribe when Redis did not confirm
+	// ErrSubscribeTimeout is wrapped by the error of Subscribe,
+	// SubscribePattern and SubscribeInitialize when Redis did not confirm
 	// the subscription within SubscriberConfig.SubscribeTimeout, for example
-	// because the server is unreachable.
+	// because the server is unreachable; the error names the topic and, if
+	// the connection is down, the last connection error.
 	ErrSubscribeTimeout = errors.New("redispubsub: subscription not confirmed by Redis in time")
 	// ErrInvalidConfig is wrapped by every error that Validate returns.
 	ErrInvalidConfig = errors.New("redispubsub: invalid config")
@@ -28,8 +30,8 @@ var (
 	// (WRONGPASS) or TLS refused a certificate. The Subscriber keeps
 	// retrying with backoff in case the cause is fixed.
 	ErrConnectionRefused = errors.New("redispubsub: connection refused for good")
-	// ErrShardedPattern is returned by SubscribePattern in sharded mode:
-	// Redis has no sharded patterns.
+	// ErrShardedPattern is wrapped by the error of SubscribePattern in
+	// sharded mode: Redis has no sharded patterns.
 	ErrShardedPattern = errors.New("redispubsub: SubscribePattern is not available in sharded mode")
 )
 

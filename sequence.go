@@ -15,8 +15,13 @@ import (
 // to count the messages it never received, and removes them from the
 // messages it delivers.
 const (
+	// MetadataPublisher is the Publisher's id: a short random string, new
+	// for every Publisher (and when it forgets its channels, past 4,096).
 	MetadataPublisher = "rps_pub"
-	MetadataSequence  = "rps_seq"
+	// MetadataSequence is the message's number on its channel among the
+	// messages of that Publisher id, in decimal, consecutive from 1 (a
+	// message whose Publish failed keeps its number: a gap).
+	MetadataSequence = "rps_seq"
 	// MetadataSince is the Unix time in milliseconds, by the Publisher's
 	// clock, at which it published number 1 on the channel. A Subscriber
 	// that was away compares it with when it subscribed, to tell whether the
@@ -299,16 +304,21 @@ const (
 // were lost by Redis (published while the Subscriber was disconnected, or on
 // a connection Redis closed) or never sent (their Publish failed).
 type GapEvent struct {
-	Topic       string
-	Publisher   string
+	// Topic is the channel of the gap without ChannelPrefix: for a pattern
+	// subscription, the concrete topic, not the pattern.
+	Topic string
+	// Publisher is the id of the Publisher whose messages are missing
+	// (MetadataPublisher).
+	Publisher string
+	// First and Last are the first and the last missing sequence number
+	// (MetadataSequence), Last >= First.
 	First, Last uint64
 	// Possible is set when the messages may as well have been received, or
 	// published before the Subscriber subscribed: the first message of a
 	// stream it had never seen arrived after a reconnect, and the stream
 	// began (by MetadataSince) before the subscription, or its Publisher
 	// did not say when, or the Subscriber may have seen it and forgotten it
-	// (past maxTrackedStreams+maxHashedStreams streams on one Redis
-	// subscription). Such gaps count in SubscriberStats.PossibleGaps, not
+	// (past the 69,632 streams one Redis subscription tracks). Such gaps count in SubscriberStats.PossibleGaps, not
 	// Gaps.
 	Possible bool
 	// Unrecovered is set, with SubscriberConfig.Recover, for messages of a

@@ -98,9 +98,11 @@ type subscriberCounters struct {
 	recovered, unrecovered, historyLost atomic.Uint64 // recovery.go
 }
 
-// NewSubscriber returns a Subscriber; logger may be nil. A Redis that cannot
-// be reached is not an error here: the Subscriber keeps trying, and
-// Subscribe reports what it could not confirm.
+// NewSubscriber returns a Subscriber; logger may be nil. It returns an
+// error wrapping ErrInvalidConfig, naming the field, when
+// config.Validate does. A Redis that cannot be reached is not an error
+// here: the Subscriber keeps trying, and Subscribe reports what it could
+// not confirm. Call Close when done with it.
 func NewSubscriber(config SubscriberConfig, logger watermill.LoggerAdapter) (*Subscriber, error) {
 	s, err := newSubscriber(config, logger)
 	if err != nil {
@@ -161,9 +163,13 @@ func (s *Subscriber) start(dial dialFunc) {
 
 // Subscribe returns a channel of the messages published on topic from now
 // on. It returns once Redis confirmed the subscription, or with an error when
-// ctx ends, SubscribeTimeout passes, Redis refuses the subscription or the
-// Subscriber is closed first. The channel is closed when ctx ends, the
-// Subscriber closes, or Redis refuses the channel later (after a reconnect).
+// one of these comes first: ctx ends (the error wraps ctx's cause),
+// SubscribeTimeout passes (ErrSubscribeTimeout), Redis refuses the channel
+// (ErrSubscriptionRefused) or the connection (ErrConnectionRefused), or the
+// Subscriber is closed (ErrSubscriberClosed). The channel is closed when ctx ends, the
+// Subscriber closes, or Redis refuses the channel later (after a
+// reconnect). Subscribe may be called concurrently, also for one topic:
+// each call gets a channel of its own with every message.
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	return s.subscribe(ctx, subscriptionKey{name: topic}, nil)
 }
@@ -202,7 +208,9 @@ func (s *Subscriber) SubscribePattern(ctx context.Context, pattern string) (<-ch
 // published before the first Subscribe of topic are kept (within
 // BufferBytes) and handed to that Subscribe. It returns once Redis confirmed
 // the subscription. Calling it again before that Subscribe only waits for
-// the confirmation. It implements message.SubscribeInitializer.
+// the confirmation. Its errors are those of Subscribe, SubscribeTimeout
+// bounding the wait (it takes no context). It implements
+// message.SubscribeInitializer.
 func (s *Subscriber) SubscribeInitialize(topic string) error {
 	key := subscriptionKey{name: topic}
 	if err := s.loadSlots(context.Background(), key); err != nil {
@@ -504,7 +512,10 @@ func (s *Subscriber) shutdown() {
 	s.logger.Debug("Subscriber closed", nil)
 }
 
-// Stats returns the Subscriber's counters since it was made.
+// Stats returns the Subscriber's counters since it was made. It may be
+// called at any time, concurrently, also after Close; DroppedByTopic is a
+// new map on every call, the caller's to keep (nil while nothing was
+// dropped).
 func (s *Subscriber) Stats() SubscriberStats {
 	c := &s.stats
 	stats := SubscriberStats{

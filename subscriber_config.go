@@ -53,6 +53,8 @@ const (
 	DropOldest
 )
 
+// String returns the policy's name, "DropNewest" or "DropOldest", or
+// "OverflowPolicy(n)" for any other value (which Validate refuses).
 func (p OverflowPolicy) String() string {
 	switch p {
 	case DropNewest:

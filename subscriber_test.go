@@ -333,6 +333,31 @@ func TestResubscribeDoesNotGetMessagesOfTheEndedSubscription(t *testing.T) {
 	require.Equal(t, marker.UUID, msg.UUID, "the first message is one published before Subscribe was called")
 }
 
+// A topic held by SubscribeInitialize whose resubscription Redis refuses
+// later (the ACL no longer grants the channel: Redis disconnects the client
+// and refuses the resubscription): the next Subscribe of the topic fails
+// with ErrSubscriptionRefused, or its channel closes, and Close returns.
+// (The bug: the held subscription had ended without a failure; Subscribe
+// took it over and returned no error, its channel never closed, and Close
+// waited for ever for it.)
+func TestSubscribeOfAHeldTopicRefusedLaterFailsAndCloseReturns(t *testing.T) {
+	reconnected := make(chan redispubsub.ReconnectEvent, 4)
+	f := newFixture(t, func(c *redispubsub.SubscriberConfig) {
+		c.OnReconnect = func(ev redispubsub.ReconnectEvent) { reconnected <- ev }
+	})
+	require.NoError(t, f.sub.SubscribeInitialize("guarded"))
+	f.srv.Do(t, "ACL", "SETUSER", "default", "resetchannels", "&open")
+	require.Equal(t, 1, testutil.Wait(t, reconnected, "the reconnect").Refused)
+
+	ch, err := f.sub.Subscribe(context.Background(), "guarded")
+	if err == nil {
+		testutil.RequireClosed(t, ch) // refused: the channel must at least close
+	} else {
+		require.ErrorIs(t, err, redispubsub.ErrSubscriptionRefused)
+	}
+	require.NoError(t, testutil.Close(t, f.sub, "the Subscriber"))
+}
+
 // A SubscribeInitialize that timed out, called again, waits again: it
 // returns nil only once Redis confirmed the subscription.
 func TestSubscribeInitializeRetryWaitsForConfirmation(t *testing.T) {

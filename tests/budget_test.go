@@ -1,6 +1,8 @@
 package tests
 
-// Regression tests of the Subscriber's buffer budget (issue 17).
+// What the Subscriber holds in memory: the buffer budget spent by thousands
+// of stalled subscriptions or by one message larger than all of it, a burst
+// into a slow consumer delivered whole, bodies over MaxMessageBytes skipped.
 
 import (
 	"context"
@@ -9,6 +11,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -195,4 +199,92 @@ func TestBudgetMessageLargerThanTheBudgetCostsNobodyElse(t *testing.T) {
 			msg.Ack()
 		})
 	}
+}
+
+// 100,000 messages with bodies of about 256 B (25 MB, under Redis's default
+// pubsub output-buffer limit) published in pipelines of 1,000 into a consumer that
+// takes about 20,000 a second: raw go-redis receives them all, and so does
+// the adapter with its default configuration. (The bug: a queue of 1,024
+// messages per subscription, and 89,875 of them dropped.)
+func TestBurstIntoASlowConsumerIsDeliveredWhole(t *testing.T) {
+	n := 100_000
+	if testutil.Race || testing.Short() {
+		n = 20_000
+	}
+	const batch = 1000
+	srv := redistest.Start(t)
+	raw := srv.NewClient(t)
+	rawSub := raw.Subscribe(context.Background(), "burst")
+	t.Cleanup(func() { _ = rawSub.Close() })
+	_, err := rawSub.Receive(context.Background()) // the confirmation
+	require.NoError(t, err)
+	pub, sub := wmPubSub(t, srv, nil)
+	ch, _ := testutil.Subscribe(t, sub, "burst")
+
+	// slowly paces a consumer at about 20,000 messages a second.
+	slowly := func(i int) {
+		if i%100 == 99 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	var rawGot, adapterGot atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < n; i++ {
+			if _, err := rawSub.ReceiveMessage(context.Background()); err != nil {
+				return
+			}
+			rawGot.Add(1)
+			slowly(i)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := 0; i < n; i++ {
+			msg, ok := <-ch
+			if !ok {
+				return
+			}
+			msg.Ack()
+			adapterGot.Add(1)
+			slowly(i)
+		}
+	}()
+	// Bodies of about 256 B, envelope and stamp included: 25 MB in all.
+	payload, err := json.Marshal(strings.Repeat("p", 78))
+	require.NoError(t, err)
+	for i := 0; i < n; i += batch {
+		require.NoError(t, pub.Publish("burst", testutil.Messages(batch, string(payload))...))
+	}
+	waited := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(waited)
+	}()
+	select {
+	case <-waited:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("raw go-redis received %d, the adapter %d of %d; stats %+v", rawGot.Load(), adapterGot.Load(), n, sub.Stats())
+	}
+	stats := sub.Stats()
+	require.EqualValues(t, n, rawGot.Load(), "raw go-redis")
+	require.EqualValues(t, n, adapterGot.Load(), "the adapter; stats %+v", stats)
+	require.Zero(t, stats.Dropped)
+}
+
+// A body larger than MaxMessageBytes is skipped without decoding, counted
+// and logged; the subscription goes on.
+func TestOversizedBodiesAreSkipped(t *testing.T) {
+	srv := redistest.Start(t)
+	sub := wmSubscriber(t, srv, func(c *redispubsub.SubscriberConfig) { c.MaxMessageBytes = 1024 })
+	ch, _ := testutil.Subscribe(t, sub, "sized")
+	raw := srv.NewClient(t)
+	require.NoError(t, raw.Publish(context.Background(), "sized", `{"payload":"`+strings.Repeat("x", 2048)+`"}`).Err())
+	require.NoError(t, raw.Publish(context.Background(), "sized", `{"payload":"small"}`).Err())
+	msg := testutil.Receive(t, ch)
+	require.Equal(t, `"small"`, string(msg.Payload))
+	msg.Ack()
+	require.EqualValues(t, 1, sub.Stats().Oversized)
 }

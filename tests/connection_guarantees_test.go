@@ -1,16 +1,20 @@
 package tests
 
-// Regression tests of the guarantees of the Subscriber's connection that
-// issues 16 and 17 found broken (classic mode here; sharded mode in
-// sharded_guarantees_test.go): a Subscribe/cancel storm leaves nothing
-// subscribed in Redis, an error reply to a PING is no reason to reconnect
-// for ever, a stall shorter than the health-check interval is not a dead
-// connection, and one lost connection costs one new connection. They use
-// the public API only, so that they outlive a rewrite of the connection.
+// The guarantees of the Subscriber's connection (classic mode here; sharded
+// mode in sharded_guarantees_test.go), each test written for a way one
+// broke: a Subscribe/cancel storm leaves nothing subscribed in Redis, an
+// error reply to a PING is no reason to reconnect for ever, a stall shorter
+// than the health-check interval is not a dead connection, nor is a large
+// message arriving slowly, one lost connection costs one new connection, a
+// Subscribe that joins a subscription under way starts after its own call,
+// and a Subscribe that cannot succeed (a server unreachable, a wrong
+// password) says why. They use the public API only, so that they outlive a
+// rewrite of the connection.
 // Helpers of this file and of sharded_guarantees_test.go start with "cg".
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -21,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
@@ -525,4 +530,134 @@ func cgClientID(t testing.TB, admin *redis.Client, name string) string {
 	}
 	t.Fatalf("no client named %s in %s", name, list)
 	return ""
+}
+
+// A 3 MB message behind a 1 MB/s link takes 3 s to arrive, ten times the
+// health-check interval: bytes arriving are activity, so the connection is
+// kept and the message delivered. (The bug: only whole replies counted, the
+// watchdog dropped the connection while the message arrived, and every
+// retry of it did the same.)
+func TestHealthCheckCountsTheBytesOfALargeMessage(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := redistest.NewProxy(t, srv.Addr())
+	log := newFaultLog(t)
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{
+		Client:              faultClient(t, proxy.Addr(), nil),
+		HealthCheckInterval: 300 * time.Millisecond,
+	}, log)
+	pub, _ := wmPubSub(t, srv, nil)
+	ch, _ := testutil.Subscribe(t, sub, "big")
+
+	proxy.Throttle(1 << 20)
+	payload, err := json.Marshal(strings.Repeat("x", 3<<20))
+	require.NoError(t, err)
+	require.NoError(t, pub.Publish("big", message.NewMessage(watermill.NewUUID(), payload)))
+	msg := testutil.Receive(t, ch)
+	require.Len(t, msg.Payload, len(payload))
+	msg.Ack()
+	require.Zero(t, sub.Stats().Reconnects, "the connection was dropped while the message arrived")
+}
+
+// A Subscribe of a topic whose SUBSCRIBE another caller sent and Redis
+// confirmed, while the Subscriber's reader lags behind other traffic, does
+// not receive a message published before it was called. (The bug: it
+// started with the other caller's confirmation, still unread, and got the
+// message: 20 of 20 trials.)
+func TestJoinStartsAfterItsOwnCall(t *testing.T) {
+	srv := redistest.Start(t)
+	pub, sub := wmPubSub(t, srv, nil)
+	admin := srv.NewClient(t)
+
+	// Traffic on another topic keeps the reader busy.
+	busy, _ := testutil.Subscribe(t, sub, "busy")
+	go func() {
+		for msg := range busy {
+			msg.Ack()
+		}
+	}()
+	stopFlood := make(chan struct{})
+	flooded := make(chan struct{})
+	go func() {
+		defer close(flooded)
+		payload, _ := json.Marshal(strings.Repeat("b", 64<<10))
+		for {
+			select {
+			case <-stopFlood:
+				return
+			default:
+			}
+			if pub.Publish("busy", testutil.Messages(16, string(payload))...) != nil {
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(stopFlood)
+		testutil.Wait(t, flooded, "the flood to stop")
+	}()
+
+	for trial := range 20 {
+		topic := fmt.Sprintf("join.%d", trial)
+		first := make(chan (<-chan *message.Message), 1)
+		go func() {
+			ch, err := sub.Subscribe(context.Background(), topic)
+			if err != nil {
+				close(first)
+				return
+			}
+			first <- ch
+		}()
+		testutil.Eventually(t, func() bool {
+			n, err := admin.PubSubNumSub(context.Background(), topic).Result()
+			return err == nil && n[topic] == 1
+		}, "Redis confirmed the first SUBSCRIBE")
+		require.NoError(t, pub.Publish(topic, message.NewMessage("before", []byte(`{"n":1}`))))
+
+		ctx, cancel := context.WithCancel(context.Background())
+		second, err := sub.Subscribe(ctx, topic)
+		require.NoError(t, err)
+		require.NoError(t, pub.Publish(topic, message.NewMessage("after", []byte(`{"n":2}`))))
+
+		msg := testutil.Receive(t, second)
+		require.Equal(t, "after", msg.UUID, "trial %d: the joining subscription got a message published before it was called", trial)
+		msg.Ack()
+		cancel()
+		ch := testutil.Wait(t, first, "the first Subscribe")
+		require.NotNil(t, ch, "the first Subscribe failed")
+		for _, want := range []string{"before", "after"} {
+			msg := testutil.Receive(t, ch)
+			require.Equal(t, want, msg.UUID)
+			msg.Ack()
+		}
+	}
+}
+
+// The dial error of an unreachable server is named when Subscribe gives up.
+func TestSubscribeToAnUnreachableServerNamesTheDialError(t *testing.T) {
+	srv := redistest.Start(t)
+	addr := srv.Addr()
+	srv.Kill()
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{
+		Client:           faultClient(t, addr, nil),
+		SubscribeTimeout: 500 * time.Millisecond,
+	}, newFaultLog(t))
+	_, err := sub.Subscribe(context.Background(), "down")
+	require.ErrorIs(t, err, redispubsub.ErrSubscribeTimeout)
+	require.Contains(t, err.Error(), "connection refused")
+	require.Equal(t, 1, strings.Count(err.Error(), "redispubsub:"), err.Error())
+}
+
+// A wrong password fails Subscribe at once, with Redis's words, instead of
+// waiting for SubscribeTimeout.
+func TestWrongPasswordFailsSubscribeAtOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.Do(t, "ACL", "SETUSER", "app", "on", ">right", "allchannels", "+@all")
+	sub := faultSubscriber(t, redispubsub.SubscriberConfig{
+		Client: faultClient(t, srv.Addr(), func(o *redis.Options) { o.Username, o.Password = "app", "wrong" }),
+	}, newFaultLog(t))
+	_, err := sub.Subscribe(context.Background(), "t")
+	require.ErrorIs(t, err, redispubsub.ErrConnectionRefused)
+	require.NotErrorIs(t, err, redispubsub.ErrSubscribeTimeout)
+	require.Contains(t, err.Error(), "WRONGPASS")
+	require.NotContains(t, err.Error(), "wrong", "the password is not in the error")
 }

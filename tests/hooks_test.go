@@ -1,8 +1,12 @@
 package tests
 
-// Regression tests of Close and the hooks (issue 17).
+// The hooks (OnReconnect, OnGap) and Close: Close waits for the hooks
+// called before it, a hook may call Close, a slow hook does not stop the
+// reading, and OnReconnect's cause is what ended the connection.
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -108,4 +112,66 @@ func TestHookMayCloseWhileCloseWaitsForIt(t *testing.T) {
 	releaseOnce()
 	require.NoError(t, testutil.Wait(t, hookClosed, "the hook's Close"))
 	testutil.Wait(t, closed, "Close")
+}
+
+// OnReconnect's cause is what ended the connection (the server closed it),
+// also when Subscribe calls were writing at that moment. (The bug: "redis:
+// client is closed", the error of the Subscriber's own Close of the broken
+// connection.)
+func TestReconnectCauseIsWhatEndedTheConnection(t *testing.T) {
+	srv := redistest.Start(t)
+	reconnects := make(chan redispubsub.ReconnectEvent, 64)
+	sub := wmSubscriber(t, srv, func(c *redispubsub.SubscriberConfig) {
+		c.OnReconnect = func(ev redispubsub.ReconnectEvent) { reconnects <- ev }
+	})
+	testutil.Subscribe(t, sub, "cause.0")
+	for round := range 5 {
+		var wg sync.WaitGroup
+		for i := range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), testutil.Timeout)
+				defer cancel()
+				_, _ = sub.Subscribe(ctx, fmt.Sprintf("cause.%d.%d", round, i))
+			}()
+		}
+		srv.KillClients(t, "TYPE", "pubsub")
+		ev := testutil.Wait(t, reconnects, "OnReconnect")
+		require.NotContains(t, ev.Cause.Error(), "client is closed")
+		testutil.WaitGroup(t, &wg, "the concurrent Subscribes")
+	}
+}
+
+// A slow hook does not stop the reading: while OnReconnect blocks, messages
+// flow; a hook may call Subscribe, and Close.
+func TestHooksRunOffTheReadingGoroutine(t *testing.T) {
+	srv := redistest.Start(t)
+	release := make(chan struct{})
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	hookSubscribed, hookClosed := make(chan error, 1), make(chan error, 1)
+	var sub *redispubsub.Subscriber
+	pub, sub := wmPubSub(t, srv, func(c *redispubsub.SubscriberConfig) {
+		c.OnReconnect = func(redispubsub.ReconnectEvent) {
+			<-release
+			ctx, cancel := context.WithTimeout(context.Background(), testutil.Timeout)
+			defer cancel()
+			_, err := sub.Subscribe(ctx, "from-hook")
+			hookSubscribed <- err
+			hookClosed <- sub.Close()
+		}
+	})
+	t.Cleanup(releaseOnce) // before the Subscriber's Close, also when the test fails half way
+	ch, _ := testutil.Subscribe(t, sub, "flow")
+	srv.KillClients(t, "TYPE", "pubsub")
+	testutil.Eventually(t, func() bool { return sub.Stats().Reconnects == 1 })
+	// The hook blocks; the reader goes on.
+	for i := range 3 {
+		require.NoError(t, pub.Publish("flow", message.NewMessage(fmt.Sprint(i), []byte(`{}`))))
+		testutil.Receive(t, ch).Ack()
+	}
+	releaseOnce()
+	require.NoError(t, testutil.Wait(t, hookSubscribed, "the hook's Subscribe"))
+	require.NoError(t, testutil.Wait(t, hookClosed, "the hook's Close"))
+	testutil.RequireClosed(t, ch) // the hook closed the Subscriber
 }

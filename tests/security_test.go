@@ -591,7 +591,7 @@ func (secStderrLog) Printf(_ context.Context, format string, v ...any) {
 // (it fails), with a URL that does not parse (it fails), and over TLS with a
 // rediss:// URL (the test authority trusted through SSL_CERT_FILE), which
 // works.
-func TestSecretNotInExampleOutput(t *testing.T) {
+func TestSecretNotInQuickstartOutput(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs examples/quickstart")
 	}

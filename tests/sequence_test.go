@@ -1,11 +1,13 @@
 package tests
 
-// Regression tests of the sequence tracking that counts gaps (issue 17).
+// The sequence tracking that counts gaps: streams beyond the tracked ones,
+// and a loss before the first message of a stream.
 
 import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -64,4 +66,50 @@ func TestSequenceStreamsBeyondTheTrackedOnesCountNoFalseGaps(t *testing.T) {
 	require.Zero(t, stats.Gaps, "nothing was lost")
 	require.Zero(t, stats.PossibleGaps, "nothing was lost")
 	require.Zero(t, stats.Duplicates)
+}
+
+// The README's one-event-per-channel pattern: a subscription that has not
+// received anything yet, its connection killed, 5 messages published while
+// it reconnects, a 6th after. The 6th arrives and the 5 count as gaps,
+// since the stream began after the subscription (MetadataSince). A stream
+// that began before the subscription cannot be told apart from one that
+// lost its start: it counts once in PossibleGaps. (The bug: loss before a
+// subscription's first message was never counted.)
+func TestLossBeforeTheFirstMessageIsCounted(t *testing.T) {
+	srv := redistest.Start(t)
+	gaps := make(chan redispubsub.GapEvent, 16)
+	reconnected := make(chan redispubsub.ReconnectEvent, 16)
+	pub, sub := wmPubSub(t, srv, func(c *redispubsub.SubscriberConfig) {
+		c.ReconnectBackoffMin, c.ReconnectBackoffMax = time.Second, time.Second
+		c.OnGap = func(ev redispubsub.GapEvent) { gaps <- ev }
+		c.OnReconnect = func(ev redispubsub.ReconnectEvent) { reconnected <- ev }
+	})
+	// "before" has a stream that began before its subscription.
+	require.NoError(t, pub.Publish("call.before:1", testutil.Messages(3, `{}`)...))
+	fresh, _ := testutil.Subscribe(t, sub, "call.responded:1")
+	before, _ := testutil.Subscribe(t, sub, "call.before:1")
+
+	srv.KillClients(t, "TYPE", "pubsub")
+	testutil.Eventually(t, func() bool { return testutil.Numsub(t, srv, "call.responded:1") == 0 }, "the subscription is gone")
+	require.NoError(t, pub.Publish("call.responded:1", testutil.Messages(5, `{"lost":true}`)...))
+	require.NoError(t, pub.Publish("call.before:1", testutil.Messages(2, `{"lost":true}`)...))
+	testutil.Wait(t, reconnected, "OnReconnect")
+	require.NoError(t, pub.Publish("call.responded:1", message.NewMessage("sixth", []byte(`{}`))))
+	require.NoError(t, pub.Publish("call.before:1", message.NewMessage("sixth", []byte(`{}`))))
+
+	require.Equal(t, "sixth", testutil.Receive(t, fresh).UUID)
+	require.Equal(t, "sixth", testutil.Receive(t, before).UUID)
+	got := map[string]redispubsub.GapEvent{}
+	for range 2 {
+		ev := testutil.Wait(t, gaps, "OnGap")
+		got[ev.Topic] = ev
+	}
+	require.Equal(t, redispubsub.GapEvent{Topic: "call.responded:1", Publisher: got["call.responded:1"].Publisher, First: 1, Last: 5},
+		got["call.responded:1"])
+	require.True(t, got["call.before:1"].Possible)
+	require.EqualValues(t, 1, got["call.before:1"].First)
+	require.EqualValues(t, 5, got["call.before:1"].Last)
+	stats := sub.Stats()
+	require.EqualValues(t, 5, stats.Gaps)
+	require.EqualValues(t, 1, stats.PossibleGaps)
 }

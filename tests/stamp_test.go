@@ -1,6 +1,7 @@
 package tests
 
-// Regression tests of the sequence stamp's scope (issue 17).
+// The sequence stamp's scope: it speaks only for the channel it was made
+// for.
 
 import (
 	"context"

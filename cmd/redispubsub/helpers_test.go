@@ -1,16 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -89,11 +86,7 @@ func runCLI(t *testing.T, stdin string, args ...string) result {
 
 // proc is a running command whose output is collected as it comes.
 type proc struct {
-	cmd    *exec.Cmd
-	stdout *collector
-	stderr *collector
-	exited chan struct{} // closed once err is set
-	err    error         // what cmd.Wait returned
+	*testutil.Command
 }
 
 // startCLI starts the command; it is killed at the end of the test if it
@@ -101,72 +94,22 @@ type proc struct {
 func startCLI(t *testing.T, stdin string, args ...string) *proc {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	p := &proc{cmd: exec.CommandContext(ctx, binary, args...), stdout: &collector{}, stderr: &collector{}, exited: make(chan struct{})}
-	p.cmd.Stdin = strings.NewReader(stdin)
-	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
-	p.cmd.Env = append(os.Environ(), "REDIS_URL=") // never the environment's Redis
-	require.NoError(t, p.cmd.Start())
-	go func() {
-		defer close(p.exited)
-		p.err = p.cmd.Wait()
-		cancel()
-	}()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-	})
-	return p
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	cmd.Env = append(os.Environ(), "REDIS_URL=") // never the environment's Redis
+	return &proc{testutil.StartCommand(t, cmd)}
 }
 
 // wait waits until the command exits and returns what it did.
 func (p *proc) wait(t *testing.T) result {
 	t.Helper()
-	<-p.exited
-	var exit *exec.ExitError
-	code := 0
-	if errors.As(p.err, &exit) {
-		code = exit.ExitCode()
-	} else {
-		require.NoError(t, p.err)
-	}
-	r := result{code: code, stdout: p.stdout.String(), stderr: p.stderr.String()}
-	require.NotEqual(t, -1, code, "killed (after %v?): %+v", waitTimeout, r)
-	return r
+	code := p.Wait(t)
+	return result{code: code, stdout: p.Stdout.String(), stderr: p.Stderr.String()}
 }
 
-// waitStderr waits until the command wrote a line holding substr on stderr.
-func (p *proc) waitStderr(t *testing.T, substr string) {
-	t.Helper()
-	testutil.Eventually(t, func() bool { return strings.Contains(p.stderr.String(), substr) }, "stderr to say %q", substr)
-}
-
-// signal sends sig to the command.
-func (p *proc) signal(t *testing.T, sig os.Signal) {
-	t.Helper()
-	require.NoError(t, p.cmd.Process.Signal(sig))
-}
-
-// collector is an io.Writer that keeps what it got, safe for concurrent use.
-type collector struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (c *collector) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.buf.Write(p)
-}
-
-func (c *collector) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.buf.String()
-}
-
-// lines returns the complete lines written so far.
-func (c *collector) lines() []string {
-	s := c.String()
+// lines returns the complete lines of s.
+func lines(s string) []string {
 	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
 		return strings.Split(s[:i], "\n")
 	}

@@ -45,7 +45,7 @@ func parseEvents(t *testing.T, stdout string) []jsonEvent {
 func TestTailAndPublish(t *testing.T) {
 	srv := startRedis(t)
 	tail := startCLI(t, "", "tail", "-u", srv.url, "--prefix", "app:", "--json", "--count", "3", "orders", "--pattern", "call.*")
-	tail.waitStderr(t, "redispubsub tail: subscribed to orders, pattern call.* on "+srv.url)
+	tail.WaitStderr(t, "redispubsub tail: subscribed to orders, pattern call.* on "+srv.url)
 
 	r := runCLI(t, "", "publish", "-u", srv.url, "--prefix", "app:", "orders", `{"id": 1}`, "-m", "trace=t-1", "-m", "k=a=b")
 	require.Equal(t, 0, r.code, r.stderr)
@@ -84,7 +84,7 @@ func TestTailAndPublish(t *testing.T) {
 func TestTailTextLine(t *testing.T) {
 	srv := startRedis(t)
 	tail := startCLI(t, "", "tail", "-u", srv.url, "--count", "1", "orders")
-	tail.waitStderr(t, "subscribed to orders")
+	tail.WaitStderr(t, "subscribed to orders")
 	// The envelope marshaler cannot decode a msgpack body: counted, not printed.
 	require.Equal(t, 0, runCLI(t, "", "publish", "-u", srv.url, "--marshaler", "msgpack", "orders", `plain text`).code)
 	require.Equal(t, 0, runCLI(t, "", "publish", "-u", srv.url, "orders", `{"id":1}`, "-m", "trace=t 1").code)
@@ -100,10 +100,10 @@ func TestTailTextLine(t *testing.T) {
 func TestTailForeignBodiesAndTrouble(t *testing.T) {
 	srv := startRedis(t)
 	tail := startCLI(t, "", "tail", "-u", srv.url, "--json", "--count", "3", "--pattern", "call.*")
-	tail.waitStderr(t, "subscribed to pattern call.*")
+	tail.WaitStderr(t, "subscribed to pattern call.*")
 
 	srv.Do(t, "CLIENT", "KILL", "TYPE", "pubsub")
-	tail.waitStderr(t, "redispubsub tail: reconnected after ")
+	tail.WaitStderr(t, "redispubsub tail: reconnected after ")
 
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer rdb.Close()
@@ -137,10 +137,10 @@ func TestTailSignals(t *testing.T) {
 	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
 			tail := startCLI(t, "", "tail", "-u", srv.url, "orders")
-			tail.waitStderr(t, "subscribed to orders")
+			tail.WaitStderr(t, "subscribed to orders")
 			require.Equal(t, 0, runCLI(t, "", "publish", "-u", srv.url, "orders", `{}`).code)
-			testutil.Eventually(t, func() bool { return len(tail.stdout.lines()) == 1 }, "the event printed")
-			tail.signal(t, sig)
+			testutil.Eventually(t, func() bool { return len(lines(tail.Stdout.String())) == 1 }, "the event printed")
+			tail.Signal(t, sig)
 			res := tail.wait(t)
 			require.Equal(t, 0, res.code, res.stderr)
 			require.Contains(t, res.stderr, "redispubsub tail: 1 event; received 1, gaps 0")

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -123,6 +125,49 @@ func TestParallel(t *testing.T) {
 	})
 	require.Equal(t, []string{"broken"}, failures)
 	require.EqualValues(t, 1, made.Load(), "no call is made after one failed")
+}
+
+// closerFunc is an io.Closer.
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
+func TestCloseReturnsCloseError(t *testing.T) {
+	refused := errors.New("refused")
+	require.ErrorIs(t, testutil.Close(t, closerFunc(func() error { return refused }), "the closer"), refused)
+	require.NoError(t, testutil.Close(t, closerFunc(func() error { return nil }), "the closer"))
+}
+
+func TestBufferTakesConcurrentWrites(t *testing.T) {
+	var b testutil.Buffer
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 100 {
+				_, _ = b.Write([]byte("ab"))
+				_ = b.String()
+			}
+		}()
+	}
+	testutil.WaitGroup(t, &wg, "the writers")
+	require.Len(t, b.String(), 4*100*2)
+}
+
+func TestCommand(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Timeout)
+	defer cancel()
+	c := testutil.StartCommand(t, exec.CommandContext(ctx, "sh", "-c", `echo out; echo err >&2; exec sleep 60`))
+	c.WaitStdout(t, "out\n")
+	c.WaitStderr(t, "err\n")
+	c.Signal(t, syscall.SIGTERM)
+	failures := run(t, func(tb testing.TB) { c.Wait(tb) })
+	require.Len(t, failures, 1)
+	require.Contains(t, failures[0], "killed")
+
+	c = testutil.StartCommand(t, exec.CommandContext(ctx, "sh", "-c", "exit 3"))
+	require.Equal(t, 3, c.Wait(t))
 }
 
 func TestWaitGroup(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"sync"
 	"testing"
@@ -99,6 +100,16 @@ func WaitGroup(t testing.TB, wg *sync.WaitGroup, what string) {
 		close(done)
 	}()
 	Wait(t, done, what)
+}
+
+// Close closes c on a goroutine of its own and returns Close's error,
+// failing the test, naming what it closed, when Close has not returned
+// within Timeout (a Close that hangs).
+func Close(t testing.TB, c io.Closer, what string) error {
+	t.Helper()
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	return Wait(t, closed, "Close of "+what)
 }
 
 // Eventually calls cond on the calling goroutine, every few milliseconds,
