@@ -175,7 +175,7 @@ func (c *connection) confirm(sess *session, f *frame) {
 			st.confirmedMs = time.Now().UnixMilli()
 		}
 		c.start(st, cmd, cmd.starters[i])
-	} else {
+	} else if !c.probeConfirmed(sess, cmd.names[i], cmd.pattern) {
 		// Its channel left meanwhile (moved to another node).
 		defer c.s.connectionIdle(c)
 	}
@@ -293,7 +293,7 @@ func (c *connection) errorReply(sess *session, text string) {
 			if st != nil {
 				c.restartJoiners(st)
 			}
-			if st != nil && st.members() > 0 {
+			if st != nil && st.members() > 0 || isProbe(sess, name, cmd.pattern) {
 				p.ops[key] = true
 				p.alone[key] = true
 				p.order = append(p.order, key)
@@ -301,6 +301,13 @@ func (c *connection) errorReply(sess *session, text string) {
 					p.resub[key] = true
 				}
 			} else if cmd.resub[i] {
+				c.resubscribed()
+			}
+			continue
+		}
+		if isProbe(sess, name, cmd.pattern) {
+			c.disableProbes("SUBSCRIBE "+name, err)
+			if cmd.resub[i] {
 				c.resubscribed()
 			}
 			continue

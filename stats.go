@@ -62,4 +62,16 @@ type SubscriberStats struct {
 	// retried a Publisher's pipeline after Redis had run it); they are
 	// dropped, not delivered.
 	Duplicates uint64
+
+	// Liveness probes (see SubscriberConfig.ProbeInterval); probes never
+	// count in Received. ProbesSent counts the probes Redis accepted,
+	// ProbesReceived those that arrived on their connection.
+	ProbesSent, ProbesReceived uint64
+	// DeafConnections counts the connections dropped because a probe Redis
+	// accepted did not arrive within ProbeInterval (each is also a
+	// Reconnect, whose Cause wraps ErrConnectionDeaf).
+	DeafConnections uint64
+	// ProbeRoundTrip is the time from a probe's PUBLISH to its arrival, in
+	// ProbeRoundTripBuckets.
+	ProbeRoundTrip DurationHistogram
 }

@@ -1,0 +1,284 @@
+package redispubsub
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+)
+
+// This file is the end-to-end liveness probe. PING proves that a server
+// answers, not that what publishers publish reaches the connection: behind
+// a fixed address that failed over, or with a Sentinel master split from
+// the one publishers write to, a connection answers PING and receives
+// nothing. So each connection also subscribes (with its resubscription) to
+// a probe channel of its own, and while it is subscribed the Subscriber
+// publishes a probe there through SubscriberConfig.Client, the path
+// publishers take, every ProbeInterval. A probe that Redis accepted and that
+// has not arrived one interval later makes the connection deaf: it is
+// dropped (fault) and re-established, which re-resolves the address.
+
+// ProbeTopicPrefix starts the topic of every probe channel: a connection's
+// probe channel is ChannelPrefix + ProbeTopicPrefix + "<subscriber id>:<connection
+// number>" (in sharded mode on a cluster followed by ":{<tag>}", a hash tag
+// that puts it in a slot of the connection's node). Subscribe and
+// SubscribePattern refuse topics that start with it (ErrReservedTopic), and
+// what a pattern subscription receives on such a channel is never
+// delivered.
+const ProbeTopicPrefix = "__rps:probe:"
+
+var (
+	// ErrConnectionDeaf is wrapped by the Cause of a ReconnectEvent (and a
+	// DisconnectEvent) of a connection that was dropped because a probe
+	// Redis accepted did not arrive on it within ProbeInterval.
+	ErrConnectionDeaf = errors.New("redispubsub: connection deaf: a liveness probe Redis accepted did not arrive")
+	// ErrReservedTopic is wrapped by the error of a Subscribe or
+	// SubscribePattern of a topic that starts with ProbeTopicPrefix.
+	ErrReservedTopic = errors.New("redispubsub: topic reserved for liveness probes")
+)
+
+// probeTagAttempts bounds the search for a hash tag in a node's slots: a
+// node owning 1/1000 of the slots needs about 1000 attempts.
+const probeTagAttempts = 1 << 17
+
+// probe is one session's probe channel and the probes published on it.
+type probe struct {
+	channel string
+	// ctx ends with the session: it cuts a probe's PUBLISH short.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// ready is closed once Redis confirmed the probe channel's SUBSCRIBE;
+	// confirmed says so (both guarded by the connection's mu).
+	ready     chan struct{}
+	confirmed bool
+	// sent is the number of the last probe published (from 1), sentAt when
+	// its PUBLISH was sent (Unix nanoseconds); got is the highest number
+	// received. Read and written without mu.
+	sent   atomic.Uint64
+	sentAt atomic.Int64
+	got    atomic.Uint64
+}
+
+// stop ends what the session's probe does; p may be nil.
+func (p *probe) stop() {
+	if p != nil {
+		p.cancel()
+	}
+}
+
+// probeCounters are the Subscriber's probe figures (see SubscriberStats).
+type probeCounters struct {
+	sent, received, deaf atomic.Uint64
+	roundTrip            histogram
+}
+
+// newProbe returns the probe of a session being connected, or nil when
+// probes are off, refused for this connection, or (sharded, on a cluster)
+// no channel in a slot of the node could be named. Called with mu held.
+func (c *connection) newProbe() *probe {
+	s := c.s
+	if s.config.ProbeInterval < 0 || c.probeOff {
+		return nil
+	}
+	name := s.config.ChannelPrefix + ProbeTopicPrefix + s.id + ":" + strconv.FormatUint(c.id, 10)
+	if s.slots != nil {
+		tagged, ok := s.slots.nameInNode(name, c.node)
+		if !ok {
+			c.logger.Info("No probe channel in a slot of this node (ChannelPrefix holds a hash tag?): its connection goes without liveness probes", watermill.LogFields{"channel": name})
+			return nil
+		}
+		name = tagged
+	}
+	p := &probe{channel: name, ready: make(chan struct{})}
+	p.ctx, p.cancel = context.WithCancel(c.ctx)
+	return p
+}
+
+// isProbe reports whether the Redis channel name is sess's probe channel.
+// Called with mu held.
+func isProbe(sess *session, name string, pattern bool) bool {
+	return !pattern && sess.probe != nil && sess.probe.channel == name
+}
+
+// probeConfirmed starts the probes once Redis confirmed the SUBSCRIBE of
+// the probe channel name; it reports whether name is that channel. Called
+// with mu held.
+func (c *connection) probeConfirmed(sess *session, name string, pattern bool) bool {
+	if !isProbe(sess, name, pattern) {
+		return false
+	}
+	if p := sess.probe; !p.confirmed {
+		p.confirmed = true
+		close(p.ready)
+	}
+	return true
+}
+
+// disableProbes turns the probes of the connection off for good, saying
+// once why: Redis refused the probe channel (an ACL). The connection works
+// as without probes. Called with mu held.
+func (c *connection) disableProbes(what string, err error) {
+	if c.probeOff {
+		return
+	}
+	c.probeOff = true
+	pattern := c.s.config.ChannelPrefix + ProbeTopicPrefix + "*"
+	c.logger.Error("Redis refused the liveness probe channel: probes are off for this connection, which works as before "+
+		"but a deaf connection (a failover behind a fixed address, a split brain) goes unnoticed; allow the channel pattern "+
+		pattern+" to the user (or set ProbeInterval negative)", err, watermill.LogFields{"refused": what})
+}
+
+// consumeProbe reports whether f, a message, was published on a probe
+// channel (this or another Subscriber's, reaching a pattern subscription):
+// such a message is never routed. A probe of sess's own channel counts as
+// arrived.
+func (c *connection) consumeProbe(sess *session, f *frame) bool {
+	channel := f.name
+	if f.kind == framePMessage {
+		channel = f.channel
+	}
+	if !bytes.HasPrefix(channel, c.s.probePrefix) {
+		return false
+	}
+	p := sess.probe
+	if f.kind != frameMessage || p == nil || string(f.name) != p.channel {
+		return true
+	}
+	n, err := strconv.ParseUint(string(f.body), 10, 64)
+	if err != nil || n <= p.got.Load() || n > p.sent.Load() {
+		return true // not one of this session's probes, or a late one
+	}
+	p.got.Store(n) // only the reader writes got
+	c.s.probes.received.Add(1)
+	if n == p.sent.Load() {
+		c.s.probes.roundTrip.observe(time.Duration(time.Now().UnixNano() - p.sentAt.Load()))
+	}
+	return true
+}
+
+// runProbes publishes sess's probes, one per ProbeInterval, from the moment
+// Redis confirmed the probe channel until the session ends, and drops the
+// socket as deaf when a probe Redis accepted has not arrived one interval
+// after it was accepted. A probe Redis does not accept (a server down, a
+// timeout) proves nothing either way and is retried at the next interval:
+// the health check takes care of a server that does not answer. A probe
+// refused by an ACL turns the probes off.
+func (c *connection) runProbes(sess *session) {
+	p := sess.probe
+	select {
+	case <-sess.done:
+		return
+	case <-p.ready:
+	}
+	interval := c.s.config.ProbeInterval
+	timer := time.NewTimer(interval)
+	defer timer.Stop()
+	for seq := uint64(1); ; seq++ {
+		accepted, stop := c.publishProbe(sess, seq, interval)
+		if stop {
+			return
+		}
+		timer.Reset(interval)
+		select {
+		case <-sess.done:
+			return
+		case <-timer.C:
+		}
+		if accepted && p.got.Load() < seq {
+			c.mu.Lock()
+			if c.sess == sess && c.state != stateClosed && sess.broken == nil {
+				c.s.probes.deaf.Add(1)
+			}
+			c.fault(sess, fmt.Errorf("%w: probe %d on %q not received %v after Redis accepted it", ErrConnectionDeaf, seq, p.channel, interval))
+			c.mu.Unlock()
+			return
+		}
+	}
+}
+
+// publishProbe publishes probe seq of sess. accepted says whether Redis
+// accepted it; stop, whether probing ends (session over, or refused).
+func (c *connection) publishProbe(sess *session, seq uint64, interval time.Duration) (accepted, stop bool) {
+	p := sess.probe
+	ctx, cancel := context.WithTimeout(p.ctx, interval)
+	defer cancel()
+	p.sentAt.Store(time.Now().UnixNano())
+	p.sent.Store(seq)
+	err := c.s.probePublish(ctx, p.channel, strconv.FormatUint(seq, 10))
+	switch {
+	case err == nil:
+		c.s.probes.sent.Add(1)
+		return true, false
+	case p.ctx.Err() != nil:
+		return false, true
+	case isPermanent(err):
+		c.mu.Lock()
+		c.disableProbes("PUBLISH "+p.channel, err)
+		c.mu.Unlock()
+		return false, true
+	}
+	c.logger.Debug("Liveness probe not published; trying again next interval", watermill.LogFields{"err": err.Error()})
+	return false, false
+}
+
+// publishProbe is the Subscriber's default probePublish: PUBLISH (SPUBLISH in
+// sharded mode) through the user's Client.
+func (s *Subscriber) publishProbe(ctx context.Context, channel, body string) error {
+	if s.config.Sharded {
+		return s.config.Client.SPublish(ctx, channel, body).Err()
+	}
+	return s.config.Client.Publish(ctx, channel, body).Err()
+}
+
+// ProbeRoundTripBuckets are the upper bounds of the buckets of
+// SubscriberStats.ProbeRoundTrip.
+var ProbeRoundTripBuckets = []time.Duration{
+	time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond, 10 * time.Millisecond,
+	25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond,
+	500 * time.Millisecond, time.Second, 2500 * time.Millisecond, 5 * time.Second,
+}
+
+// DurationHistogram is a cumulative histogram of durations, as Prometheus
+// has them.
+type DurationHistogram struct {
+	// Count and Sum are the number and the sum of the observations.
+	Count uint64
+	Sum   time.Duration
+	// Buckets[i] counts the observations of at most
+	// ProbeRoundTripBuckets[i] (so it includes Buckets[i-1]).
+	Buckets []uint64
+}
+
+// histogram records durations in ProbeRoundTripBuckets; safe for concurrent
+// use.
+type histogram struct {
+	count, sum atomic.Uint64
+	buckets    [12]atomic.Uint64 // len(ProbeRoundTripBuckets)
+}
+
+func (h *histogram) observe(d time.Duration) {
+	d = max(d, 0)
+	for i, bound := range ProbeRoundTripBuckets {
+		if d <= bound {
+			h.buckets[i].Add(1)
+			break
+		}
+	}
+	h.sum.Add(uint64(d))
+	h.count.Add(1)
+}
+
+func (h *histogram) snapshot() DurationHistogram {
+	out := DurationHistogram{Count: h.count.Load(), Sum: time.Duration(h.sum.Load()), Buckets: make([]uint64, len(ProbeRoundTripBuckets))}
+	var cumulative uint64
+	for i := range out.Buckets {
+		cumulative += h.buckets[i].Load()
+		out.Buckets[i] = cumulative
+	}
+	return out
+}
