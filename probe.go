@@ -20,8 +20,9 @@ import (
 // a probe channel of its own, and while it is subscribed the Subscriber
 // publishes a probe there through SubscriberConfig.Client, the path
 // publishers take, every ProbeInterval. A probe that Redis accepted and that
-// has not arrived one interval later makes the connection deaf: it is
-// dropped (fault) and re-established, which re-resolves the address.
+// has not arrived half an interval later (probeTimeout) makes the
+// connection deaf: it is dropped (fault) and re-established, which
+// re-resolves the address.
 
 // ProbeTopicPrefix starts the topic of every probe channel: a connection's
 // probe channel is ChannelPrefix + ProbeTopicPrefix + "<subscriber id>:<connection
@@ -163,7 +164,7 @@ func (c *connection) consumeProbe(sess *session, f *frame) bool {
 
 // runProbes publishes sess's probes, one per ProbeInterval, from the moment
 // Redis confirmed the probe channel until the session ends, and drops the
-// socket as deaf when a probe Redis accepted has not arrived one interval
+// socket as deaf when a probe Redis accepted has not arrived probeTimeout
 // after it was accepted. A probe Redis does not accept (a server down, a
 // timeout) proves nothing either way and is retried at the next interval:
 // the health check takes care of a server that does not answer. A probe
@@ -176,30 +177,45 @@ func (c *connection) runProbes(sess *session) {
 	case <-p.ready:
 	}
 	interval := c.s.config.ProbeInterval
+	timeout := probeTimeout(interval)
 	timer := time.NewTimer(interval)
 	defer timer.Stop()
-	for seq := uint64(1); ; seq++ {
-		accepted, stop := c.publishProbe(sess, seq, interval)
-		if stop {
-			return
-		}
-		timer.Reset(interval)
+	wait := func(d time.Duration) bool {
+		timer.Reset(d)
 		select {
 		case <-sess.done:
-			return
+			return false
 		case <-timer.C:
+			return true
+		}
+	}
+	for seq := uint64(1); ; seq++ {
+		accepted, stop := c.publishProbe(sess, seq, interval)
+		if stop || !wait(timeout) {
+			return
 		}
 		if accepted && p.got.Load() < seq {
 			c.mu.Lock()
 			if c.sess == sess && c.state != stateClosed && sess.broken == nil {
 				c.s.probes.deaf.Add(1)
 			}
-			c.fault(sess, fmt.Errorf("%w: probe %d on %q not received %v after Redis accepted it", ErrConnectionDeaf, seq, p.channel, interval))
+			c.fault(sess, fmt.Errorf("%w: probe %d on %q not received %v after Redis accepted it", ErrConnectionDeaf, seq, p.channel, timeout))
 			c.mu.Unlock()
+			return
+		}
+		if !wait(interval - timeout) {
 			return
 		}
 	}
 }
+
+// probeTimeout is how long a probe Redis accepted has to arrive: half the
+// interval, so that a connection that goes deaf just after a probe arrived
+// is found one and a half intervals later, and is back within two. A
+// probe's round trip takes milliseconds (the reader never waits for
+// consumers), so half of the 5 s default leaves room for a long backlog
+// in Redis's output buffer.
+func probeTimeout(interval time.Duration) time.Duration { return interval / 2 }
 
 // publishProbe publishes probe seq of sess. accepted says whether Redis
 // accepted it; stop, whether probing ends (session over, or refused).

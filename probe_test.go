@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,7 +32,7 @@ type probeRedis struct {
 
 // newProbedSubscriber returns a Subscriber on the fake socket with probes
 // every interval through pr, and the logger its connection logs to.
-func newProbedSubscriber(t *testing.T, interval time.Duration, configure func(*SubscriberConfig)) (*Subscriber, *fakeRedis, *probeRedis, *watermill.CaptureLoggerAdapter) {
+func newProbedSubscriber(t *testing.T, interval time.Duration, configure func(*SubscriberConfig)) (*Subscriber, *fakeRedis, *probeRedis, *errorLog) {
 	t.Helper()
 	s, f := newFakeSubscriber(t, func(c *SubscriberConfig) {
 		c.ProbeInterval = interval
@@ -54,7 +55,7 @@ func newProbedSubscriber(t *testing.T, interval time.Duration, configure func(*S
 	}
 	// Set before the connection's dial returns (accept receives from
 	// it), so read by its goroutines after this write.
-	logs := watermill.NewCaptureLogger()
+	logs := &errorLog{}
 	s.conns[""].logger = logs
 	return s, f, pr, logs
 }
@@ -209,15 +210,33 @@ func TestProbe_RefusedPublishTurnsProbesOffOnce(t *testing.T) {
 	require.Equal(t, 1, probeRefusals(logs))
 }
 
-func probeRefusals(logs *watermill.CaptureLoggerAdapter) int {
+func probeRefusals(logs *errorLog) int {
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
 	n := 0
-	for _, m := range logs.Captured()[watermill.ErrorLogLevel] {
-		if strings.Contains(m.Msg, "refused the liveness probe") {
+	for _, msg := range logs.errors {
+		if strings.Contains(msg, "refused the liveness probe") {
 			n++
 		}
 	}
 	return n
 }
+
+// errorLog keeps the messages logged at level Error. (Watermill's
+// CaptureLoggerAdapter hands out its map unguarded.)
+type errorLog struct {
+	watermill.NopLogger
+	mu     sync.Mutex
+	errors []string
+}
+
+func (l *errorLog) Error(msg string, _ error, _ watermill.LogFields) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.errors = append(l.errors, msg)
+}
+
+func (l *errorLog) With(watermill.LogFields) watermill.LoggerAdapter { return l }
 
 // Health says not ready until the connection is live and its first probe
 // arrived.

@@ -32,7 +32,7 @@ const (
 	DefaultReconnectBackoffMin = 50 * time.Millisecond
 	DefaultReconnectBackoffMax = 500 * time.Millisecond
 	// DefaultProbeInterval is SubscriberConfig.ProbeInterval: a deaf
-	// connection is re-established at most about two intervals (10 s) after
+	// connection is found at most one and a half intervals (7.5 s) after
 	// it went deaf, for one PUBLISH per connection every 5 s.
 	DefaultProbeInterval = 5 * time.Second
 )
@@ -205,8 +205,9 @@ type SubscriberConfig struct {
 	// receives what is published: the Subscriber publishes a probe through
 	// Client on a channel of the connection's own (see the README's wire
 	// format) and, when a probe Redis accepted has not arrived on the
-	// connection one interval later, drops the connection as deaf (a
-	// failover behind a fixed address, a Sentinel split brain), reconnects
+	// connection half an interval later, drops the connection as deaf (a
+	// failover behind a fixed address, a Sentinel split brain): found at
+	// most one and a half intervals after it went deaf. It reconnects
 	// (re-resolving the master or the slots) and reports it through
 	// OnReconnect with a Cause wrapping ErrConnectionDeaf. Probes are never
 	// delivered nor counted as messages; they cost one PUBLISH (SPUBLISH in
