@@ -20,7 +20,7 @@ const proxyDialTimeout = 5 * time.Second
 // t.Cleanup. Its methods are safe for concurrent use.
 type Proxy struct {
 	ln net.Listener
-	wg     sync.WaitGroup
+	wg sync.WaitGroup
 
 	mu         sync.Mutex
 	target     string // where connections accepted from now on go
