@@ -129,9 +129,13 @@ func (c *connection) disableProbes(what string, err error) {
 	}
 	c.probeOff = true
 	pattern := c.s.config.ChannelPrefix + ProbeTopicPrefix + "*"
-	c.logger.Error("Redis refused the liveness probe channel: probes are off for this connection, which works as before "+
-		"but a deaf connection (a failover behind a fixed address, a split brain) goes unnoticed; allow the channel pattern "+
-		pattern+" to the user (or set ProbeInterval negative)", err, watermill.LogFields{"refused": what})
+	publish := "+publish"
+	if c.s.config.Sharded {
+		publish = "+spublish"
+	}
+	c.logger.Error("Redis refused the liveness probe: probes are off for this connection, which works as before "+
+		"but a deaf connection (a failover behind a fixed address, a split brain) goes unnoticed; allow the user the channel pattern "+
+		pattern+" and "+publish+" (or set ProbeInterval negative)", err, watermill.LogFields{"refused": what})
 }
 
 // consumeProbe reports whether f, a message, was published on a probe
@@ -154,11 +158,11 @@ func (c *connection) consumeProbe(sess *session, f *frame) bool {
 	if err != nil || n <= p.got.Load() || n > p.sent.Load() {
 		return true // not one of this session's probes, or a late one
 	}
-	p.got.Store(n) // only the reader writes got
-	c.s.probes.received.Add(1)
 	if n == p.sent.Load() {
 		c.s.probes.roundTrip.observe(time.Duration(time.Now().UnixNano() - p.sentAt.Load()))
 	}
+	c.s.probes.received.Add(1)
+	p.got.Store(n) // only the reader writes got
 	return true
 }
 

@@ -44,9 +44,13 @@ var subscriberStats = []stat[redispubsub.SubscriberStats]{
 	{"gaps_total", "Stamped messages never received (lost by Redis Pub/Sub or never sent).", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.Gaps) }},
 	{"possible_gaps_total", "Streams first seen after a reconnect whose start may have been lost (or came before the subscription).", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.PossibleGaps) }},
 	{"duplicates_total", "Stamped messages received a second time (a retried pipeline) and dropped.", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.Duplicates) }},
+	{"probes_sent_total", "Liveness probes Redis accepted.", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.ProbesSent) }},
+	{"probes_received_total", "Liveness probes that arrived on their connection.", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.ProbesReceived) }},
+	{"deaf_connections_total", "Connections dropped because a liveness probe Redis accepted did not arrive in time.", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.DeafConnections) }},
 }
 
 // notExported names the Stats fields the Collector leaves out, and why.
 var notExported = map[string]string{
 	"DroppedByTopic": "a label per topic would have no bound (a service may hold 100,000 topics); dropped_total is their sum and the log names the topic",
+	"ProbeRoundTrip": "a histogram, not one figure: exported as probe_round_trip_seconds by liveness.go",
 }
