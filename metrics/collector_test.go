@@ -66,7 +66,7 @@ func TestCollectorReadsRealStats(t *testing.T) {
 		delete(got, key)
 	}
 	require.Positive(t, probes["probes_received_total"])
-	require.GreaterOrEqual(t, probes["probes_sent_total"], probes["probes_received_total"]-1) // one may be on its way
+	require.GreaterOrEqual(t, probes["probes_sent_total"], probes["probes_received_total"]-1)        // one may be on its way
 	require.InDelta(t, probes["probes_received_total"], probes["probe_round_trip_seconds_count"], 1) // one may arrive during the scrape
 	require.Zero(t, probes["deaf_connections_total"])
 	require.Equal(t, 1.0, probes["ready"])
