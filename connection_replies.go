@@ -175,8 +175,10 @@ func (c *connection) confirm(sess *session, f *frame) {
 			st.confirmedMs = time.Now().UnixMilli()
 		}
 		c.start(st, cmd, cmd.starters[i])
-	} else if !c.probeConfirmed(sess, cmd.names[i], cmd.pattern) {
-		// Its channel left meanwhile (moved to another node).
+	} else {
+		// The probe channel, or a channel that left meanwhile (moved to
+		// another node): the connection may carry nothing now.
+		c.probeConfirmed(sess, cmd.names[i], cmd.pattern)
 		defer c.s.connectionIdle(c)
 	}
 	cmd.starters[i] = nil

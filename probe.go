@@ -106,18 +106,13 @@ func isProbe(sess *session, name string, pattern bool) bool {
 	return !pattern && sess.probe != nil && sess.probe.channel == name
 }
 
-// probeConfirmed starts the probes once Redis confirmed the SUBSCRIBE of
-// the probe channel name; it reports whether name is that channel. Called
-// with mu held.
-func (c *connection) probeConfirmed(sess *session, name string, pattern bool) bool {
-	if !isProbe(sess, name, pattern) {
-		return false
-	}
-	if p := sess.probe; !p.confirmed {
+// probeConfirmed starts the probes when name is the probe channel, whose
+// SUBSCRIBE Redis confirmed. Called with mu held.
+func (c *connection) probeConfirmed(sess *session, name string, pattern bool) {
+	if p := sess.probe; isProbe(sess, name, pattern) && !p.confirmed {
 		p.confirmed = true
 		close(p.ready)
 	}
-	return true
 }
 
 // disableProbes turns the probes of the connection off for good, saying
