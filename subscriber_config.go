@@ -211,8 +211,11 @@ type SubscriberConfig struct {
 	// (re-resolving the master or the slots) and reports it through
 	// OnReconnect with a Cause wrapping ErrConnectionDeaf. Probes are never
 	// delivered nor counted as messages; they cost one PUBLISH (SPUBLISH in
-	// sharded mode) per connection per interval. Default:
-	// DefaultProbeInterval (5s); a negative value turns probes off.
+	// sharded mode) per connection per interval. A probe arrives behind
+	// what Redis queued for the connection: keep the interval well above
+	// twice the time a backlog takes to read (with 10 ms under a load of
+	// 90,000 messages a second, a busy connection was taken for deaf).
+	// Default: DefaultProbeInterval (5s); a negative value turns probes off.
 	ProbeInterval time.Duration
 
 	// OnDisconnect, when set, is called when a live connection is lost,
