@@ -72,7 +72,8 @@ func (p OverflowPolicy) String() string {
 // losing it. Messages published between the loss and the resubscription are
 // lost (Redis Pub/Sub keeps nothing).
 type ReconnectEvent struct {
-	// Cause is the error that ended the previous connection.
+	// Cause is the error that ended the previous connection; it wraps
+	// ErrConnectionDeaf when a liveness probe did not arrive.
 	Cause error
 	// Attempts counts the connection attempts it took, the successful one
 	// included.

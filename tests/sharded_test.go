@@ -187,6 +187,9 @@ func TestSharded(t *testing.T) {
 	// (SSUBSCRIBE there, SPUBLISH through the cluster client): every
 	// connection receives probes, and the Subscriber is ready.
 	t.Run("liveness probes on every node connection", func(t *testing.T) {
+		for i := range 30 { // over the 3 masters
+			testutil.Subscribe(t, sub, fmt.Sprintf("probed.%d", i))
+		}
 		testutil.Eventually(t, func() bool { return sub.Health(ctx) == nil }, "every node connection probed")
 		require.GreaterOrEqual(t, sub.Stats().ProbesReceived, uint64(3))
 		require.Zero(t, sub.Stats().DeafConnections)
