@@ -277,6 +277,7 @@ func (c *connection) errorReply(sess *session, text string) {
 	if c.s.config.Sharded && strings.HasPrefix(text, "MOVED ") {
 		for i, name := range cmd.names {
 			restart(cmd.starters[i])
+			c.probeMoved(sess, name, cmd.pattern)
 			c.rehome(name, text)
 			if cmd.resub[i] {
 				c.resubscribed()

@@ -54,9 +54,12 @@ type probe struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	// ready is closed once Redis confirmed the probe channel's SUBSCRIBE;
-	// confirmed says so (both guarded by the connection's mu).
+	// confirmed says so; moved, that Redis answered it with MOVED (a slot
+	// map older than the cluster's): this session goes without probes
+	// (all guarded by the connection's mu).
 	ready     chan struct{}
 	confirmed bool
+	moved     bool
 	// sent is the number of the last probe published (from 1), sentAt when
 	// its PUBLISH was sent (Unix nanoseconds); got is the highest number
 	// received. Read and written without mu.
@@ -113,6 +116,23 @@ func (c *connection) probeConfirmed(sess *session, name string, pattern bool) {
 		p.confirmed = true
 		close(p.ready)
 	}
+}
+
+// probeMoved notes that Redis answered the SSUBSCRIBE of the probe channel
+// name with MOVED: the session goes without probes, the next one names a
+// channel by the reloaded slot map. Called with mu held.
+func (c *connection) probeMoved(sess *session, name string, pattern bool) {
+	if isProbe(sess, name, pattern) {
+		sess.probe.moved = true
+		c.logger.Info("Probe channel in a slot the node no longer owns: this connection goes without probes until it reconnects", watermill.LogFields{"channel": name})
+	}
+}
+
+// probing reports whether the connection's session is probed: Health then
+// waits for a probe. Called with mu held and a session.
+func (c *connection) probing() bool {
+	p := c.sess.probe
+	return p != nil && !c.probeOff && !p.moved
 }
 
 // disableProbes turns the probes of the connection off for good, saying

@@ -80,7 +80,7 @@ func (c *connection) notReady() string {
 			why += " (last attempt: " + c.dialError().Error() + ")"
 		}
 		return why
-	case c.sess.probe != nil && !c.probeOff && c.sess.probe.got.Load() == 0:
+	case c.probing() && c.sess.probe.got.Load() == 0:
 		return "no liveness probe received yet on this connection"
 	}
 	return ""
