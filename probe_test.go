@@ -132,6 +132,9 @@ func TestProbe_ArrivalKeepsTheConnectionAMissingOneDropsIt(t *testing.T) {
 	require.Zero(t, stats.Received, "probes are not messages")
 	fc2.send(p.message("a", envelope("a", 1)))
 	receive(t, out)
+	// Close waits for the hooks: an OnDisconnect for it would be here.
+	require.NoError(t, s.Close())
+	require.Empty(t, disconnected, "Close is not a lost connection")
 }
 
 // Probe frames, of this connection's probe channel or of another
