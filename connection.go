@@ -54,6 +54,7 @@ var (
 type connection struct {
 	s      *Subscriber
 	node   string // the cluster node's address in sharded mode, else ""
+	id     uint64 // numbers the connections of a Subscriber, from 1
 	dial   dialFunc
 	logger watermill.LoggerAdapter
 	// ctx ends with the connection: it stops a dial and the backoff.
@@ -78,6 +79,8 @@ type connection struct {
 	// pingRefused is set once Redis answered a PING with an error (an ACL
 	// without +ping), which is logged once.
 	pingRefused bool
+	// probeOff is set once Redis refused the probe channel (probe.go).
+	probeOff bool
 }
 
 // connState is where a connection stands; see the diagram on connection.
@@ -133,6 +136,8 @@ type session struct {
 	reconnect *pendingReconnect
 	// broken is why this side dropped the socket, if it did.
 	broken error
+	// probe is the session's liveness probe; nil when probes are off.
+	probe *probe
 }
 
 func newSession(conn net.Conn) *session {
@@ -267,6 +272,7 @@ func newConnection(s *Subscriber, node string, dial dialFunc) *connection {
 	c := &connection{
 		s:        s,
 		node:     node,
+		id:       s.connections.Add(1),
 		dial:     dial,
 		logger:   s.logger,
 		channels: make(map[string]*channelState),
@@ -599,6 +605,14 @@ func (c *connection) connect(lost error, lostAt time.Time, attempts int) (*sessi
 		}
 	}
 	sess.awaiting = topics + patterns
+	if sess.probe = c.newProbe(); sess.probe != nil {
+		// Subscribed with the resubscription: live means probed too.
+		key := redisKey{name: sess.probe.channel}
+		sess.pending.ops[key] = true
+		sess.pending.resub[key] = true
+		sess.pending.order = append(sess.pending.order, key)
+		sess.awaiting++
+	}
 	if lost != nil {
 		sess.reconnect = &pendingReconnect{
 			event:  ReconnectEvent{Cause: lost, Attempts: attempts, Topics: topics, Patterns: patterns, Node: c.node},
@@ -698,6 +712,7 @@ func (c *connection) established() {
 func (c *connection) disconnect(sess *session) (wasLive bool) {
 	c.mu.Lock()
 	close(sess.done)
+	sess.probe.stop()
 	c.sess = nil
 	if c.state != stateClosed {
 		c.setState(stateDialing)

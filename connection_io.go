@@ -19,6 +19,13 @@ import (
 // instead.
 func (c *connection) serve(sess *session) (cause error, wasLive bool) {
 	var helpers sync.WaitGroup
+	if sess.probe != nil {
+		helpers.Add(1)
+		go func() {
+			defer helpers.Done()
+			c.runProbes(sess)
+		}()
+	}
 	helpers.Add(2)
 	go func() {
 		defer helpers.Done()
@@ -37,7 +44,10 @@ func (c *connection) serve(sess *session) (cause error, wasLive bool) {
 	if c.ctx.Err() != nil {
 		cause = c.ctx.Err()
 	}
-	wasLive = c.disconnect(sess) // stops the writer and the health check
+	wasLive = c.disconnect(sess) // stops the writer, the health check and the probes
+	if wasLive {
+		c.s.reportDisconnect(c, cause)
+	}
 	helpers.Wait()
 	return cause, wasLive
 }
@@ -53,7 +63,9 @@ func (c *connection) read(sess *session) error {
 		}
 		switch f.kind {
 		case frameMessage, framePMessage:
-			c.route(&f)
+			if !c.consumeProbe(sess, &f) {
+				c.route(&f)
+			}
 		case frameSubscribe, frameUnsubscribe:
 			c.confirm(sess, &f)
 		case framePong:
@@ -187,7 +199,10 @@ func (c *connection) take(sess *session) []*command {
 		}
 		cmd := batch[bk]
 		alone := p.alone[key]
-		if cmd == nil || len(cmd.names) == maxNamesPerCommand || alone {
+		// The probe channel may exceed the bound by one: 5,000 topics
+		// still take 5 SUBSCRIBEs.
+		full := cmd != nil && len(cmd.names) >= maxNamesPerCommand && !isProbe(sess, key.name, key.pattern)
+		if cmd == nil || full || alone {
 			cmd = &command{kind: cmdUnsubscribe, pattern: key.pattern}
 			if subscribe {
 				cmd.kind = cmdSubscribe

@@ -192,7 +192,9 @@ func (c *connection) confirm(sess *session, f *frame) {
 			c.resubscribedChannel(st)
 		}
 	} else {
-		// Its channel left meanwhile (moved to another node).
+		// The probe channel, or a channel that left meanwhile (moved to
+		// another node): the connection may carry nothing now.
+		c.probeConfirmed(sess, cmd.names[i], cmd.pattern)
 		defer c.s.connectionIdle(c)
 	}
 	cmd.starters[i] = nil
@@ -291,6 +293,7 @@ func (c *connection) errorReply(sess *session, text string) {
 	if c.s.config.Sharded && strings.HasPrefix(text, "MOVED ") {
 		for i, name := range cmd.names {
 			restart(cmd.starters[i])
+			c.probeMoved(sess, name, cmd.pattern)
 			c.rehome(name, text)
 			if cmd.resub[i] {
 				c.resubscribed()
@@ -309,7 +312,7 @@ func (c *connection) errorReply(sess *session, text string) {
 			if st != nil {
 				c.restartJoiners(st)
 			}
-			if st != nil && st.members() > 0 {
+			if st != nil && st.members() > 0 || isProbe(sess, name, cmd.pattern) {
 				p.ops[key] = true
 				p.alone[key] = true
 				p.order = append(p.order, key)
@@ -317,6 +320,13 @@ func (c *connection) errorReply(sess *session, text string) {
 					p.resub[key] = true
 				}
 			} else if cmd.resub[i] {
+				c.resubscribed()
+			}
+			continue
+		}
+		if isProbe(sess, name, cmd.pattern) {
+			c.disableProbes("SUBSCRIBE "+name, err)
+			if cmd.resub[i] {
 				c.resubscribed()
 			}
 			continue

@@ -144,7 +144,7 @@ func (fc *fakeCluster) held() []string {
 // a subscription and no node connection stays open.
 func TestStress_ShardedSubscribeCancelWithMigrations(t *testing.T) {
 	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}, MaxRedirects: -1})
-	s, err := newSubscriber(SubscriberConfig{Client: cluster, Sharded: true, HealthCheckInterval: time.Hour,
+	s, err := newSubscriber(SubscriberConfig{Client: cluster, Sharded: true, HealthCheckInterval: time.Hour, ProbeInterval: -1,
 		SubscribeTimeout: 10 * time.Second, ReconnectBackoffMin: time.Millisecond, ReconnectBackoffMax: 5 * time.Millisecond}, nil)
 	require.NoError(t, err)
 	fc := &fakeCluster{t: t, owner: map[string]string{}, nodes: []string{"a:1", "b:1"}, conns: map[string][]*clusterConn{}, s: s}

@@ -22,7 +22,7 @@ import (
 func newFakeShardedSubscriber(t *testing.T, nodes ...string) (*Subscriber, map[string]*fakeRedis) {
 	t.Helper()
 	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}, MaxRedirects: -1})
-	s, err := newSubscriber(SubscriberConfig{Client: cluster, Sharded: true, HealthCheckInterval: time.Hour}, nil)
+	s, err := newSubscriber(SubscriberConfig{Client: cluster, Sharded: true, HealthCheckInterval: time.Hour, ProbeInterval: -1}, nil)
 	require.NoError(t, err)
 	fakes := map[string]*fakeRedis{}
 	for _, node := range nodes {

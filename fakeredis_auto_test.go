@@ -42,7 +42,7 @@ type autoConn struct {
 func newAutoSubscriber(t *testing.T, proto resp, configure func(*SubscriberConfig)) (*Subscriber, *autoRedis) {
 	t.Helper()
 	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
-	config := SubscriberConfig{Client: client, HealthCheckInterval: time.Hour,
+	config := SubscriberConfig{Client: client, HealthCheckInterval: time.Hour, ProbeInterval: -1,
 		ReconnectBackoffMin: time.Millisecond, ReconnectBackoffMax: 5 * time.Millisecond}
 	if configure != nil {
 		configure(&config)

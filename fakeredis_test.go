@@ -27,15 +27,16 @@ type fakeRedis struct {
 }
 
 // newFakeSubscriber returns a Subscriber whose connection dials fakeRedis.
-// The health check is off unless configure sets it: a PING at a random
-// moment would make the replies' order the clock's.
+// The health check and the liveness probes are off unless configure sets
+// them: a PING or a probe at a random moment would make the replies' order
+// the clock's.
 func newFakeSubscriber(t *testing.T, configure func(*SubscriberConfig)) (*Subscriber, *fakeRedis) {
 	t.Helper()
 	// An IP, not a name: go-redis (v9.22) resolves a host name in
 	// NewClient, and a lookup that outlives its timeout leaves the
 	// resolver's goroutines behind for goleak to find in a later test.
 	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:0"})
-	config := SubscriberConfig{Client: client, HealthCheckInterval: time.Hour}
+	config := SubscriberConfig{Client: client, HealthCheckInterval: time.Hour, ProbeInterval: -1}
 	if configure != nil {
 		configure(&config)
 	}

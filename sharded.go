@@ -222,3 +222,21 @@ func (s *Subscriber) closeIfIdle(c *connection) {
 		c.close()
 	}
 }
+
+// nameInNode returns base followed by ":{<tag>}", a hash tag chosen so that
+// the name's slot is one node owns; ok is false when none was found (base
+// holds a hash tag of its own in another node's slot, or node owns no slot).
+func (m *slotMap) nameInNode(base, node string) (name string, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.owners == nil {
+		return "", false
+	}
+	for i := range probeTagAttempts {
+		name = base + ":{" + strconv.Itoa(i) + "}"
+		if m.owners[hashslot.Of(name)] == node {
+			return name, true
+		}
+	}
+	return "", false
+}

@@ -78,4 +78,16 @@ type SubscriberStats struct {
 	// of it: what it missed of the lost history is not known, and not in
 	// Unrecovered.
 	HistoryLost uint64
+
+	// Liveness probes (see SubscriberConfig.ProbeInterval); probes never
+	// count in Received. ProbesSent counts the probes Redis accepted,
+	// ProbesReceived those that arrived on their connection.
+	ProbesSent, ProbesReceived uint64
+	// DeafConnections counts the connections dropped because a probe Redis
+	// accepted did not arrive within ProbeInterval (each is also a
+	// Reconnect, whose Cause wraps ErrConnectionDeaf).
+	DeafConnections uint64
+	// ProbeRoundTrip is the time from a probe's PUBLISH to its arrival, in
+	// ProbeRoundTripBuckets.
+	ProbeRoundTrip DurationHistogram
 }

@@ -83,6 +83,14 @@ type Subscriber struct {
 	stats    subscriberCounters
 	dropMu   sync.Mutex
 	drops    map[string]uint64 // by topic or pattern
+
+	// Liveness (probe.go): connections are numbered for their probe
+	// channels, all of which start with probePrefix; probePublish
+	// publishes a probe (a unit test replaces it).
+	connections  atomic.Uint64
+	probePrefix  []byte
+	probePublish func(ctx context.Context, channel, body string) error
+	probes       probeCounters
 }
 
 // subscriptionKey names what a subscription listens to: a topic, or a
@@ -145,6 +153,7 @@ func newSubscriber(config SubscriberConfig, logger watermill.LoggerAdapter) (*Su
 		drops:       make(map[string]uint64),
 	}
 	s.logger = logger.With(watermill.LogFields{"component": "redispubsub.Subscriber", "subscriber_id": s.id})
+	s.probePrefix, s.probePublish = []byte(config.ChannelPrefix+ProbeTopicPrefix), s.publishProbe
 	s.hooks = newHookRunner()
 	if stamps, ok := config.Marshaler.(stampReader); ok && (!config.DisableGapDetection || config.Recover) {
 		s.stamps = stamps
@@ -213,6 +222,9 @@ func (s *Subscriber) SubscribePattern(ctx context.Context, pattern string) (<-ch
 // message.SubscribeInitializer.
 func (s *Subscriber) SubscribeInitialize(topic string) error {
 	key := subscriptionKey{name: topic}
+	if err := reservedTopic(topic); err != nil {
+		return err
+	}
 	if err := s.loadSlots(context.Background(), key); err != nil {
 		return err
 	}
@@ -267,6 +279,9 @@ func (s *Subscriber) SubscribeInitialize(topic string) error {
 func (s *Subscriber) subscribe(ctx context.Context, key subscriptionKey, h *handler) (<-chan *message.Message, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("redispubsub: subscribe to %q: %w", key.name, context.Cause(ctx))
+	}
+	if err := reservedTopic(key.name); err != nil {
+		return nil, err
 	}
 	if err := s.loadSlots(ctx, key); err != nil {
 		return nil, err
@@ -536,6 +551,7 @@ func (s *Subscriber) Stats() SubscriberStats {
 		HistoryLost:    c.historyLost.Load(),
 		BufferedBytes:  s.budget.used.Load(),
 	}
+	s.probeStats(&stats)
 	s.dropMu.Lock()
 	if len(s.drops) > 0 {
 		stats.DroppedByTopic = make(map[string]uint64, len(s.drops))

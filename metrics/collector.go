@@ -45,6 +45,8 @@ var ErrNameTaken = errors.New("metrics: name empty or already taken")
 type Collector struct {
 	pubs *family[redispubsub.PublisherStats]
 	subs *family[redispubsub.SubscriberStats]
+	// health holds the Subscribers' readiness (liveness.go).
+	health healthSources
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -52,10 +54,12 @@ var _ prometheus.Collector = (*Collector)(nil)
 // NewCollector returns a Collector with no Publisher and no Subscriber: it
 // describes every metric and collects none until some are added.
 func NewCollector() *Collector {
-	return &Collector{
+	c := &Collector{
 		pubs: newFamily("redispubsub_publisher_", publisherStats),
 		subs: newFamily("redispubsub_subscriber_", subscriberStats),
 	}
+	c.subs.extraDescs, c.subs.extra = livenessDescs, c.collectLiveness
+	return c
 }
 
 // AddPublisher exports p's Stats with the label name="name". It returns an
@@ -69,15 +73,25 @@ func (c *Collector) AddPublisher(name string, p Publisher) error {
 // AddSubscriber exports s's Stats with the label name="name", as
 // AddPublisher does for a Publisher. A Publisher and a Subscriber may share a
 // name.
+//
+// When s also has a Health method (as *redispubsub.Subscriber has), its
+// readiness is exported too.
 func (c *Collector) AddSubscriber(name string, s Subscriber) error {
-	return c.subs.add(name, s.Stats)
+	if err := c.subs.add(name, s.Stats); err != nil {
+		return err
+	}
+	c.health.add(name, s)
+	return nil
 }
 
 // RemovePublisher stops exporting the Publisher added under name, if any.
 func (c *Collector) RemovePublisher(name string) { c.pubs.remove(name) }
 
 // RemoveSubscriber stops exporting the Subscriber added under name, if any.
-func (c *Collector) RemoveSubscriber(name string) { c.subs.remove(name) }
+func (c *Collector) RemoveSubscriber(name string) {
+	c.subs.remove(name)
+	c.health.remove(name)
+}
 
 // Describe implements prometheus.Collector: it sends the description of
 // every metric, whether or not a Publisher or Subscriber was added.
@@ -97,6 +111,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 type family[S any] struct {
 	stats []stat[S]
 	descs []*prometheus.Desc
+	// extra, when set, sends the metrics of a source that are not one
+	// figure each (described by extraDescs).
+	extra      func(name string, s S, ch chan<- prometheus.Metric)
+	extraDescs []*prometheus.Desc
 
 	mu      sync.Mutex
 	sources map[string]func() S
@@ -130,6 +148,9 @@ func (f *family[S]) describe(ch chan<- *prometheus.Desc) {
 	for _, d := range f.descs {
 		ch <- d
 	}
+	for _, d := range f.extraDescs {
+		ch <- d
+	}
 }
 
 func (f *family[S]) collect(ch chan<- prometheus.Metric) {
@@ -142,6 +163,9 @@ func (f *family[S]) collect(ch chan<- prometheus.Metric) {
 	for name, s := range snapshot {
 		for i, st := range f.stats {
 			ch <- prometheus.MustNewConstMetric(f.descs[i], st.kind, st.value(s), name)
+		}
+		if f.extra != nil {
+			f.extra(name, s, ch)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"context"
 	"fmt"
 	"reflect"
 	"slices"
@@ -52,8 +53,23 @@ func TestCollectorReadsRealStats(t *testing.T) {
 	tu.Receive(t, ch).Nack()
 	tu.Receive(t, ch).Ack() // the redelivery
 	tu.Eventually(t, func() bool { return sub.Stats().Acked == 3 }, "three messages acked")
+	tu.Eventually(t, func() bool { return sub.Health(context.Background()) == nil }, "the Subscriber is ready")
 
 	got := gather(t, registry)
+	// The liveness probes run on their own clock: their figures are
+	// checked against each other, then left out.
+	probes := map[string]float64{}
+	for _, metric := range []string{"probes_sent_total", "probes_received_total", "deaf_connections_total", "probe_round_trip_seconds_count", "ready"} {
+		key := `redispubsub_subscriber_` + metric + `{name="orders"}`
+		require.Contains(t, got, key)
+		probes[metric] = got[key]
+		delete(got, key)
+	}
+	require.Positive(t, probes["probes_received_total"])
+	require.GreaterOrEqual(t, probes["probes_sent_total"], probes["probes_received_total"]-1)        // one may be on its way
+	require.InDelta(t, probes["probes_received_total"], probes["probe_round_trip_seconds_count"], 1) // one may arrive during the scrape
+	require.Zero(t, probes["deaf_connections_total"])
+	require.Equal(t, 1.0, probes["ready"])
 	want := map[string]float64{
 		`redispubsub_publisher_published_total{name="orders"}`:        3,
 		`redispubsub_publisher_no_subscribers_total{name="orders"}`:   0,
@@ -87,6 +103,25 @@ func TestCollectorReadsRealStats(t *testing.T) {
 	require.Contains(t, got, `redispubsub_publisher_published_total{name="orders"}`)
 }
 
+// A Subscriber's readiness gauge is 1 while Health says ready, 0 once it is
+// closed.
+func TestCollectorReadiness(t *testing.T) {
+	srv := redistest.Start(t)
+	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{Client: srv.NewClient(t)}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, sub.Close()) })
+	c := NewCollector()
+	require.NoError(t, c.AddSubscriber("s", sub))
+	registry := registryOf(t, c)
+	const ready = `redispubsub_subscriber_ready{name="s"}`
+	tu.Eventually(t, func() bool { return gather(t, registry)[ready] == 1 }, "ready")
+	require.NoError(t, sub.Close())
+	require.Equal(t, 0.0, gather(t, registry)[ready])
+	problems, err := testutil.CollectAndLint(c)
+	require.NoError(t, err)
+	require.Empty(t, problems)
+}
+
 // gather scrapes g and returns every sample as `metric{name="..."}` → value.
 func gather(t *testing.T, g prometheus.Gatherer) map[string]float64 {
 	t.Helper()
@@ -99,6 +134,11 @@ func gather(t *testing.T, g prometheus.Gatherer) map[string]float64 {
 			key := fmt.Sprintf("%s{%s=%q}", f.GetName(), m.GetLabel()[0].GetName(), m.GetLabel()[0].GetValue())
 			if m.GetGauge() != nil {
 				samples[key] = m.GetGauge().GetValue()
+				continue
+			}
+			if h := m.GetHistogram(); h != nil {
+				count := fmt.Sprintf("%s_count{%s=%q}", f.GetName(), m.GetLabel()[0].GetName(), m.GetLabel()[0].GetValue())
+				samples[count] = float64(h.GetSampleCount())
 				continue
 			}
 			require.NotNil(t, m.GetCounter(), key)

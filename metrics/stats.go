@@ -47,9 +47,13 @@ var subscriberStats = []stat[redispubsub.SubscriberStats]{
 	{"recovered_total", "Messages missed live and delivered from a channel's history (Recover).", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.Recovered) }},
 	{"unrecovered_total", "Messages missed that the channel's history no longer held (Recover).", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.Unrecovered) }},
 	{"history_lost_total", "Times a channel's history was found lost (its epoch changed) by a recovering Subscriber.", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.HistoryLost) }},
+	{"probes_sent_total", "Liveness probes Redis accepted.", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.ProbesSent) }},
+	{"probes_received_total", "Liveness probes that arrived on their connection.", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.ProbesReceived) }},
+	{"deaf_connections_total", "Connections dropped because a liveness probe Redis accepted did not arrive in time.", counter, func(s redispubsub.SubscriberStats) float64 { return float64(s.DeafConnections) }},
 }
 
 // notExported names the Stats fields the Collector leaves out, and why.
 var notExported = map[string]string{
 	"DroppedByTopic": "a label per topic would have no bound (a service may hold 100,000 topics); dropped_total is their sum and the log names the topic",
+	"ProbeRoundTrip": "a histogram, not one figure: exported as probe_round_trip_seconds by liveness.go",
 }

@@ -249,6 +249,57 @@ func TestACLRefusedSubscribeFailsAtOnceAndAlone(t *testing.T) {
 	require.Zero(t, sub.Stats().Reconnects)
 }
 
+// Under the README's ACL line the liveness probes run (their channels are
+// under the prefix); under an ACL that refuses the probe channel, the
+// Subscriber logs one clear error naming the pattern to allow, goes without
+// probes, and works as before: Subscribe, delivery, Health.
+func TestACLRefusedProbeChannelTurnsProbesOffOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	allowed := secSubscriber(t, redispubsub.SubscriberConfig{
+		Client: secAppClient(t, srv), ChannelPrefix: secPrefix, ProbeInterval: 50 * time.Millisecond,
+	}, newFaultLog(t))
+	testutil.Eventually(t, func() bool { return allowed.Stats().ProbesReceived >= 2 }, "probes under the README's ACL")
+
+	for _, refused := range []struct {
+		name  string
+		rules []string
+	}{
+		// SUBSCRIBE of the probe channel refused.
+		{"subscribe", append(slices.Clone(secACLRules), "resetchannels", "&"+secPrefix+"orders")},
+		// Subscribing allowed, PUBLISH of the probe refused: the
+		// Subscriber's client may not publish.
+		{"publish", append(slices.Clone(secACLRules), "-publish")},
+	} {
+		t.Run(refused.name, func(t *testing.T) {
+			user := "probe-" + refused.name
+			srv.CreateUser(t, user, "pw", refused.rules...)
+			client := faultClient(t, srv.Addr(), func(o *redis.Options) { o.Username, o.Password = user, "pw" })
+			log := newFaultLog(t)
+			sub := secSubscriber(t, redispubsub.SubscriberConfig{
+				Client: client, ChannelPrefix: secPrefix, ProbeInterval: 50 * time.Millisecond,
+			}, log)
+			orders, _ := testutil.Subscribe(t, sub, "orders")
+			testutil.Eventually(t, func() bool { return len(secErrorLogs(log)) > 0 }, "the refusal logged")
+			pub := secPublisher(t, secAppClient(t, srv), secPrefix, newFaultLog(t))
+			secPublishReceive(t, pub, "orders", orders)
+			require.NoError(t, sub.Health(context.Background()))
+			// Five intervals later (the other Subscriber's probes tell the
+			// time): still one error, no probe, no reconnect.
+			clock := allowed.Stats().ProbesReceived
+			testutil.Eventually(t, func() bool { return allowed.Stats().ProbesReceived >= clock+5 }, "five probe intervals")
+			secPublishReceive(t, pub, "orders", orders)
+			errs := secErrorLogs(log)
+			require.Len(t, errs, 1, errs)
+			require.Contains(t, errs[0], "refused the liveness probe")
+			require.Contains(t, errs[0], secPrefix+redispubsub.ProbeTopicPrefix+"*")
+			require.Contains(t, errs[0], "NOPERM")
+			stats := sub.Stats()
+			require.Zero(t, stats.ProbesReceived)
+			require.Zero(t, stats.Reconnects)
+		})
+	}
+}
+
 // A channel revoked while subscribed (Redis disconnects the client): after
 // the reconnect the revoked topic's subscription ends (its channel is
 // closed), the allowed one receives again, OnReconnect reports one topic

@@ -183,6 +183,24 @@ func TestSharded(t *testing.T) {
 		require.Zero(t, sub.Stats().Gaps)
 	})
 
+	// Each node connection has its probe channel in a slot of its node
+	// (SSUBSCRIBE there, SPUBLISH through the cluster client): every
+	// connection receives probes, and the Subscriber is ready.
+	t.Run("liveness probes on every node connection", func(t *testing.T) {
+		for i := range 30 { // over the 3 masters
+			testutil.Subscribe(t, sub, fmt.Sprintf("probed.%d", i))
+		}
+		testutil.Eventually(t, func() bool { return sub.Health(ctx) == nil }, "every node connection probed")
+		require.GreaterOrEqual(t, sub.Stats().ProbesReceived, uint64(3))
+		require.Zero(t, sub.Stats().DeafConnections)
+		for _, master := range cluster.Masters(t) {
+			probes, ok := master.Do(t, "PUBSUB", "SHARDCHANNELS", shardPrefix+redispubsub.ProbeTopicPrefix+"*").([]any)
+			require.True(t, ok)
+			require.Len(t, probes, 1, "one probe channel on %s", master.Addr())
+			require.Equal(t, master, cluster.ChannelOwner(t, probes[0].(string)), "the probe channel's slot is its node's")
+		}
+	})
+
 	// follow runs a flow of numbers on topic while fault runs, then checks
 	// that delivery resumed and that the loss equals the gaps.
 	follow := func(t *testing.T, topic string, fault func(channel string)) {

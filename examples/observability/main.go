@@ -12,6 +12,7 @@
 //	go run ./examples/observability                                    # embedded Redis
 //	REDIS_URL=redis://127.0.0.1:6379/0 go run ./examples/observability # your Redis
 //	curl -s http://127.0.0.1:9464/metrics | grep -E '^(redispubsub|watermill)_'
+//	curl -s http://127.0.0.1:9464/readyz                               # ok, or 503 and why
 package main
 
 import (
@@ -161,6 +162,7 @@ func start(ctx context.Context, out io.Writer, listen string) (s *service, err e
 	s.addr = l.Addr().String()
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
+	mux.Handle("GET /readyz", readyz(map[string]healthChecker{"publisher": pub, "subscriber": sub}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	served := make(chan struct{})
 	go func() { defer close(served); _ = srv.Serve(l) }()

@@ -71,6 +71,8 @@ func TestRunEveryCase(t *testing.T) {
 			want = []string{"go-redis", "adapter", "handoff"}
 		case strings.HasPrefix(row.Case, "router"):
 			want = []string{"adapter", "gochannel", "handoff"}
+		case row.Case == "probes":
+			want = []string{"adapter", "handoff"}
 		}
 		handoffNA := !slices.Contains([]string{"e2e-batch", "e2e-parallel", "latency"}, row.Case)
 		busSharded := row.Metric == "bus/msg sharded"
@@ -102,23 +104,24 @@ func TestRunEveryCase(t *testing.T) {
 		assert.Equal(t, want, got, row.Title)
 		_, ok := row.Ratio()
 		noRatio := strings.Contains(row.Title, "stacks") || row.Unit == Ratio || busSharded || // raw go-redis's 0
-			strings.HasPrefix(row.Case, "router") // no raw go-redis column
+			strings.HasPrefix(row.Case, "router") || row.Case == "probes" // no raw go-redis column
 		assert.Equal(t, !noRatio, ok, row.Title)
 	}
 	assert.Equal(t, CaseIDs(), seen)
 	// Per size: e2e-batch 2 rows, e2e-parallel 1, publish 1, latency 2;
 	// then subscribe 1, subscribe-many 3, eventtarget-many 3, router-1ms
-	// 3, router-10ms 3, cluster-publish 8.
-	assert.Len(t, rep.Rows, 2*(2+1+1+2)+1+3+3+3+3+8)
+	// 3, router-10ms 3, probes 3, cluster-publish 8.
+	assert.Len(t, rep.Rows, 2*(2+1+1+2)+1+3+3+3+3+3+8)
 	// Per size: 3 throughput cases of 2 rounds, latency, on the 5 Redis
 	// systems and gochannel, on watermill-nats where it is installed, and
 	// the hand-off in 2 of them; then 3 subscribe cases on 3 systems, 2
-	// router cases of 2 rounds on 2, cluster-publish of 2 rounds on 2.
+	// router cases of 2 rounds on 2, probes of 2 rounds on 1,
+	// cluster-publish of 2 rounds on 2.
 	natsCells := 3*2 + 1
 	if noNATS != nil {
 		natsCells = 0
 	}
-	assert.Equal(t, 2*((3*2+1)*6+natsCells+(2*2+1))+3*3+2*2*2+2*2, strings.Count(progress.String(), "\n"), progress.String())
+	assert.Equal(t, 2*((3*2+1)*6+natsCells+(2*2+1))+3*3+2*2*2+2+2*2, strings.Count(progress.String(), "\n"), progress.String())
 
 	var table strings.Builder
 	require.NoError(t, rep.WriteTable(&table))

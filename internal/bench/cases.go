@@ -173,6 +173,7 @@ var cases = []*caseSpec{
 	},
 	routerCases[0],
 	routerCases[1],
+	probesCase,
 	clusterPublish,
 }
 

@@ -58,7 +58,8 @@ var clusterPublish = &caseSpec{
 			"sharded: SubscriberConfig.Sharded, a connection per node); raw go-redis: one PubSub, sharded one PubSub "+
 			"per node and an SSUBSCRIBE per channel. Sharded / classic: the quotient of the two rows above it. Bus "+
 			"messages: CLUSTER INFO cluster_stats_messages_publish_sent and _publishshard_sent summed over the nodes, "+
-			"per message published; each measurement waits until the nodes received those of the one before.",
+			"per message published; each measurement waits until the nodes received those of the one before. The "+
+			"Subscriber's liveness probes are off here (ProbeInterval negative), so that their PUBLISHes do not count.",
 			c.Publishers, c.ClusterChannels)
 	},
 	measureSystem: func(ctx context.Context, r *runner, s system, topic string, size int) ([]float64, error) {
@@ -118,7 +119,9 @@ func (r *runner) measureCluster(ctx context.Context, s system, topic string, siz
 // the nodes received every one of those.
 func (r *runner) clusterThroughput(ctx context.Context, s system, sharded, consume bool, topics []string, size int) (rate, busPerMsg float64, err error) {
 	newClient := func() redis.UniversalClient { return r.cfg.NewClusterClient() }
-	t, err := s.open(r.cfg, target{newClient: newClient, sharded: sharded})
+	// Probes off: their PUBLISH (one per connection every 5 s) would count
+	// in the bus messages per message published.
+	t, err := s.open(r.cfg, target{newClient: newClient, sharded: sharded, probeInterval: -1})
 	if err != nil {
 		return 0, 0, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -67,6 +68,9 @@ type target struct {
 	// maxInFlight is the adapter's SubscriberConfig.MaxInFlight; 0: its
 	// default (the other systems have no such option).
 	maxInFlight int
+	// probeInterval is the adapter's SubscriberConfig.ProbeInterval; 0:
+	// its default.
+	probeInterval time.Duration
 }
 
 // systems are the systems in table order. The first is the yardstick of

@@ -56,6 +56,7 @@ func openAdapter(m redispubsub.Marshaler) func(Config, target) (transport, error
 		}
 		sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{
 			Client: sc, ChannelPrefix: cfg.Prefix, Marshaler: m, Sharded: on.sharded, MaxInFlight: on.maxInFlight,
+			ProbeInterval: on.probeInterval,
 		}, nil)
 		if err != nil {
 			return nil, errors.Join(err, pub.Close(), closeClients())

@@ -19,11 +19,11 @@ const proxyDialTimeout = 5 * time.Second
 // drops every connection. It is closed, with every goroutine ended, in
 // t.Cleanup. Its methods are safe for concurrent use.
 type Proxy struct {
-	target string
-	ln     net.Listener
-	wg     sync.WaitGroup
+	ln net.Listener
+	wg sync.WaitGroup
 
 	mu         sync.Mutex
+	target     string // where connections accepted from now on go
 	blackholed bool
 	closed     bool
 	conns      map[*proxyConn]struct{}
@@ -69,6 +69,16 @@ func NewProxy(t testing.TB, target string) *Proxy {
 	go p.acceptLoop()
 	t.Cleanup(p.Close)
 	return p
+}
+
+// Retarget sends the connections accepted from now on to target; those
+// open now stay with the old one, like a failover behind a fixed address
+// (a DNS name, a virtual IP, a load balancer) leaves established
+// connections where they were.
+func (p *Proxy) Retarget(target string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = target
 }
 
 // Addr returns the address clients connect to, "127.0.0.1:<port>".
@@ -150,12 +160,12 @@ func (p *Proxy) handle(client net.Conn) {
 	c := &proxyConn{client: client}
 
 	p.mu.Lock()
-	blackholed := p.blackholed
+	blackholed, target := p.blackholed, p.target
 	p.mu.Unlock()
 	if blackholed {
 		c.dead.Store(true)
 	} else {
-		server, err := net.DialTimeout("tcp", p.target, proxyDialTimeout)
+		server, err := net.DialTimeout("tcp", target, proxyDialTimeout)
 		if err != nil {
 			_ = client.Close()
 			return
