@@ -90,16 +90,17 @@ func New(opts ...Option) *Tracing {
 }
 
 // operation is a messaging operation of the conventions: its name and type,
-// and the kind of its spans.
+// and the kind of its spans (an option made once: each one made per span
+// is an allocation).
 type operation struct {
 	name string
 	typ  attribute.KeyValue
-	kind trace.SpanKind
+	kind trace.SpanStartOption
 }
 
 var (
-	send    = operation{"send", semconv.MessagingOperationTypeSend, trace.SpanKindProducer}
-	process = operation{"process", semconv.MessagingOperationTypeProcess, trace.SpanKindConsumer}
+	send    = operation{"send", semconv.MessagingOperationTypeSend, trace.WithSpanKind(trace.SpanKindProducer)}
+	process = operation{"process", semconv.MessagingOperationTypeProcess, trace.WithSpanKind(trace.SpanKindConsumer)}
 )
 
 // start starts the span of op on msg, published to or received from topic,
@@ -125,7 +126,7 @@ func (t *Tracing) start(ctx context.Context, op operation, topic string, msg *me
 	if destination != "" {
 		name += " " + destination
 	}
-	return t.tracer.Start(ctx, name, trace.WithSpanKind(op.kind), trace.WithAttributes(attrs...))
+	return t.tracer.Start(ctx, name, op.kind, trace.WithAttributes(attrs...))
 }
 
 // EndSpan ends span, first recording err, when not nil, as the span's
