@@ -106,7 +106,7 @@ func benchPublishConsume(b *testing.B, srv *redistest.Server, tracing *redispubs
 		}
 		return nil
 	})
-	runRouter(b, r)
+	testutil.RunRouter(b, r)
 	payload := `{"data":"` + strings.Repeat("x", 256-11) + `"}`
 
 	total.Store(int64(b.N))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -88,30 +87,20 @@ func pubSub(t testing.TB, srv *redistest.Server, marshaler redispubsub.Marshaler
 	return pub, sub
 }
 
-// runRouter runs r until the end of the test, once every handler has
-// subscribed.
-func runRouter(t testing.TB, r *message.Router) {
+// consumeSpans runs a router, traced by tracing, whose one handler takes
+// topic's messages from sub and sends the span context it runs in (other
+// consumers of a test may send theirs to it too).
+func consumeSpans(t testing.TB, tracing *redispubsubotel.Tracing, sub message.Subscriber, topic string) chan trace.SpanContext {
 	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- r.Run(context.Background()) }()
-	t.Cleanup(func() {
-		assert.NoError(t, r.Close())
-		assert.NoError(t, testutil.Wait(t, done, "Run to return"))
+	handled := make(chan trace.SpanContext, 8)
+	r := testutil.NewRouter(t)
+	r.AddMiddleware(tracing.Middleware)
+	r.AddConsumerHandler("consume", topic, sub, func(msg *message.Message) error {
+		handled <- trace.SpanContextFromContext(msg.Context())
+		return nil
 	})
-	select {
-	case <-r.Running():
-	case err := <-done:
-		t.Fatalf("router stopped before running: %v", err)
-	case <-time.After(testutil.Timeout):
-		t.Fatal("router not running")
-	}
-}
-
-func newRouter(t testing.TB) *message.Router {
-	t.Helper()
-	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: testutil.Timeout}, testutil.Logger(t))
-	require.NoError(t, err)
-	return r
+	testutil.RunRouter(t, r)
+	return handled
 }
 
 func newMessage(payload string) *message.Message {

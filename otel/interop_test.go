@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/trace"
@@ -172,14 +171,7 @@ func TestInteropTraceTypeScriptToGo(t *testing.T) {
 	srv := redistest.Start(t)
 	pub, sub := pubSub(t, srv, nil)
 
-	handled := make(chan trace.SpanContext, 2)
-	r := newRouter(t)
-	r.AddMiddleware(tracing.Middleware)
-	r.AddConsumerHandler("log", "orders", sub, func(msg *message.Message) error {
-		handled <- trace.SpanContextFromContext(msg.Context())
-		return nil
-	})
-	runRouter(t, r)
+	handled := consumeSpans(t, tracing, sub, "orders")
 	target, err := redispubsub.NewEventTarget[call](tracing.Publisher(pub), sub, tracing.EventTargetOption())
 	require.NoError(t, err)
 	t.Cleanup(func() { assert.NoError(t, target.Close()) })

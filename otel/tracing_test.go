@@ -95,7 +95,7 @@ func TestRouterTraceAcrossRedis(t *testing.T) {
 	pub := tracing.Publisher(plainPub)
 
 	handlerSpans := make(chan trace.SpanContext, 2)
-	r := newRouter(t)
+	r := testutil.NewRouter(t)
 	r.AddMiddleware(tracing.Middleware)
 	r.AddHandler("count", "orders", sub, "orders.counted", pub, func(msg *message.Message) ([]*message.Message, error) {
 		handlerSpans <- trace.SpanContextFromContext(msg.Context())
@@ -105,7 +105,7 @@ func TestRouterTraceAcrossRedis(t *testing.T) {
 		handlerSpans <- trace.SpanContextFromContext(msg.Context())
 		return nil
 	})
-	runRouter(t, r)
+	testutil.RunRouter(t, r)
 
 	ctx, request := startSpan(tp)
 	msg := newMessage(`{"order":1}`)
@@ -159,7 +159,7 @@ func TestRetryAndPoisonQueueKeepTheTrace(t *testing.T) {
 	require.NoError(t, err)
 	attempts := make(chan trace.SpanContext, 8)
 	poisoned := make(chan *message.Message, 1)
-	r := newRouter(t)
+	r := testutil.NewRouter(t)
 	r.AddMiddleware(
 		tracing.Middleware,
 		poisonQueue,
@@ -173,7 +173,7 @@ func TestRetryAndPoisonQueueKeepTheTrace(t *testing.T) {
 		poisoned <- msg
 		return nil
 	})
-	runRouter(t, r)
+	testutil.RunRouter(t, r)
 
 	msg := newMessage(`{"amount":42}`)
 	require.NoError(t, pub.Publish("payments", msg))
@@ -200,15 +200,7 @@ func TestUntracedMessageStartsANewTrace(t *testing.T) {
 	srv := redistest.Start(t)
 	pub, sub := pubSub(t, srv, nil)
 
-	handled := make(chan trace.SpanContext, 1)
-	r := newRouter(t)
-	r.AddMiddleware(tracing.Middleware)
-	r.AddConsumerHandler("log", "orders", sub, func(msg *message.Message) error {
-		handled <- trace.SpanContextFromContext(msg.Context())
-		return nil
-	})
-	runRouter(t, r)
-
+	handled := consumeSpans(t, tracing, sub, "orders")
 	require.NoError(t, pub.Publish("orders", newMessage(`{"order":1}`)))
 	sc := testutil.Wait(t, handled, "the handler")
 	span := rec.next(1)["process orders"]
@@ -228,13 +220,13 @@ func TestRawJSONIsUntraceable(t *testing.T) {
 	pub := tracing.Publisher(plainPub)
 
 	handled := make(chan *message.Message, 1)
-	r := newRouter(t)
+	r := testutil.NewRouter(t)
 	r.AddMiddleware(tracing.Middleware)
 	r.AddConsumerHandler("log", "user.created", sub, func(msg *message.Message) error {
 		handled <- msg
 		return nil
 	})
-	runRouter(t, r)
+	testutil.RunRouter(t, r)
 
 	msg := newMessage(`{"id":7}`)
 	require.NoError(t, pub.Publish("user.created", msg))
@@ -379,6 +371,13 @@ func TestOptionsAndEdges(t *testing.T) {
 
 	require.NoError(t, pub.Close())
 	assert.True(t, inner.closed)
+
+	// As a router's publisher decorator.
+	decorated, err := tracing.DecoratePublisher(inner)
+	require.NoError(t, err)
+	require.NoError(t, decorated.Publish("c", newMessage("{}")))
+	assert.False(t, rec.next(1)["send c"].Parent().IsValid())
+	assert.Len(t, inner.published, 3)
 	rec.none()
 }
 
