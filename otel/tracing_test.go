@@ -381,13 +381,23 @@ func TestOptionsAndEdges(t *testing.T) {
 	rec.none()
 }
 
-// A handler that panics ends the consumer span with an error, and the panic
-// goes on (to the router, which recovers it).
-func TestMiddlewareEndsTheSpanOfAPanickingHandler(t *testing.T) {
+// A handler that fails or panics ends the consumer span with an error; the
+// error is returned, the panic goes on (to the router, which recovers it).
+func TestMiddlewareMarksFailures(t *testing.T) {
 	tracing, rec, _ := newTracing(t)
-	handler := tracing.Middleware(func(*message.Message) ([]*message.Message, error) { panic("boom") })
-	assert.PanicsWithValue(t, "boom", func() { _, _ = handler(newMessage("{}")) })
+	declined := errors.New("card declined")
+	handler := tracing.Middleware(func(*message.Message) ([]*message.Message, error) { return nil, declined })
+	_, err := handler(newMessage("{}"))
+	assert.Same(t, declined, err)
 	span := testutil.Wait(t, rec.ended, "the span")
+	assert.Equal(t, codes.Error, span.Status().Code)
+	assert.Equal(t, "card declined", span.Status().Description)
+	require.Len(t, span.Events(), 1)
+	assert.Equal(t, "exception", span.Events()[0].Name)
+
+	handler = tracing.Middleware(func(*message.Message) ([]*message.Message, error) { panic("boom") })
+	assert.PanicsWithValue(t, "boom", func() { _, _ = handler(newMessage("{}")) })
+	span = testutil.Wait(t, rec.ended, "the span")
 	assert.Equal(t, "process", span.Name(), "no subscribe topic outside a router")
 	assert.Equal(t, codes.Error, span.Status().Code)
 	assert.Equal(t, "redispubsubotel: handler panicked", span.Status().Description)
