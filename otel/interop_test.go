@@ -77,6 +77,11 @@ func startPeer(t *testing.T, srv *redistest.Server, args ...string) *peer {
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-done
+		if t.Failed() {
+			p.mu.Lock()
+			t.Logf("peer %v stderr:\n%s", args, p.stderr.String())
+			p.mu.Unlock()
+		}
 	})
 	return p
 }
