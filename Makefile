@@ -3,8 +3,9 @@
 SOAK_DURATION ?= 10m
 SOAK_FLAGS ?=
 BENCH_FLAGS ?=
+OTEL_BENCH_FLAGS ?= -benchtime 2s -rounds 3
 
-.PHONY: soak bench
+.PHONY: soak bench bench-otel
 
 # soak runs Publishers and Subscribers against a redis-server of its own,
 # with periodic server kills and CLIENT KILLs, and prints rates, reconnects,
@@ -26,3 +27,14 @@ soak:
 # go run ./cmd/benchtable -h.
 bench:
 	go run ./cmd/benchtable $(BENCH_FLAGS)
+	$(MAKE) --no-print-directory bench-otel
+
+# bench-otel measures what tracing costs (module otel, BenchmarkTracing):
+# 256 B messages published in batches of 100 and handled by a router on a
+# redis-server of its own, tracing off, on with OpenTelemetry's no-op
+# TracerProvider, and on with the SDK exporting to an exporter that drops
+# the spans, synchronously and batched; it prints the medians of the rounds
+# and the ratio to off as a markdown table (go test's output on stderr):
+# make bench-otel OTEL_BENCH_FLAGS="-benchtime 1s -rounds 5"
+bench-otel:
+	cd otel && go test -run '^$$' -bench '^BenchmarkTracing$$' . $(OTEL_BENCH_FLAGS) 2>&1 | awk -f bench.awk

@@ -91,6 +91,7 @@ type EventTarget[T any] struct {
 	sub     message.Subscriber
 	logger  watermill.LoggerAdapter
 	onError func(topic string, err error)
+	wrap    DeliveryWrapper
 
 	mu     sync.Mutex
 	closed bool
@@ -129,6 +130,7 @@ func NewEventTarget[T any](pub message.Publisher, sub message.Subscriber, opts .
 		sub:     sub,
 		logger:  o.logger.With(watermill.LogFields{"event_target_uuid": watermill.NewShortUUID()}),
 		onError: o.onError,
+		wrap:    o.wrap,
 		topics:  make(map[string]*targetTopic[T]),
 	}, nil
 }

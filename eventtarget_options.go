@@ -14,6 +14,30 @@ type EventTargetOption func(*eventTargetOptions)
 type eventTargetOptions struct {
 	logger  watermill.LoggerAdapter
 	onError func(topic string, err error)
+	wrap    DeliveryWrapper
+}
+
+// DeliveryWrapper runs around the delivery of one received message to the
+// listeners of its topic; see WithDeliveryWrapper.
+type DeliveryWrapper func(topic string, msg *message.Message, deliver func(ctx context.Context) error)
+
+// WithDeliveryWrapper sets a function that the EventTarget calls for every
+// message it receives, in place of delivering it directly, so that tracing,
+// logging or timing can run around the listeners (the tracing of the
+// module github.com/alkdev/watermill-redispubsub/otel is one).
+//
+// wrap is called on the topic's delivery goroutine with the topic of the
+// subscription, the message and deliver. deliver decodes the payload and
+// calls the topic's listeners with ctx as their context (where they would
+// otherwise get msg.Context()); it returns nil when every listener returned,
+// else the error it also reported to the error hook: one wrapping
+// ErrPayloadDecode (no listener was called), or those wrapping
+// ErrListenerPanic, joined. wrap must call deliver once: if it does not,
+// no listener runs. The message is Acked after wrap returned, as without a
+// wrapper; wrap must not Ack or Nack it, and a panic in wrap is not
+// recovered. Default: none.
+func WithDeliveryWrapper(wrap DeliveryWrapper) EventTargetOption {
+	return func(o *eventTargetOptions) { o.wrap = wrap }
 }
 
 // WithErrorHandler sets a hook that the EventTarget calls with what goes wrong

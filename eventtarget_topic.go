@@ -3,6 +3,7 @@ package redispubsub
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"slices"
@@ -272,16 +273,28 @@ func (t *EventTarget[T]) subscriptionClosed(tt *targetTopic[T]) {
 	}
 }
 
-// deliver calls tt's listeners with msg, then Acks it.
+// deliver calls tt's listeners with msg, through the delivery wrapper if
+// there is one, then Acks it.
 func (t *EventTarget[T]) deliver(tt *targetTopic[T], msg *message.Message) {
 	defer msg.Ack()
+	if t.wrap == nil {
+		_ = t.callListeners(tt, msg, msg.Context())
+		return
+	}
+	t.wrap(tt.name, msg, func(ctx context.Context) error { return t.callListeners(tt, msg, ctx) })
+}
 
+// callListeners decodes msg's payload and calls tt's listeners with it and
+// ctx. It returns what it reported: the decode error, or the listeners'
+// panics joined.
+func (t *EventTarget[T]) callListeners(tt *targetTopic[T], msg *message.Message, ctx context.Context) error {
 	typ, id := SplitTopic(tt.name)
 	ev := Event[T]{Type: typ, ID: id, Message: msg}
 	if len(msg.Payload) > 0 {
 		if err := json.Unmarshal(msg.Payload, &ev.Payload); err != nil {
-			t.report(tt.name, fmt.Errorf("%w into %T (message %s): %w", ErrPayloadDecode, ev.Payload, msg.UUID, err), nil)
-			return
+			err = fmt.Errorf("%w into %T (message %s): %w", ErrPayloadDecode, ev.Payload, msg.UUID, err)
+			t.report(tt.name, err, nil)
+			return err
 		}
 	}
 
@@ -289,7 +302,7 @@ func (t *EventTarget[T]) deliver(tt *targetTopic[T], msg *message.Message) {
 	listeners := tt.listeners
 	t.mu.Unlock()
 
-	ctx := msg.Context()
+	var panics []error
 	for _, tl := range listeners {
 		if tl.once {
 			if !tl.removed.CompareAndSwap(false, true) {
@@ -299,18 +312,21 @@ func (t *EventTarget[T]) deliver(tt *targetTopic[T], msg *message.Message) {
 		} else if tl.removed.Load() {
 			continue
 		}
-		t.call(tt.name, tl, ctx, ev)
+		if err := t.call(tt.name, tl, ctx, ev); err != nil {
+			panics = append(panics, err)
+		}
 	}
+	return errors.Join(panics...)
 }
 
-// call calls one listener, recovering a panic.
-func (t *EventTarget[T]) call(topic string, tl *targetListener[T], ctx context.Context, ev Event[T]) {
+// call calls one listener, recovering a panic, which it reports and
+// returns.
+func (t *EventTarget[T]) call(topic string, tl *targetListener[T], ctx context.Context, ev Event[T]) (err error) {
 	defer func() {
 		r := recover()
 		if r == nil {
 			return
 		}
-		var err error
 		if rerr, ok := r.(error); ok {
 			err = fmt.Errorf("%w on topic %q: %w", ErrListenerPanic, topic, rerr)
 		} else {
@@ -319,6 +335,7 @@ func (t *EventTarget[T]) call(topic string, tl *targetListener[T], ctx context.C
 		t.report(topic, err, watermill.LogFields{"message_uuid": ev.Message.UUID, "stack": string(debug.Stack())})
 	}()
 	tl.fn(ctx, ev)
+	return nil
 }
 
 // report logs err and passes it to the error hook.

@@ -141,9 +141,13 @@ else
 	(cd "$interop" && npm ci --no-audit --no-fund)
 fi
 
-# 5. the tests. GOTEST_FLAGS is split into words on purpose.
+# 5. the tests. GOTEST_FLAGS is split into words on purpose. The otel
+# module (OpenTelemetry tracing, a module of its own so that the core does
+# not require OpenTelemetry) is not in ./... of the core: it runs next.
 # shellcheck disable=SC2086
 go test -race -count=1 -timeout 15m ${GOTEST_FLAGS:-} "$@" ./...
+# shellcheck disable=SC2086
+(cd otel && go test -race -count=1 -timeout 10m ${GOTEST_FLAGS:-} "$@" ./...)
 
 # 6. the tests whose full size the race detector makes too slow, once more
 # without it: 1 GiB past a stalled subscription (128 MiB under -race),

@@ -26,33 +26,10 @@ import (
 )
 
 // wmNewRouter returns a router that wmRunRouter runs.
-func wmNewRouter(t testing.TB) *message.Router {
-	t.Helper()
-	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: testutil.Timeout}, testutil.Logger(t))
-	require.NoError(t, err)
-	return r
-}
+func wmNewRouter(t testing.TB) *message.Router { return testutil.NewRouter(t) }
 
-// wmRunRouter runs r until the end of the test and returns once every
-// handler has subscribed: what is published from then on reaches them. The
-// router is closed at the end of the test (it closes its handlers'
-// Subscribers and Publishers).
-func wmRunRouter(t testing.TB, r *message.Router) {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- r.Run(context.Background()) }()
-	t.Cleanup(func() {
-		assert.NoError(t, r.Close())
-		assert.NoError(t, testutil.Wait(t, done, "Run to return"))
-	})
-	select {
-	case <-r.Running():
-	case err := <-done:
-		t.Fatalf("router stopped before running: %v", err)
-	case <-time.After(testutil.Timeout):
-		t.Fatal("router not running")
-	}
-}
+// wmRunRouter runs r until the end of the test; see testutil.RunRouter.
+func wmRunRouter(t testing.TB, r *message.Router) { testutil.RunRouter(t, r) }
 
 // wmJSON returns a message with a JSON payload (the default marshaler's
 // requirement).

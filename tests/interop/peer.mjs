@@ -6,9 +6,9 @@
 // @graphql-yoga/subscription (createPubSub). The Go tests run it as a
 // subprocess; see README.md beside this file for the protocol.
 //
-//   node peer.mjs listen   --mode eventtarget --topic T [--prefix P] --count N
+//   node peer.mjs listen   --mode eventtarget --topic T [--prefix P] [--trace] --count N
 //   node peer.mjs listen   --mode pubsub      --topic T [--id ID] [--prefix P] [--buffer B] --count N
-//   node peer.mjs dispatch --mode eventtarget --topic T [--prefix P] [--detail JSON | --payload-hex HEX] [--count N]
+//   node peer.mjs dispatch --mode eventtarget --topic T [--prefix P] [--detail JSON | --payload-hex HEX] [--trace] [--count N]
 //   node peer.mjs dispatch --mode pubsub      --topic T [--id ID] [--prefix P] --payload JSON [--count N]
 //   node peer.mjs raw      --channel C --body STRING
 //
@@ -16,6 +16,9 @@
 // stdout carries JSON lines only; diagnostics go to stderr.
 // Exit codes: 0 done, 1 error (usage, Redis, uncaught exception), 2 timeout.
 // listen also takes --timeout-ms MS (default 20000).
+// --trace (eventtarget mode) continues or starts an OpenTelemetry trace
+// through detail.metadata, W3C trace context, as a TypeScript service does
+// with @opentelemetry/api, @opentelemetry/core and @opentelemetry/sdk-trace-base.
 
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
@@ -90,6 +93,7 @@ function parseCLI(argv) {
       body: { type: 'string' },
       'timeout-ms': { type: 'string' },
       buffer: { type: 'string' },
+      trace: { type: 'boolean', default: false },
     },
   });
   if (positionals.length !== 1) {
@@ -111,6 +115,9 @@ function parseCLI(argv) {
   }
   if (opts.topic === undefined || opts.topic === '') {
     throw new UsageError('--topic is required');
+  }
+  if (opts.trace && opts.mode !== 'eventtarget') {
+    throw new UsageError('--trace is for --mode eventtarget');
   }
   if (opts.mode === 'eventtarget' && opts.id !== undefined) {
     throw new UsageError('--id is for --mode pubsub; in eventtarget mode put it in --topic (type:id)');
@@ -178,6 +185,45 @@ function eventLine(event) {
     line.payloadHex = Buffer.from(detail.payload, 'base64').toString('hex');
   }
   return line;
+}
+
+// startTracing loads OpenTelemetry (only for --trace, so that the other
+// commands run without it) and returns what a TypeScript service does to
+// carry a trace through the envelope's metadata: a tracer of an SDK
+// TracerProvider (which makes real trace and span ids; no exporter is
+// needed here) and the W3C trace context propagator.
+async function startTracing() {
+  const api = await import('@opentelemetry/api');
+  const { W3CTraceContextPropagator } = await import('@opentelemetry/core');
+  const { BasicTracerProvider } = await import('@opentelemetry/sdk-trace-base');
+  const tracer = new BasicTracerProvider().getTracer('interop-peer');
+  const propagator = new W3CTraceContextPropagator();
+  return {
+    // send starts a producer span and returns detail with the span's
+    // context in detail.metadata (other metadata kept), and the span.
+    send(channel, detail) {
+      const span = tracer.startSpan(`send ${channel}`, { kind: api.SpanKind.PRODUCER });
+      const metadata = { ...(detail && detail.metadata) };
+      propagator.inject(api.trace.setSpan(api.ROOT_CONTEXT, span), metadata, api.defaultTextMapSetter);
+      return { detail: { ...detail, metadata }, span };
+    },
+    // process continues the trace of a received detail: a consumer span
+    // whose parent is the context in detail.metadata (none: a new trace).
+    // It returns what the line reports: the span's trace id, its parent's
+    // span id (null for a new trace) and its own span id.
+    process(channel, detail) {
+      const metadata = (detail && detail.metadata) || {};
+      const parent = propagator.extract(api.ROOT_CONTEXT, metadata, api.defaultTextMapGetter);
+      const span = tracer.startSpan(`process ${channel}`, { kind: api.SpanKind.CONSUMER }, parent);
+      span.end();
+      const remote = api.trace.getSpanContext(parent);
+      return {
+        traceId: span.spanContext().traceId,
+        parentSpanId: remote ? remote.spanId : null,
+        spanId: span.spanContext().spanId,
+      };
+    },
+  };
 }
 
 function connect() {
@@ -262,6 +308,7 @@ function armTimeout(opts, clients, received) {
 }
 
 async function listenEventTarget(opts, clients) {
+  const tracing = opts.trace ? await startTracing() : undefined;
   const eventTarget = createRedisEventTarget(clients);
   const channel = opts.prefix + opts.topic;
   let ready = false;
@@ -282,6 +329,9 @@ async function listenEventTarget(opts, clients) {
   };
   eventTarget.addEventListener(channel, (event) => {
     const line = eventLine(event);
+    if (tracing) {
+      line.trace = tracing.process(channel, event.detail);
+    }
     if (ready) {
       emit(line);
     } else {
@@ -339,9 +389,17 @@ async function listenPubSub(opts, clients) {
 }
 
 async function dispatchEventTarget(opts, clients) {
+  const tracing = opts.trace ? await startTracing() : undefined;
   const eventTarget = createRedisEventTarget(clients);
   const channel = opts.prefix + opts.topic;
   for (let i = 0; i < opts.count; i++) {
+    if (tracing) {
+      const { detail, span } = tracing.send(channel, opts.hasDetail ? opts.detail : {});
+      eventTarget.dispatchEvent(new CustomEvent(channel, { detail }));
+      span.end();
+      out({ trace: { traceId: span.spanContext().traceId, spanId: span.spanContext().spanId } });
+      continue;
+    }
     eventTarget.dispatchEvent(
       opts.hasDetail ? new CustomEvent(channel, { detail: opts.detail }) : new CustomEvent(channel),
     );
