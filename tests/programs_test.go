@@ -8,6 +8,7 @@ package tests
 // has one.
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net/http"
@@ -119,6 +120,31 @@ var programs = []program{
 		},
 	},
 	{
+		// Serves a page and the SSE stream of its topic (ADDR=127.0.0.1:0
+		// for every program) and publishes a few events a second until
+		// Ctrl-C: a stream shows events with positions as ids.
+		pkg: "./examples/sse", embedded: true, withRedis: true,
+		drive: func(t *testing.T, r *programRun) {
+			r.WaitStdout(t, " in a browser (Ctrl-C stops)\n")
+			addr := regexp.MustCompile(`open http://(\S+)/ `).FindStringSubmatch(r.Stdout.String())
+			require.NotNil(t, addr, r.Stdout.String())
+			resp, err := http.Get("http://" + addr[1] + "/events?topic=call.responded:demo")
+			require.NoError(t, err)
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			require.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
+			lines := bufio.NewScanner(resp.Body)
+			var event, id bool
+			for !(event && id) && lines.Scan() {
+				event = event || lines.Text() == "event: call.responded"
+				id = id || regexp.MustCompile(`^id: \d+-\S+$`).MatchString(lines.Text())
+			}
+			require.True(t, event && id, "an event named by its type, with a position as id: %v", lines.Err())
+			r.Signal(t, os.Interrupt) // the stream ends with the server's Shutdown
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		},
+	},
+	{
 		// Needs a Redis (its default is 127.0.0.1:6379, never used here):
 		// tail prints what publish sends.
 		pkg: "./cmd/redispubsub", args: []string{"tail", "--count", "1", "call.responded:uuid-123"}, withRedis: true,
@@ -171,7 +197,7 @@ func TestPrograms(t *testing.T) {
 		for _, variant := range variants {
 			t.Run(filepath.Join(p.module, p.pkg)+"/"+variant, func(t *testing.T) {
 				t.Parallel()
-				env := []string{"REDIS_URL=", redistest.EnvBinary + "=" + redisServer}
+				env := []string{"REDIS_URL=", redistest.EnvBinary + "=" + redisServer, "ADDR=127.0.0.1:0"}
 				if variant == "REDIS_URL" {
 					env[0] = "REDIS_URL=redis://" + redistest.Start(t).Addr()
 				}

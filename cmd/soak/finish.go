@@ -195,7 +195,8 @@ func (s *soak) finish(flowed time.Duration, mem *memory) bool {
 }
 
 // subscribedEverywhere reports whether Redis has want pubsub clients, each
-// subscribed to every topic and to the pattern.
+// subscribed to every topic, its liveness probe channel (probes are on by
+// default) and the pattern.
 func (s *soak) subscribedEverywhere(want int64) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -210,7 +211,7 @@ func (s *soak) subscribedEverywhere(want int64) bool {
 		if s.c.recover {
 			psub = "psub=0"
 		}
-		if slices.Contains(fields, "sub="+strconv.Itoa(len(s.topics))) && slices.Contains(fields, psub) {
+		if slices.Contains(fields, "sub="+strconv.Itoa(len(s.topics)+1)) && slices.Contains(fields, psub) {
 			complete++
 		}
 	}
