@@ -72,8 +72,8 @@ func ExampleNewCollector() {
 	lines := bufio.NewScanner(resp.Body)
 	for lines.Scan() {
 		line := lines.Text()
-		for _, name := range []string{"published_total", "no_subscribers_total", "received_total"} {
-			if strings.HasPrefix(line, "redispubsub_") && strings.Contains(line, "_"+name+"{") {
+		for _, name := range []string{"publisher_published_total", "publisher_no_subscribers_total", "subscriber_received_total"} {
+			if strings.HasPrefix(line, "redispubsub_"+name+"{") {
 				fmt.Println(line)
 			}
 		}
