@@ -79,7 +79,7 @@ type connection struct {
 	// pingRefused is set once Redis answered a PING with an error (an ACL
 	// without +ping), which is logged once.
 	pingRefused bool
-	// probeOff is set once Redis refused the probe channel (probe.go).
+	// probeOff is set once Redis refused the probe channel (connection_probe.go).
 	probeOff bool
 }
 
@@ -179,7 +179,7 @@ type channelState struct {
 	confirmedMs int64 // Unix milliseconds; 0: not yet
 	interrupted bool
 	// recovery is what SubscriberConfig.Recover knows of the channel's
-	// history (recovery.go); nil until a message with a position.
+	// history (connection_recovery.go); nil until a message with a position.
 	recovery *channelRecovery
 }
 

@@ -84,7 +84,7 @@ type Subscriber struct {
 	dropMu   sync.Mutex
 	drops    map[string]uint64 // by topic or pattern
 
-	// Liveness (probe.go): connections are numbered for their probe
+	// Liveness (connection_probe.go): connections are numbered for their probe
 	// channels, all of which start with probePrefix; probePublish
 	// publishes a probe (a unit test replaces it).
 	connections  atomic.Uint64
@@ -103,7 +103,7 @@ type subscriptionKey struct {
 type subscriberCounters struct {
 	received, decodeFailures, delivered, acked, nacked, dropped, discarded, duplicates,
 	reconnects, gaps, possibleGaps, oversized atomic.Uint64
-	recovered, unrecovered, historyLost atomic.Uint64 // recovery.go
+	recovered, unrecovered, historyLost atomic.Uint64 // connection_recovery.go
 }
 
 // NewSubscriber returns a Subscriber; logger may be nil. It returns an

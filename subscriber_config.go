@@ -214,7 +214,7 @@ type SubscriberConfig struct {
 	// keys (see History). Default: false.
 	Recover bool
 
-	// Liveness and readiness (probe.go, readiness.go).
+	// Liveness and readiness (connection_probe.go, readiness.go).
 
 	// ProbeInterval is how often each connection proves end to end that it
 	// receives what is published: the Subscriber publishes a probe through
