@@ -26,7 +26,7 @@ func TestProbe_ShardedProbeChannelMoved(t *testing.T) {
 		return nil
 	}
 	p := resp(3)
-	done := subscribeAsync(s, "x")
+	done := subscribeAsync(context.Background(), s, "x")
 	fa := fakes["a:1"].accept()
 	probe := ProbeTopicPrefix + s.id + ":1:{0}" // every slot is a:1's
 	fa.expect("SSUBSCRIBE", "x")

@@ -53,7 +53,7 @@ func moveSlot(s *Subscriber, channel, node string) {
 func TestSharded_ConnectionLeftEmptyByAMoveIsClosed(t *testing.T) {
 	s, fakes := newFakeShardedSubscriber(t, "a:1", "b:1")
 	p := resp(3)
-	done := subscribeAsync(s, "x")
+	done := subscribeAsync(context.Background(), s, "x")
 	fa := fakes["a:1"].accept()
 	fa.expect("SSUBSCRIBE", "x")
 	fa.send(p.confirm("ssubscribe", "x", 1))
@@ -78,7 +78,7 @@ func TestSharded_ConnectionLeftEmptyByAMoveIsClosed(t *testing.T) {
 func TestSharded_ConnectionLeftEmptyByMovedIsClosed(t *testing.T) {
 	s, fakes := newFakeShardedSubscriber(t, "a:1", "b:1")
 	p := resp(3)
-	done := subscribeAsync(s, "x")
+	done := subscribeAsync(context.Background(), s, "x")
 	fa := fakes["a:1"].accept()
 	fa.expect("SSUBSCRIBE", "x")
 	moveSlot(s, "x", "b:1")
@@ -129,7 +129,7 @@ func TestSharded_MoveOntoAQueuedUnsubscribeStarts(t *testing.T) {
 	}
 	// x's first subscription goes to a:1, its second, after the slot map
 	// changed, to b:1.
-	first := subscribeAsync(s, "x")
+	first := subscribeAsync(context.Background(), s, "x")
 	fa := fakes["a:1"].accept()
 	fa.expect("SSUBSCRIBE", "x")
 	fa.send(p.confirm("ssubscribe", "x", 1))
@@ -150,7 +150,7 @@ func TestSharded_MoveOntoAQueuedUnsubscribeStarts(t *testing.T) {
 	// b:1's writer is held in a write nobody reads (net.Pipe), so that the
 	// UNSUBSCRIBE of x stays queued.
 	moveSlot(s, "z", "b:1")
-	z := subscribeAsync(s, "z")
+	z := subscribeAsync(context.Background(), s, "z")
 	b := s.conns["b:1"]
 	waitFor(t, func() bool {
 		b.mu.Lock()
@@ -213,7 +213,7 @@ func TestSharded_UnsubscribeRacingASlotMigrationKeepsTheConnection(t *testing.T)
 	fa.send(p.confirm("ssubscribe", "x", 1))
 	subscribed(t, done)
 	// y keeps the connection to a:1 in use.
-	ydone := subscribeAsync(s, "y")
+	ydone := subscribeAsync(context.Background(), s, "y")
 	fa.expect("SSUBSCRIBE", "y")
 	fa.send(p.confirm("ssubscribe", "y", 2))
 	yout := subscribed(t, ydone)

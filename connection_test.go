@@ -25,12 +25,12 @@ type subscribeResult struct {
 	err error
 }
 
-// subscribeAsync calls Subscribe on a goroutine of its own: it returns only
-// once the fake confirmed.
-func subscribeAsync(s *Subscriber, topic string) <-chan subscribeResult {
+// subscribeAsync calls Subscribe with ctx on a goroutine of its own: it
+// returns only once the fake confirmed.
+func subscribeAsync(ctx context.Context, s *Subscriber, topic string) <-chan subscribeResult {
 	done := make(chan subscribeResult, 1)
 	go func() {
-		out, err := s.Subscribe(context.Background(), topic)
+		out, err := s.Subscribe(ctx, topic)
 		done <- subscribeResult{out, err}
 	}()
 	return done
@@ -85,7 +85,7 @@ func nothingQueued(t *testing.T, out <-chan *message.Message) {
 // subscribeOn subscribes topic on a connection that fc serves.
 func subscribeOn(t *testing.T, s *Subscriber, fc *fakeConn, p resp, topic string) <-chan *message.Message {
 	t.Helper()
-	done := subscribeAsync(s, topic)
+	done := subscribeAsync(context.Background(), s, topic)
 	fc.expect("SUBSCRIBE", topic)
 	notReturned(t, done)
 	fc.send(p.confirm("subscribe", topic, 1))
@@ -115,7 +115,7 @@ func TestConnection_JoinerStartsAtThePong(t *testing.T) {
 		s, f := newFakeSubscriber(t, nil)
 		fc := f.accept()
 		first := subscribeOn(t, s, fc, p, "a")
-		done := subscribeAsync(s, "a")
+		done := subscribeAsync(context.Background(), s, "a")
 		fc.expect("PING")
 		fc.send(p.message("a", envelope("a", 1)))
 		notReturned(t, done)
@@ -136,7 +136,7 @@ func TestConnection_ErrorReplyToPingIsItsAnswer(t *testing.T) {
 	fc := f.accept()
 	p := resp(3)
 	first := subscribeOn(t, s, fc, p, "a")
-	done := subscribeAsync(s, "a")
+	done := subscribeAsync(context.Background(), s, "a")
 	fc.expect("PING")
 	fc.send("-NOPERM User u has no permissions to run the 'ping' command\r\n")
 	second := subscribed(t, done)
@@ -153,7 +153,7 @@ func TestConnection_RefusedBatchIsSentAgainAlone(t *testing.T) {
 		s, f := newFakeSubscriber(t, nil)
 		// Both Subscribes wait for the connection: they go in one
 		// SUBSCRIBE.
-		a, b := subscribeAsync(s, "a"), subscribeAsync(s, "b")
+		a, b := subscribeAsync(context.Background(), s, "a"), subscribeAsync(context.Background(), s, "b")
 		waitFor(t, func() bool {
 			c := s.conns[""]
 			c.mu.Lock()
@@ -358,7 +358,7 @@ func TestConnection_ReconnectResubscribesInBatches(t *testing.T) {
 	const topics = 2*maxNamesPerCommand + 500
 	results := make([]<-chan subscribeResult, topics)
 	for i := range results {
-		results[i] = subscribeAsync(s, fmt.Sprintf("t%04d", i))
+		results[i] = subscribeAsync(context.Background(), s, fmt.Sprintf("t%04d", i))
 	}
 	waitFor(t, func() bool {
 		c := s.conns[""]
@@ -421,11 +421,7 @@ func TestConnection_LastSubscriptionUnsubscribes(t *testing.T) {
 	fc := f.accept()
 	p := resp(3)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan subscribeResult, 1)
-	go func() {
-		out, err := s.Subscribe(ctx, "a")
-		done <- subscribeResult{out, err}
-	}()
+	done := subscribeAsync(ctx, s, "a")
 	fc.expect("SUBSCRIBE", "a")
 	fc.send(p.confirm("subscribe", "a", 1))
 	out := subscribed(t, done)

@@ -51,7 +51,7 @@ func TestDirect_SharedCopies(t *testing.T) {
 	fc := f.accept()
 	p := resp(2)
 	a := subscribeOn(t, s, fc, p, "a")
-	done := subscribeAsync(s, "a")
+	done := subscribeAsync(context.Background(), s, "a")
 	fc.expect("PING")
 	fc.send(p.pong())
 	b := subscribed(t, done)
@@ -74,11 +74,7 @@ func TestDirect_EndBeforeAck(t *testing.T) {
 	fc := f.accept()
 	p := resp(3)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan subscribeResult, 1)
-	go func() {
-		out, err := s.Subscribe(ctx, "a")
-		done <- subscribeResult{out, err}
-	}()
+	done := subscribeAsync(ctx, s, "a")
 	fc.expect("SUBSCRIBE", "a")
 	fc.send(p.confirm("subscribe", "a", 1))
 	out := subscribed(t, done)
