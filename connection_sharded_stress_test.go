@@ -188,11 +188,7 @@ func TestStress_ShardedSubscribeCancelWithMigrations(t *testing.T) {
 				}
 				time.Sleep(time.Duration(rand.IntN(1000)) * time.Microsecond)
 				cancel()
-				select {
-				case <-drainMsgs(out):
-				case <-time.After(5 * time.Second):
-					t.Errorf("output channel of %s not closed after its context ended", topic)
-				}
+				awaitDrained(t, out, topic)
 			}
 		}()
 	}

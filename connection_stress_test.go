@@ -71,11 +71,7 @@ func TestStress_SubscribeCancelWithKills(t *testing.T) {
 						ok.Add(1)
 						time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
 						cancel()
-						select {
-						case <-drainMsgs(out):
-						case <-time.After(5 * time.Second):
-							t.Errorf("output channel of %s not closed after its context ended", topic)
-						}
+						awaitDrained(t, out, topic)
 					}
 				}()
 			}
@@ -101,6 +97,16 @@ func TestStress_SubscribeCancelWithKills(t *testing.T) {
 }
 
 // drainMsgs Acks what out delivers until it closes.
+// awaitDrained Acks what out still delivers and reports an error (from any
+// goroutine) when out is not closed within 5 s of its context's end.
+func awaitDrained[T interface{ Ack() bool }](t *testing.T, out <-chan T, what string) {
+	select {
+	case <-drainMsgs(out):
+	case <-time.After(5 * time.Second):
+		t.Errorf("output channel of %s not closed after its context ended", what)
+	}
+}
+
 func drainMsgs[T interface{ Ack() bool }](out <-chan T) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
@@ -192,11 +198,7 @@ func TestStress_DeliveryWithKills(t *testing.T) {
 							}
 						}
 						cancel()
-						select {
-						case <-drainMsgs(out):
-						case <-time.After(5 * time.Second):
-							t.Error("output channel not closed after its context ended")
-						}
+						awaitDrained(t, out, "a subscription")
 					}
 				}()
 			}
