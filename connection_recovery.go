@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -152,10 +153,7 @@ func (c *connection) recover(st *channelState, r *channelRecovery) {
 		if !current {
 			return // unsubscribed, or moved: its next subscription reads again
 		}
-		h, err := readHistory(ctx, c.s.config.Client, c.s.historyReader(), st.name, after)
-		if errors.Is(err, errHistoryChanged) {
-			continue
-		}
+		h, err := readHistory(ctx, c.s.config.Client, st.name, after)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -238,11 +236,10 @@ func (c *connection) applyHistory(st *channelState, r *channelRecovery, h histor
 		if e.offset > next {
 			c.s.reportUnrecovered(GapEvent{Topic: topic, First: next, Last: e.offset - 1, Unrecovered: true})
 		}
-		st.pushAll(&incoming{
-			channel: st.name, body: e.body,
-			size: int64(len(e.body) + len(st.name) + incomingOverhead),
-		})
-		c.s.stats.recovered.Add(1)
+		if msg, ok := c.s.decodeHistory(st.name, e, h.epoch); ok {
+			st.pushAll(decodedIncoming(st.name, msg, int64(len(e.record)+len(st.name)+incomingOverhead)))
+			c.s.stats.recovered.Add(1)
+		}
 		next = e.offset + 1
 	}
 	if h.top >= next && len(h.entries) == 0 {
@@ -287,66 +284,81 @@ type historyRead struct {
 	entries []historyEntry
 }
 
-// historyEntry is one message of a history: its offset and its body.
+// historyEntry is one message of a history: its offset and its record.
 type historyEntry struct {
 	offset uint64
-	body   string
+	record string
 }
 
-// errHistoryChanged says that a history was lost and started again while
-// it was being read; the read is to be done again.
-var errHistoryChanged = errors.New("redispubsub: the history started again during the read")
+// historyReadSource returns, in one atomic step, a channel's epoch, its last
+// offset and the records of the offsets after ARGV[1] that its list still
+// holds, the oldest first; nothing when the channel has no history.
+//
+//	KEYS[1] the list, KEYS[2] the meta hash (see historyKeys)
+const historyReadSource = `
+local meta = redis.call('hmget', KEYS[2], 'e', 's')
+if not meta[1] then
+	return {}
+end
+local reply = {meta[1], meta[2]}
+local missed = tonumber(meta[2]) - tonumber(ARGV[1])
+if missed > 0 then
+	local records = redis.call('lrange', KEYS[1], -missed, -1)
+	for i = 1, #records do
+		reply[i + 2] = records[i]
+	end
+end
+return reply
+`
+
+var historyReadScript = redis.NewScript(historyReadSource)
 
 // readHistory reads the history of channel after the offset after, through
-// client: its meta hash, then its stream, in one pipeline. Every offset up
-// to the top read first is in the stream read next, unless trimmed; a
-// history lost and started again in between (the entries' epoch is not the
-// one read) gives errHistoryChanged. reader reads the entries' epoch; nil
-// skips that check.
-func readHistory(ctx context.Context, client redis.UniversalClient, reader stampReader, channel string, after uint64) (historyRead, error) {
-	stream, meta, err := historyKeys(channel)
+// client, with historyReadSource: EVALSHA_RO, or EVAL_RO when Redis does
+// not have the script (Redis 7.0 or later; read-only, so that a user whose
+// ACL lets it read the keys alone may run it).
+func readHistory(ctx context.Context, client redis.UniversalClient, channel string, after uint64) (historyRead, error) {
+	list, meta, err := historyKeys(channel)
 	if err != nil {
 		return historyRead{}, err
 	}
-	var fields *redis.SliceCmd
-	var entries *redis.XMessageSliceCmd
-	_, err = client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		fields = p.HMGet(ctx, meta, "e", "s")
-		entries = p.XRange(ctx, stream, strconv.FormatUint(after+1, 10)+"-0", "+")
-		return nil
-	})
+	cmd := redis.NewStringSliceCmd(ctx, "evalsha_ro", historyReadScript.Hash(), 2, list, meta, after)
+	cmd.SetFirstKeyPos(3)
+	if err = client.Process(ctx, cmd); isNoScript(err) {
+		cmd = redis.NewStringSliceCmd(ctx, "eval_ro", historyReadSource, 2, list, meta, after)
+		cmd.SetFirstKeyPos(3)
+		err = client.Process(ctx, cmd)
+	}
 	if err != nil {
 		return historyRead{}, fmt.Errorf("redispubsub: read the history of %q: %w", channel, err)
 	}
-	var h historyRead
-	if values := fields.Val(); len(values) == 2 {
-		h.epoch, _ = values[0].(string)
-		top, _ := values[1].(string)
-		h.top, _ = strconv.ParseUint(top, 10, 64)
-	}
-	if h.epoch == "" {
+	reply := cmd.Val()
+	if len(reply) == 0 {
 		return historyRead{}, nil
 	}
-	for _, m := range entries.Val() {
-		offset, _, _ := strings.Cut(m.ID, "-")
-		n, err := strconv.ParseUint(offset, 10, 64)
-		body, ok := m.Values["d"].(string)
-		if err != nil || !ok {
-			return historyRead{}, fmt.Errorf("redispubsub: the history of %q has an entry %q that it did not write", channel, m.ID)
-		}
-		h.entries = append(h.entries, historyEntry{offset: n, body: body})
+	h := historyRead{epoch: reply[0]}
+	if h.top, err = strconv.ParseUint(reply[1], 10, 64); err != nil || h.epoch == "" {
+		return historyRead{}, fmt.Errorf("redispubsub: the history of %q has a meta hash that it did not write (epoch %q, offset %q)",
+			channel, reply[0], reply[1])
 	}
-	if len(h.entries) > 0 && reader != nil {
-		if st, ok := reader.stampOf(h.entries[0].body); ok && st.position.Epoch != h.epoch {
-			return historyRead{}, errHistoryChanged
-		}
+	records := reply[2:]
+	h.entries = make([]historyEntry, len(records))
+	for i, record := range records {
+		h.entries[i] = historyEntry{offset: h.top - uint64(len(records)-1-i), record: record}
 	}
 	return h, nil
 }
 
-// historyReader returns what reads the epoch of a history's entries: the
-// Marshaler, when it reads stamps.
-func (s *Subscriber) historyReader() stampReader {
-	reader, _ := s.config.Marshaler.(stampReader)
-	return reader
+// decodeHistory returns the message of e, an entry of the history of
+// channel with epoch, or counts and logs why it cannot.
+func (s *Subscriber) decodeHistory(channel string, e historyEntry, epoch string) (*message.Message, bool) {
+	msg, err := decodeRecord(e.record, Position{Offset: e.offset, Epoch: epoch})
+	if err != nil {
+		s.stats.decodeFailures.Add(1)
+		s.logger.Error("Cannot decode a message of the history, skipped", err, watermill.LogFields{
+			"channel": channel, "offset": e.offset, "record_bytes": len(e.record),
+		})
+		return nil, false
+	}
+	return msg, true
 }

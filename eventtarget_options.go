@@ -112,7 +112,8 @@ type PositionSubscriber interface {
 
 // ErrPositionsUnsupported is wrapped by the error of AddEventListener with
 // FromPosition when the EventTarget's Subscriber is not a
-// PositionSubscriber.
+// PositionSubscriber, and by SubscribeFrom's on a Subscriber whose
+// Marshaler is not the JSONEnvelopeMarshaler.
 var ErrPositionsUnsupported = errors.New("redispubsub: the Subscriber cannot start from a position")
 
 var _ PositionSubscriber = (*Subscriber)(nil)

@@ -150,8 +150,9 @@ func TestHistoryConfig(t *testing.T) {
 
 // A pipeline that go-redis sends again after Redis ran it (its connection
 // broke before the reply) runs the script again with the same Publisher id
-// and number: the message is appended and published once, the second run
-// answers -1. A later number of the same Publisher goes on.
+// and numbers: the messages are appended and published once, the second
+// run answers nothing. Later numbers of the same Publisher go on, several
+// messages to a run, each with its offset.
 func TestHistoryScriptRunsAMessageOnce(t *testing.T) {
 	srv := redistest.Start(t)
 	client := srv.NewClient(t)
@@ -160,25 +161,39 @@ func TestHistoryScriptRunsAMessageOnce(t *testing.T) {
 	t.Cleanup(func() { _ = p.Close() })
 	ctx := context.Background()
 	require.NoError(t, historyScript.Load(ctx, client).Err())
-	stream, meta, err := historyKeys("once")
+	list, meta, err := historyKeys("once")
 	require.NoError(t, err)
-	body, err := marshal(JSONEnvelopeMarshaler{}, "once", message.NewMessage("u", []byte(`{}`)), &stamp{history: true})
+	msg := message.NewMessage("u", []byte(`{}`))
+	body, err := marshal(JSONEnvelopeMarshaler{}, "once", msg, &stamp{history: true})
 	require.NoError(t, err)
 	marks, ok := placeholdersOf(body)
 	require.True(t, ok)
-	marks.publisher = "pub-1"
-	run := func(seq uint64) int64 {
-		m := marks
-		m.seq = seq
-		cmd := p.historyCommand(ctx, "once", [2]string{stream, meta}, body, m)
+	record := appendRecord(nil, msg, payloadJSON)
+	call := &publishCall{channel: "once", historyKeys: [2]string{list, meta}, publisher: "pub-1"}
+	run := func(seqs ...uint64) []int64 {
+		call.bodies, call.marks, call.records = nil, nil, nil
+		var run []historyMessage
+		for i, seq := range seqs {
+			m := marks
+			m.seq = seq
+			call.bodies, call.marks, call.records = append(call.bodies, body), append(call.marks, m), append(call.records, record)
+			run = append(run, historyMessage{call, i})
+		}
+		cmd := p.historyCommand(ctx, run)
 		require.NoError(t, client.Process(ctx, cmd))
 		return cmd.Val()
 	}
-	assert.Equal(t, int64(0), run(1), "no receivers")
-	assert.Equal(t, int64(-1), run(1), "run already")
-	assert.Equal(t, int64(1), client.XLen(ctx, stream).Val())
-	assert.Equal(t, int64(0), run(2))
-	assert.Equal(t, int64(-1), run(1))
-	assert.Equal(t, int64(2), client.XLen(ctx, stream).Val())
-	assert.Equal(t, "2", client.HGet(ctx, meta, "s").Val())
+	assert.Equal(t, []int64{0}, run(1), "no receivers")
+	assert.Empty(t, run(1), "run already")
+	assert.Equal(t, int64(1), client.LLen(ctx, list).Val())
+	assert.Equal(t, []int64{0, 0}, run(2, 3))
+	assert.Empty(t, run(2, 3))
+	assert.Empty(t, run(1))
+	assert.Equal(t, int64(3), client.LLen(ctx, list).Val())
+	assert.Equal(t, "3", client.HGet(ctx, meta, "s").Val())
+	h, err := readHistory(ctx, client, "once", 1)
+	require.NoError(t, err)
+	require.Len(t, h.entries, 2)
+	assert.Equal(t, []uint64{2, 3}, []uint64{h.entries[0].offset, h.entries[1].offset})
+	assert.Equal(t, string(record), h.entries[1].record)
 }

@@ -36,10 +36,13 @@ type publishCall struct {
 	channel string
 	msgs    []*message.Message
 	bodies  [][]byte
-	// history: the keys of the channel's history, and where the script
-	// writes each body's position.
+	// history: the keys of the channel's history, the Publisher's id,
+	// where the script writes each body's position, and each message's
+	// record.
 	historyKeys [2]string
+	publisher   string
 	marks       []historyMarks
+	records     [][]byte
 	err         error
 	done        chan struct{}
 }
@@ -157,7 +160,9 @@ func (p *Publisher) encode(call *publishCall) error {
 			return fmt.Errorf("redispubsub: publish to %q with a history: %w", call.topic, err)
 		}
 		call.historyKeys = [2]string{hist, meta}
+		call.publisher = p.id
 		call.marks = make([]historyMarks, len(call.msgs))
+		call.records = make([][]byte, len(call.msgs))
 	}
 	sum := channelChecksum(call.channel)
 	for i, msg := range call.msgs {
@@ -187,8 +192,9 @@ func (p *Publisher) encode(call *publishCall) error {
 			if !ok {
 				return fmt.Errorf("redispubsub: message %s for topic %q: the envelope has no room for its position", msg.UUID, call.topic)
 			}
-			marks.publisher, marks.seq = p.id, stream.last
+			marks.seq = stream.last
 			call.marks[i] = marks
+			call.records[i] = appendRecord(make([]byte, 0, len(body)), msg, envelopePayloadForm(msg.Payload))
 		}
 	}
 	if history || !p.config.DisableSequenceNumbers {
@@ -340,36 +346,90 @@ func (p *Publisher) send(batch []*publishCall) {
 	}
 	ctx, cancel := batchContext(live)
 	defer cancel()
-	cmds := make([][]*redis.IntCmd, len(live))
-	for i, call := range live {
-		cmds[i] = make([]*redis.IntCmd, len(call.bodies))
-		for j, body := range call.bodies {
-			if p.config.History.enabled() {
-				cmds[i][j] = p.historyCommand(call.ctx, call.channel, call.historyKeys, body, call.marks[j])
-			} else {
-				cmds[i][j] = p.publishCommand(call.ctx, call.channel, body)
+	if p.config.History.enabled() {
+		p.sendWithHistory(ctx, live)
+		return
+	}
+	cmds := make([]*redis.IntCmd, 0, len(live))
+	for _, call := range live {
+		for _, body := range call.bodies {
+			cmds = append(cmds, p.publishCommand(call.ctx, call.channel, body))
+		}
+	}
+	err := process(ctx, p.config.Client, cmds)
+	for _, call := range live {
+		replies := make([]publishReply, len(call.bodies))
+		for j := range replies {
+			replies[j].receivers, replies[j].err = cmds[0].Result()
+			cmds = cmds[1:]
+		}
+		call.finish(p, replies, err)
+	}
+}
+
+// process sends cmds, one as a plain command (it costs less than a
+// pipeline of one), more in a pipeline.
+func process[C redis.Cmder](ctx context.Context, client redis.UniversalClient, cmds []C) error {
+	if len(cmds) == 1 {
+		return client.Process(ctx, cmds[0])
+	}
+	_, err := client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for _, cmd := range cmds {
+			_ = pipe.Process(ctx, cmd)
+		}
+		return nil
+	})
+	return err
+}
+
+// sendWithHistory sends calls whose messages go to their channels'
+// histories: one run of historyScript per channel and Publisher id, of up
+// to maxScriptMessages messages each, in one pipeline.
+func (p *Publisher) sendWithHistory(ctx context.Context, calls []*publishCall) {
+	type runKey struct{ channel, publisher string }
+	var runs [][]historyMessage
+	filling := make(map[runKey]int) // the run of a channel that takes its next message
+	for _, call := range calls {
+		key := runKey{call.channel, call.publisher}
+		for j := range call.msgs {
+			i, ok := filling[key]
+			if !ok || len(runs[i]) == maxScriptMessages {
+				i = len(runs)
+				runs = append(runs, nil)
+				filling[key] = i
+			}
+			runs[i] = append(runs[i], historyMessage{call, j})
+		}
+	}
+	cmds := make([]*redis.IntSliceCmd, len(runs))
+	for i, run := range runs {
+		cmds[i] = p.historyCommand(ctx, run)
+	}
+	err := process(ctx, p.config.Client, cmds)
+	p.retryNoScript(ctx, cmds)
+	replies := make(map[*publishCall][]publishReply, len(calls))
+	for _, call := range calls {
+		replies[call] = make([]publishReply, len(call.msgs))
+	}
+	for i, run := range runs {
+		receivers, cmdErr := cmds[i].Result()
+		if cmdErr == nil && len(receivers) != 0 && len(receivers) != len(run) {
+			cmdErr = fmt.Errorf("redispubsub: the history script answered %d replies for %d messages", len(receivers), len(run))
+		}
+		for k, m := range run {
+			reply := &replies[m.call][m.index]
+			switch {
+			case cmdErr != nil:
+				reply.err = cmdErr
+			case len(receivers) == 0:
+				reply.receivers = -1 // sent already, by a pipeline go-redis sent again
+			default:
+				reply.receivers = receivers[k]
 			}
 		}
 	}
-	var err error
-	if len(live) == 1 && len(cmds[0]) == 1 {
-		// One message: a plain command costs less than a pipeline of one.
-		err = p.config.Client.Process(ctx, cmds[0][0])
-	} else {
-		_, err = p.config.Client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-			for _, callCmds := range cmds {
-				for _, cmd := range callCmds {
-					_ = pipe.Process(ctx, cmd)
-				}
-			}
-			return nil
-		})
-	}
-	if p.config.History.enabled() {
-		p.retryNoScript(ctx, cmds)
-	}
-	for i, call := range live {
-		call.finish(p, cmds[i], err)
+	for _, call := range calls {
+		call.finish(p, replies[call], err)
 	}
 }
 
@@ -426,11 +486,19 @@ func (p *Publisher) publishCommand(ctx context.Context, channel string, body []b
 	return cmd
 }
 
-// finish counts the replies of one call and wakes its caller with an error
-// naming how many messages failed.
-func (call *publishCall) finish(p *Publisher, cmds []*redis.IntCmd, pipeErr error) {
+// publishReply is what Redis answered for one message: the number of
+// receivers, or why it was not published.
+type publishReply struct {
+	receivers int64
+	err       error
+}
+
+// finish counts the replies of one call (nil: nothing was sent, for
+// pipeErr) and wakes its caller with an error naming how many messages
+// failed.
+func (call *publishCall) finish(p *Publisher, replies []publishReply, pipeErr error) {
 	defer close(call.done)
-	if cmds == nil {
+	if replies == nil {
 		p.failed.Add(uint64(len(call.msgs)))
 		call.err = fmt.Errorf("redispubsub: publish to %q: nothing sent: %w", call.topic, pipeErr)
 		return
@@ -438,8 +506,8 @@ func (call *publishCall) finish(p *Publisher, cmds []*redis.IntCmd, pipeErr erro
 	var failed int
 	var firstErr error
 	var firstUUID string
-	for i, cmd := range cmds {
-		receivers, err := cmd.Result()
+	for i, reply := range replies {
+		receivers, err := reply.receivers, reply.err
 		if err != nil {
 			failed++
 			if firstErr == nil {

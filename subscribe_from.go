@@ -2,7 +2,6 @@ package redispubsub
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -25,10 +24,17 @@ import (
 // The history messages are delivered one at a time, the next after the
 // Ack; a Nack redelivers after NackResendSleep. They count in Stats as
 // Delivered, Acked, Nacked and Recovered. Reading the history needs the
-// permissions SubscriberConfig.Recover needs.
+// permissions SubscriberConfig.Recover needs. It needs the
+// JSONEnvelopeMarshaler (else the error wraps ErrPositionsUnsupported).
 func (s *Subscriber) SubscribeFrom(ctx context.Context, topic string, from Position) (<-chan *message.Message, error) {
 	if from.Epoch == "" {
 		return nil, fmt.Errorf("redispubsub: subscribe to %q from %v: not a position (no epoch)", topic, from)
+	}
+	if _, ok := s.config.Marshaler.(JSONEnvelopeMarshaler); !ok {
+		// The envelope carries the positions, and a history holds what
+		// decoding the envelope gives.
+		return nil, fmt.Errorf("%w: subscribe to %q from %v: SubscribeFrom needs the JSONEnvelopeMarshaler, got %T",
+			ErrPositionsUnsupported, topic, from, s.config.Marshaler)
 	}
 	// The live subscription, and the hand-out, end with ctx or the
 	// Subscriber.
@@ -71,13 +77,7 @@ func (s *Subscriber) SubscribeFrom(ctx context.Context, topic string, from Posit
 // what follows from.
 func (s *Subscriber) historyAfter(ctx context.Context, topic string, from Position) ([]*message.Message, error) {
 	channel := s.config.ChannelPrefix + topic
-	var h historyRead
-	var err error
-	for range 3 {
-		if h, err = readHistory(ctx, s.config.Client, s.historyReader(), channel, from.Offset); !errors.Is(err, errHistoryChanged) {
-			break
-		}
-	}
+	h, err := readHistory(ctx, s.config.Client, channel, from.Offset)
 	if err != nil {
 		return nil, err
 	}
@@ -98,9 +98,7 @@ func (s *Subscriber) historyAfter(ctx context.Context, topic string, from Positi
 	}
 	msgs := make([]*message.Message, 0, len(h.entries))
 	for _, e := range h.entries {
-		in := &incoming{channel: channel, body: e.body}
-		msg, err := in.decode(s) // a failure is counted and logged
-		if err == nil {
+		if msg, ok := s.decodeHistory(channel, e, h.epoch); ok {
 			msgs = append(msgs, msg)
 		}
 	}
@@ -137,8 +135,7 @@ func (s *Subscriber) deliverFrom(ctx context.Context, out chan<- *message.Messag
 // copy after each Nack. It reports false when ctx ended first (ctx ends
 // with the Subscriber, too).
 func (s *Subscriber) handOver(ctx context.Context, out chan<- *message.Message, msg *message.Message) bool {
-	for {
-		attempt := msg.Copy()
+	for attempt := msg; ; attempt = msg.Copy() {
 		attempt.SetContext(ctx)
 		select {
 		case out <- attempt:

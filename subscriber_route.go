@@ -66,6 +66,14 @@ type incoming struct {
 	err  error
 }
 
+// decodedIncoming returns an incoming message of channel that is decoded
+// already (msg, of a history), counted as size bytes.
+func decodedIncoming(channel string, msg *message.Message, size int64) *incoming {
+	in := &incoming{channel: channel, size: size}
+	in.once.Do(func() { in.msg = msg })
+	return in
+}
+
 // decode returns the decoded message, counting and logging a failure once.
 func (in *incoming) decode(s *Subscriber) (*message.Message, error) {
 	in.once.Do(func() {

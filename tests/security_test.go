@@ -907,8 +907,8 @@ func TestSecurityFullSocketIsDroppedByTheHealthCheck(t *testing.T) {
 // Publisher's user needs the commands the script calls.
 var (
 	secHistoryPublisherRules = []string{"%RW~rps:*:{" + secPrefix + "*",
-		"+evalsha", "+script|load", "+hget", "+hset", "+hincrby", "+del", "+xadd", "+pexpire"}
-	secHistorySubscriberRules = []string{"%R~rps:*:{" + secPrefix + "*", "+hmget", "+xrange"}
+		"+evalsha", "+script|load", "+hget", "+hset", "+hincrby", "+del", "+rpush", "+ltrim", "+pexpire"}
+	secHistorySubscriberRules = []string{"%R~rps:*:{" + secPrefix + "*", "+evalsha_ro", "+eval_ro", "+hmget", "+lrange"}
 )
 
 // A Publisher with History and a recovering Subscriber, each under a user

@@ -51,7 +51,7 @@ type HistoryReport struct {
 	PublishH   float64 // adapter with history, msg/s
 	E2E        float64 // adapter without history, end to end, msg/s
 	E2EH       float64 // adapter with history, end to end, msg/s
-	RawRead    float64 // raw go-redis XRANGE of Held entries, seconds
+	RawRead    float64 // raw go-redis LRANGE of Held entries, seconds
 	Recovery   float64 // SubscribeFrom of Held missed messages, until all acknowledged, seconds
 	BytesHeld  float64 // Redis memory per held message (the history's keys)
 	Centrifuge *centrifugeResult
@@ -228,7 +228,7 @@ func adapterRate(ctx context.Context, cfg HistoryConfig, topic string, h redispu
 // recoveryTime publishes Held messages with history h on topic, then
 // measures SubscribeFrom the position before the first until the Held
 // messages were handed out and acknowledged (what recovering that many
-// missed messages costs), and raw go-redis reading them (XRANGE), in
+// missed messages costs), and raw go-redis reading them (LRANGE), in
 // seconds.
 func recoveryTime(ctx context.Context, cfg HistoryConfig, topic string, h redispubsub.History) (recovery, read float64, err error) {
 	pc, sc := cfg.NewClient(), cfg.NewClient()
@@ -250,7 +250,7 @@ func recoveryTime(ctx context.Context, cfg HistoryConfig, topic string, h redisp
 			return 0, 0, err
 		}
 	}
-	stream := "rps:hist:{" + cfg.Prefix + topic + "}"
+	list := "rps:hist:{" + cfg.Prefix + topic + "}"
 	meta, err := pc.HGetAll(ctx, "rps:meta:{"+cfg.Prefix+topic+"}").Result()
 	if err != nil {
 		return 0, 0, err
@@ -259,13 +259,13 @@ func recoveryTime(ctx context.Context, cfg HistoryConfig, topic string, h redisp
 	from := redispubsub.Position{Offset: top - uint64(cfg.Held), Epoch: meta["e"]}
 
 	start := time.Now()
-	entries, err := pc.XRange(ctx, stream, strconv.FormatUint(from.Offset+1, 10)+"-0", "+").Result()
+	entries, err := pc.LRange(ctx, list, -int64(cfg.Held), -1).Result()
 	read = time.Since(start).Seconds()
 	if err != nil {
 		return 0, 0, err
 	}
 	if len(entries) != cfg.Held {
-		return 0, 0, fmt.Errorf("XRANGE read %d entries, want %d", len(entries), cfg.Held)
+		return 0, 0, fmt.Errorf("LRANGE read %d entries, want %d", len(entries), cfg.Held)
 	}
 
 	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{Client: sc, ChannelPrefix: cfg.Prefix}, nil)
