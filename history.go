@@ -115,8 +115,11 @@ func hasHashTag(name string) bool {
 //	ARGV[4] the epoch to use if the history is new, ARGV[5] "publish" or
 //	"spublish", ARGV[6] "p:" and the Publisher's id, ARGV[7] and ARGV[8]
 //	the Publisher's numbers of the first and the last message on the
-//	channel; then four per message: its body, where the epoch and the
-//	offset go in the body (the bytes before them), its record
+//	channel; then four per message: its body in three pieces (before the
+//	epoch, between the epoch and the offset, after the offset), its record
+//
+// The pieces are joined by one concatenation: splitting the body in Lua
+// (string.sub) took Redis twice as long.
 //
 // It returns what PUBLISH returns for each message, the number of
 // receivers, or nothing for messages it ran already: go-redis sends a
@@ -143,9 +146,7 @@ local first = redis.call('hincrby', KEYS[2], 's', n) - n
 local bodies, records = {}, {}
 for i = 1, n do
 	local a = 8 + 4 * (i - 1)
-	local body, e, o = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-	bodies[i] = string.sub(body, 1, e) .. epoch .. string.sub(body, e + 1, o) ..
-		string.format('%d', first + i) .. string.sub(body, o + 1)
+	bodies[i] = ARGV[a + 1] .. epoch .. ARGV[a + 2] .. string.format('%d', first + i) .. ARGV[a + 3]
 	records[i] = ARGV[a + 4]
 end
 redis.call('rpush', KEYS[1], unpack(records))
@@ -213,8 +214,8 @@ func (p *Publisher) historyCommand(ctx context.Context, msgs []historyMessage) *
 		first.channel, h.Size, h.TTL.Milliseconds(), newEpoch(), publish, "p:"+first.publisher,
 		first.marks[msgs[0].index].seq, msgs[len(msgs)-1].call.marks[msgs[len(msgs)-1].index].seq)
 	for _, m := range msgs {
-		marks := m.call.marks[m.index]
-		args = append(args, m.call.bodies[m.index], marks.epoch, marks.offset, m.call.records[m.index])
+		body, marks := m.call.bodies[m.index], m.call.marks[m.index]
+		args = append(args, body[:marks.epoch], body[marks.epoch:marks.offset], body[marks.offset:], m.call.records[m.index])
 	}
 	cmd := redis.NewIntSliceCmd(ctx, args...)
 	cmd.SetFirstKeyPos(3)

@@ -117,3 +117,35 @@ func must[T any](v T, ok bool) T {
 	}
 	return v
 }
+
+// The bench's message: a canonical UUID and a 256-byte payload.
+func BenchmarkRecord(b *testing.B) {
+	payload := []byte(`{"d":"` + string(bytes.Repeat([]byte("x"), 248)) + `"}`)
+	msg := message.NewMessage("0d9bc3c4-5a1e-4f4c-9d3a-6f1b2c3d4e5f", payload)
+	record := string(appendRecord(nil, msg, payloadJSON))
+	pos := Position{Offset: 12345, Epoch: "0abcdefghijkl"}
+	b.Run("append", func(b *testing.B) {
+		b.ReportAllocs()
+		buf := make([]byte, 0, 512)
+		for b.Loop() {
+			buf = appendRecord(buf[:0], msg, envelopePayloadForm(msg.Payload))
+		}
+	})
+	b.Run("decode", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := decodeRecord(record, pos); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("decode envelope", func(b *testing.B) {
+		b.ReportAllocs()
+		body := string(published(b, "topic", msg, pos))
+		for b.Loop() {
+			if _, err := unmarshal(JSONEnvelopeMarshaler{}, "topic", body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -196,4 +197,58 @@ func TestHistoryScriptRunsAMessageOnce(t *testing.T) {
 	require.Len(t, h.entries, 2)
 	assert.Equal(t, []uint64{2, 3}, []uint64{h.entries[0].offset, h.entries[1].offset})
 	assert.Equal(t, string(record), h.entries[1].record)
+}
+
+// Records published between readHistory's first look at the last offset
+// and its transaction push the wanted ones further back than it asked for:
+// it asks again, for more, and returns every record after the offset,
+// each numbered right.
+func TestReadHistoryAsksAgainWhenPublishedMeanwhile(t *testing.T) {
+	srv := redistest.Start(t)
+	p, err := NewPublisher(PublisherConfig{Client: srv.NewClient(t), History: History{Size: 1000}}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	publish := func(first, n int) {
+		msgs := make([]*message.Message, n)
+		for i := range msgs {
+			msgs[i] = message.NewMessage(strconv.Itoa(first+i), []byte(`{}`))
+		}
+		require.NoError(t, p.Publish("more", msgs...))
+	}
+	publish(1, 10)
+	reader := srv.NewClient(t)
+	hook := &beforeTransactions{run: func() { publish(11, 100) }}
+	reader.AddHook(hook)
+
+	h, err := readHistory(context.Background(), reader, "more", 5)
+	require.NoError(t, err)
+	assert.Equal(t, 2, hook.transactions, "asked again")
+	assert.Equal(t, uint64(110), h.top)
+	require.Len(t, h.entries, 105)
+	for i, e := range h.entries {
+		msg, err := decodeRecord(e.record, Position{Offset: e.offset, Epoch: h.epoch})
+		require.NoError(t, err)
+		require.Equal(t, uint64(6+i), e.offset)
+		require.Equal(t, strconv.Itoa(6+i), msg.UUID, "the record of offset %d", e.offset)
+	}
+}
+
+// beforeTransactions is a go-redis hook that calls run before the first
+// transaction it sees, and counts them.
+type beforeTransactions struct {
+	run          func()
+	transactions int
+}
+
+func (h *beforeTransactions) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *beforeTransactions) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (h *beforeTransactions) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if h.transactions++; h.transactions == 1 {
+			h.run()
+		}
+		return next(ctx, cmds)
+	}
 }

@@ -67,56 +67,54 @@ func (s *Subscriber) SubscribeFrom(ctx context.Context, topic string, from Posit
 		defer close(out)
 		defer stop()
 		defer cancel()
-		s.deliverFrom(liveCtx, out, history, live, from)
+		s.deliverFrom(liveCtx, out, s.config.ChannelPrefix+topic, history, live, from)
 	}()
 	return out, nil
 }
 
-// historyAfter reads and decodes the history of topic after from, or says
+// historyAfter reads the history of topic after from, or says
 // why it cannot: an error wrapping ErrPositionLost when it no longer holds
 // what follows from.
-func (s *Subscriber) historyAfter(ctx context.Context, topic string, from Position) ([]*message.Message, error) {
+func (s *Subscriber) historyAfter(ctx context.Context, topic string, from Position) (historyRead, error) {
 	channel := s.config.ChannelPrefix + topic
 	h, err := readHistory(ctx, s.config.Client, channel, from.Offset)
 	if err != nil {
-		return nil, err
+		return historyRead{}, err
 	}
 	lost := func(why string, args ...any) error {
 		return fmt.Errorf("%w: topic %q, position %s: %s", ErrPositionLost, topic, from, fmt.Sprintf(why, args...))
 	}
 	switch {
 	case h.epoch == "":
-		return nil, lost("the channel has no history (expired, or never kept)")
+		return historyRead{}, lost("the channel has no history (expired, or never kept)")
 	case h.epoch != from.Epoch:
-		return nil, lost("the history is another one now (epoch %q): it was lost since", h.epoch)
+		return historyRead{}, lost("the history is another one now (epoch %q): it was lost since", h.epoch)
 	case from.Offset > h.top:
-		return nil, lost("ahead of the history, whose last offset is %d", h.top)
+		return historyRead{}, lost("ahead of the history, whose last offset is %d", h.top)
 	case len(h.entries) == 0 && h.top > from.Offset:
-		return nil, lost("the history no longer holds offset %d", from.Offset+1)
+		return historyRead{}, lost("the history no longer holds offset %d", from.Offset+1)
 	case len(h.entries) > 0 && h.entries[0].offset > from.Offset+1:
-		return nil, lost("trimmed: the oldest offset held is %d", h.entries[0].offset)
+		return historyRead{}, lost("trimmed: the oldest offset held is %d", h.entries[0].offset)
 	}
-	msgs := make([]*message.Message, 0, len(h.entries))
-	for _, e := range h.entries {
-		if msg, ok := s.decodeHistory(channel, e, h.epoch); ok {
-			msgs = append(msgs, msg)
-		}
-	}
-	return msgs, nil
+	return h, nil
 }
 
-// deliverFrom hands out history, then the live messages that follow it.
-func (s *Subscriber) deliverFrom(ctx context.Context, out chan<- *message.Message, history []*message.Message,
+// deliverFrom hands out the messages of history (decoding each as its turn
+// comes, while the consumer handles the one before), then the live
+// messages that follow it.
+func (s *Subscriber) deliverFrom(ctx context.Context, out chan<- *message.Message, channel string, history historyRead,
 	live <-chan *message.Message, from Position) {
 	last := from.Offset
-	for _, msg := range history {
+	for _, e := range history.entries {
+		last = e.offset
+		msg, ok := s.decodeHistory(channel, e, history.epoch)
+		if !ok {
+			continue // counted and logged
+		}
 		if !s.handOver(ctx, out, msg) {
 			return
 		}
 		s.stats.recovered.Add(1)
-		if pos, ok := PositionOf(msg); ok {
-			last = pos.Offset
-		}
 	}
 	for msg := range live {
 		if pos, ok := PositionOf(msg); ok && pos.Epoch == from.Epoch && pos.Offset <= last {
