@@ -18,11 +18,12 @@ type stamp struct {
 	// write it.
 	channel uint32
 	scoped  bool
-	// history, on a Publisher's stamp, reserves empty MetadataEpoch and
-	// MetadataOffset values in the body for the history script to fill
-	// (see placeholdersOf); seq is 0 when the message has no sequence
-	// stamp (DisableSequenceNumbers).
+	// history, on a Publisher's stamp, writes MetadataEpoch with epoch (the
+	// Publisher's latest knowledge of the channel's history's epoch, which
+	// the history script replaces when it is another) and right after it
+	// an empty MetadataOffset for the script to fill (see offsetMark).
 	history bool
+	epoch   string
 	// position is what a received body carries in MetadataOffset and
 	// MetadataEpoch (Offset 0: none); read by stampOf.
 	position Position
@@ -97,7 +98,7 @@ func stampedKeys(keys []string, md message.Metadata, st *stamp) []string {
 		}
 	}
 	if st != nil && st.history {
-		keys = append(keys, MetadataEpoch, MetadataOffset)
+		keys = append(keys, MetadataEpoch) // MetadataOffset follows it
 	}
 	slices.Sort(keys)
 	return keys

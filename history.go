@@ -112,22 +112,27 @@ func hasHashTag(name string) bool {
 //
 //	KEYS[1] the list, KEYS[2] the meta hash
 //	ARGV[1] channel, ARGV[2] history size, ARGV[3] TTL in milliseconds,
-//	ARGV[4] the epoch to use if the history is new, ARGV[5] "publish" or
-//	"spublish", ARGV[6] "p:" and the Publisher's id, ARGV[7] and ARGV[8]
-//	the Publisher's numbers of the first and the last message on the
-//	channel; then four per message: its body in three pieces (before the
-//	epoch, between the epoch and the offset, after the offset), its record
+//	ARGV[4] the epoch to use if the history is new (never used before),
+//	ARGV[5] the epoch the bodies carry, ARGV[6] "publish" or "spublish",
+//	ARGV[7] "p:" and the Publisher's id, ARGV[8] and ARGV[9] the
+//	Publisher's numbers of the first and the last message on the channel;
+//	then the n records; then two per message: its body before the offset
+//	(it ends with the epoch and `","rps_offset":"`) and after it
 //
-// The pieces are joined by one concatenation: splitting the body in Lua
-// (string.sub) took Redis twice as long.
+// The bodies carry the epoch that the Publisher last heard of, so that a
+// body is joined from two pieces and its offset by one concatenation (Lua
+// spends per string it makes about what PUBLISH costs); only when the
+// history's epoch is another (new, or lost and started again) does the
+// script cut the body's epoch out.
 //
-// It returns what PUBLISH returns for each message, the number of
-// receivers, or nothing for messages it ran already: go-redis sends a
-// pipeline again when its connection broke, also after Redis ran it, and
-// the meta hash keeps each Publisher's last number (a field of about 40
-// bytes per Publisher that published while the history lived). A history
-// whose meta hash is gone (expired, evicted, flushed) starts again with a
-// new epoch, its list deleted: offsets begin at 1 again.
+// It returns the history's epoch, then what PUBLISH returned for each
+// message, the number of receivers, or nothing more for messages it ran
+// already: go-redis sends a pipeline again when its connection broke, also
+// after Redis ran it, and the meta hash keeps each Publisher's last number
+// (a field of about 40 bytes per Publisher that published while the history
+// lived). A history whose meta hash is gone (expired, evicted, flushed)
+// starts again with a new epoch, its list deleted: offsets begin at 1
+// again.
 var historyScript = redis.NewScript(`
 local epoch = redis.call('hget', KEYS[2], 'e')
 if not epoch then
@@ -135,61 +140,60 @@ if not epoch then
 	redis.call('del', KEYS[1])
 	redis.call('hset', KEYS[2], 'e', epoch)
 else
-	local last = redis.call('hget', KEYS[2], ARGV[6])
-	if last and tonumber(last) >= tonumber(ARGV[7]) then
-		return {}
+	local last = redis.call('hget', KEYS[2], ARGV[7])
+	if last and tonumber(last) >= tonumber(ARGV[8]) then
+		return {epoch}
 	end
 end
-redis.call('hset', KEYS[2], ARGV[6], ARGV[8])
-local n = (#ARGV - 8) / 4
+redis.call('hset', KEYS[2], ARGV[7], ARGV[9])
+local n = (#ARGV - 9) / 3
 local first = redis.call('hincrby', KEYS[2], 's', n) - n
-local bodies, records = {}, {}
-for i = 1, n do
-	local a = 8 + 4 * (i - 1)
-	bodies[i] = ARGV[a + 1] .. epoch .. ARGV[a + 2] .. string.format('%d', first + i) .. ARGV[a + 3]
-	records[i] = ARGV[a + 4]
+local size = tonumber(ARGV[2])
+if redis.call('rpush', KEYS[1], unpack(ARGV, 10, 9 + n)) > size then
+	redis.call('ltrim', KEYS[1], -size, -1)
 end
-redis.call('rpush', KEYS[1], unpack(records))
-redis.call('ltrim', KEYS[1], -tonumber(ARGV[2]), -1)
 redis.call('pexpire', KEYS[1], ARGV[3])
 redis.call('pexpire', KEYS[2], ARGV[3])
-local receivers = {}
+local reply = {epoch}
+local other = epoch ~= ARGV[5]
+local tail = #'","rps_offset":"'
 for i = 1, n do
-	receivers[i] = redis.call(ARGV[5], ARGV[1], bodies[i])
+	local a = 8 + n + 2 * i
+	local before = ARGV[a]
+	if other then
+		before = string.sub(before, 1, #before - #ARGV[5] - tail) .. epoch .. string.sub(before, #before - tail + 1)
+	end
+	reply[i + 1] = redis.call(ARGV[6], ARGV[1], before .. string.format('%d', first + i) .. ARGV[a + 1])
 end
-return receivers
+return reply
 `)
 
 // maxScriptMessages bounds the messages of one run of historyScript, so
-// that a run holds Redis up for a fraction of a millisecond (about 3 µs
-// per message) and its arguments stay far below Lua's stack limit.
+// that a run holds Redis up for a fraction of a millisecond (a few µs per
+// message) and its arguments stay far below Lua's stack limit.
 const maxScriptMessages = 128
 
-// historyMarks are where the script writes a body's epoch and offset (the
-// number of bytes before each), and the Publisher's number of the message
-// on its channel, with which the script runs a message once.
+// historyMarks are where the script writes a body's offset (the number of
+// bytes before it), and the Publisher's number of the message on its
+// channel, with which the script runs a message once.
 type historyMarks struct {
-	epoch, offset int
-	seq           uint64
+	offset int
+	seq    uint64
 }
 
-// placeholdersOf finds the empty values of MetadataEpoch and MetadataOffset
-// that the envelope reserves in body (see stamp.history). The metadata is the
-// envelope's last member and its keys are unique, so the last occurrence of
-// each key is the metadata's own: a payload or a metadata value cannot hide
-// a later one (a quote inside a JSON string is escaped).
-func placeholdersOf(body []byte) (historyMarks, bool) {
-	const epochKey, offsetKey = `"` + MetadataEpoch + `":"`, `"` + MetadataOffset + `":"`
-	e := bytes.LastIndex(body, []byte(epochKey))
-	o := bytes.LastIndex(body, []byte(offsetKey))
-	if e < 0 || o < e {
-		return historyMarks{}, false
+// offsetMark returns where the script writes the offset in body, an
+// envelope with a history stamp carrying epoch (see stamp.history): right
+// after `"rps_epoch":"<epoch>","rps_offset":"`. The metadata is the
+// envelope's last member and its keys are unique, so the last occurrence
+// is the metadata's own: a payload or a metadata value cannot hide a later
+// one (a quote inside a JSON string is escaped).
+func offsetMark(body []byte, epoch string) (int, bool) {
+	mark := []byte(`"` + MetadataEpoch + `":"` + epoch + `","` + MetadataOffset + `":"`)
+	i := bytes.LastIndex(body, mark)
+	if i < 0 || body[i+len(mark)] != '"' {
+		return 0, false
 	}
-	m := historyMarks{epoch: e + len(epochKey), offset: o + len(offsetKey)}
-	if body[m.epoch] != '"' || body[m.offset] != '"' {
-		return historyMarks{}, false
-	}
-	return m, true
+	return i + len(mark), true
 }
 
 // historyMessage is one message of a historyCommand: which message of
@@ -200,24 +204,28 @@ type historyMessage struct {
 }
 
 // historyCommand returns the EVALSHA of historyScript that appends msgs,
-// all of one channel, to its history and publishes them. Its first key is
-// KEYS[1], so a ClusterClient sends it to the node of the channel's slot.
-func (p *Publisher) historyCommand(ctx context.Context, msgs []historyMessage) *redis.IntSliceCmd {
+// all of one channel and carrying epoch, to its history and publishes them.
+// Its first key is KEYS[1], so a ClusterClient sends it to the node of the
+// channel's slot.
+func (p *Publisher) historyCommand(ctx context.Context, epoch string, msgs []historyMessage) *redis.SliceCmd {
 	publish := "publish"
 	if p.config.Sharded {
 		publish = "spublish"
 	}
 	h := p.config.History
-	first := msgs[0].call
-	args := make([]any, 0, 13+4*len(msgs))
-	args = append(args, "evalsha", historyScript.Hash(), 2, first.historyKeys[0], first.historyKeys[1],
-		first.channel, h.Size, h.TTL.Milliseconds(), newEpoch(), publish, "p:"+first.publisher,
-		first.marks[msgs[0].index].seq, msgs[len(msgs)-1].call.marks[msgs[len(msgs)-1].index].seq)
+	first, last := msgs[0], msgs[len(msgs)-1]
+	args := make([]any, 0, 14+3*len(msgs))
+	args = append(args, "evalsha", historyScript.Hash(), 2, first.call.historyKeys[0], first.call.historyKeys[1],
+		first.call.channel, h.Size, h.TTL.Milliseconds(), newEpoch(), epoch, publish, "p:"+first.call.publisher,
+		first.call.marks[first.index].seq, last.call.marks[last.index].seq)
 	for _, m := range msgs {
-		body, marks := m.call.bodies[m.index], m.call.marks[m.index]
-		args = append(args, body[:marks.epoch], body[marks.epoch:marks.offset], body[marks.offset:], m.call.records[m.index])
+		args = append(args, m.call.records[m.index])
 	}
-	cmd := redis.NewIntSliceCmd(ctx, args...)
+	for _, m := range msgs {
+		body, offset := m.call.bodies[m.index], m.call.marks[m.index].offset
+		args = append(args, body[:offset], body[offset:])
+	}
+	cmd := redis.NewSliceCmd(ctx, args...)
 	cmd.SetFirstKeyPos(3)
 	return cmd
 }
@@ -244,11 +252,11 @@ func isNoScript(err error) bool {
 // flushed: it ran none of them), once the script is loaded. It replaces
 // them in cmds; the replacements carry the new answers, or the load's
 // error.
-func (p *Publisher) retryNoScript(ctx context.Context, cmds []*redis.IntSliceCmd) {
-	var again []*redis.IntSliceCmd
+func (p *Publisher) retryNoScript(ctx context.Context, cmds []*redis.SliceCmd) {
+	var again []*redis.SliceCmd
 	for i, cmd := range cmds {
 		if isNoScript(cmd.Err()) {
-			fresh := redis.NewIntSliceCmd(ctx, cmd.Args()...)
+			fresh := redis.NewSliceCmd(ctx, cmd.Args()...)
 			fresh.SetFirstKeyPos(3)
 			cmds[i] = fresh
 			again = append(again, fresh)

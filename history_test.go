@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,13 +18,13 @@ import (
 	"github.com/alkdev/watermill-redispubsub/internal/redistest"
 )
 
-// splice writes epoch and offset where the history script writes them (the
-// same string operations as historyScript's Lua).
-func splice(t *testing.T, body []byte, epoch, offset string) string {
+// splice writes offset where the history script writes it in body, an
+// envelope that carries epoch.
+func splice(t testing.TB, body []byte, epoch, offset string) string {
 	t.Helper()
-	m, ok := placeholdersOf(body)
-	require.True(t, ok, "no placeholders in %s", body)
-	return string(body[:m.epoch]) + epoch + string(body[m.epoch:m.offset]) + offset + string(body[m.offset:])
+	o, ok := offsetMark(body, epoch)
+	require.True(t, ok, "no offset mark in %s", body)
+	return string(body[:o]) + offset + string(body[o:])
 }
 
 // A message with a history on the wire, pinned by the golden file that
@@ -39,9 +40,9 @@ func TestHistoryGolden(t *testing.T) {
 	msg.Metadata.Set("k", "v")
 	msg.Metadata.Set("z", "last")
 	msg.Metadata.Set(MetadataOffset, "9") // relayed from another channel: replaced
-	body, err := marshal(JSONEnvelopeMarshaler{}, "call.responded:uuid-123", msg, &stamp{history: true})
+	body, err := marshal(JSONEnvelopeMarshaler{}, "call.responded:uuid-123", msg, &stamp{history: true, epoch: "3f2kq9x1"})
 	require.NoError(t, err)
-	assert.Contains(t, string(body), `"rps_epoch":"","rps_offset":""`)
+	assert.Contains(t, string(body), `"rps_epoch":"3f2kq9x1","rps_offset":""`)
 	published := splice(t, body, "3f2kq9x1", "42")
 	require.Equal(t, string(golden), published)
 
@@ -62,7 +63,7 @@ func TestHistoryGolden(t *testing.T) {
 // sends today) is read whole; a message's own rps_seq is kept when there
 // is no sequence stamp.
 func TestHistoryStampReading(t *testing.T) {
-	st := stamp{publisher: "p", seq: 7, since: 1, channel: channelChecksum("t"), scoped: true, history: true}
+	st := stamp{publisher: "p", seq: 7, since: 1, channel: channelChecksum("t"), scoped: true, history: true, epoch: "e"}
 	body, err := marshal(JSONEnvelopeMarshaler{}, "t", message.NewMessage("u", []byte(`{}`)), &st)
 	require.NoError(t, err)
 	got, ok := JSONEnvelopeMarshaler{}.stampOf(splice(t, body, "e", "5"))
@@ -72,7 +73,7 @@ func TestHistoryStampReading(t *testing.T) {
 
 	msg := message.NewMessage("u", []byte(`{}`))
 	msg.Metadata.Set(MetadataSequence, "user's") // not a stamp: kept
-	body, err = marshal(JSONEnvelopeMarshaler{}, "t", msg, &stamp{history: true})
+	body, err = marshal(JSONEnvelopeMarshaler{}, "t", msg, &stamp{history: true, epoch: "e1"})
 	require.NoError(t, err)
 	published := splice(t, body, "e1", "3")
 	assert.Equal(t, `{"type":"t","payload":{},"uuid":"u","metadata":{"rps_epoch":"e1","rps_offset":"3","rps_seq":"user's"}}`, published)
@@ -82,13 +83,13 @@ func TestHistoryStampReading(t *testing.T) {
 	assert.Equal(t, Position{Offset: 3, Epoch: "e1"}, got.position)
 }
 
-// The placeholders found are the metadata's, whatever the payload and the
+// The offset's place found is the metadata's, whatever the payload and the
 // other metadata values hold.
 func TestHistoryPlaceholdersAreTheMetadatas(t *testing.T) {
 	msg := message.NewMessage("u", []byte(`{"rps_epoch":"","rps_offset":"","x":{"metadata":{"rps_offset":""}}}`))
 	msg.Metadata.Set("zz", `"rps_offset":""`)
 	msg.Metadata.Set("a", `"rps_epoch":""`)
-	body, err := marshal(JSONEnvelopeMarshaler{}, "t", msg, &stamp{history: true})
+	body, err := marshal(JSONEnvelopeMarshaler{}, "t", msg, &stamp{history: true, epoch: "ep"})
 	require.NoError(t, err)
 	published := splice(t, body, "ep", "77")
 	decoded, err := unmarshal(JSONEnvelopeMarshaler{}, "t", published)
@@ -96,7 +97,7 @@ func TestHistoryPlaceholdersAreTheMetadatas(t *testing.T) {
 	assert.Equal(t, string(msg.Payload), string(decoded.Payload))
 	assert.Equal(t, message.Metadata{"zz": `"rps_offset":""`, "a": `"rps_epoch":""`, MetadataEpoch: "ep", MetadataOffset: "77"},
 		decoded.Metadata)
-	_, ok := placeholdersOf([]byte(`{"type":"t","payload":{"rps_epoch":"","rps_offset":""},"metadata":{"k":"v"}}`))
+	_, ok := offsetMark([]byte(`{"type":"t","payload":{"rps_epoch":"ep","rps_offset":""},"metadata":{"k":"v"}}`), "ep")
 	assert.True(t, ok, "a payload's are found when the metadata has none: the Publisher never sends such a body")
 }
 
@@ -153,7 +154,9 @@ func TestHistoryConfig(t *testing.T) {
 // broke before the reply) runs the script again with the same Publisher id
 // and numbers: the messages are appended and published once, the second
 // run answers nothing. Later numbers of the same Publisher go on, several
-// messages to a run, each with its offset.
+// messages to a run, each with its offset. The bodies carry an epoch that
+// the history does not have (it is new): the script writes its own in
+// each, and answers it.
 func TestHistoryScriptRunsAMessageOnce(t *testing.T) {
 	srv := redistest.Start(t)
 	client := srv.NewClient(t)
@@ -165,29 +168,36 @@ func TestHistoryScriptRunsAMessageOnce(t *testing.T) {
 	list, meta, err := historyKeys("once")
 	require.NoError(t, err)
 	msg := message.NewMessage("u", []byte(`{}`))
-	body, err := marshal(JSONEnvelopeMarshaler{}, "once", msg, &stamp{history: true})
+	epoch := newEpoch()
+	body, err := marshal(JSONEnvelopeMarshaler{}, "once", msg, &stamp{history: true, epoch: epoch})
 	require.NoError(t, err)
-	marks, ok := placeholdersOf(body)
+	offset, ok := offsetMark(body, epoch)
 	require.True(t, ok)
 	record := appendRecord(nil, msg, payloadJSON)
 	call := &publishCall{channel: "once", historyKeys: [2]string{list, meta}, publisher: "pub-1"}
+	pubsub := client.Subscribe(ctx, "once")
+	t.Cleanup(func() { _ = pubsub.Close() })
+	_, err = pubsub.Receive(ctx)
+	require.NoError(t, err)
 	run := func(seqs ...uint64) []int64 {
 		call.bodies, call.marks, call.records = nil, nil, nil
 		var run []historyMessage
 		for i, seq := range seqs {
-			m := marks
-			m.seq = seq
-			call.bodies, call.marks, call.records = append(call.bodies, body), append(call.marks, m), append(call.records, record)
+			call.bodies, call.records = append(call.bodies, body), append(call.records, record)
+			call.marks = append(call.marks, historyMarks{offset: offset, seq: seq})
 			run = append(run, historyMessage{call, i})
 		}
-		cmd := p.historyCommand(ctx, run)
+		cmd := p.historyCommand(ctx, epoch, run)
 		require.NoError(t, client.Process(ctx, cmd))
-		return cmd.Val()
+		answered, receivers, err := historyReply(cmd, len(seqs))
+		require.NoError(t, err)
+		require.Equal(t, client.HGet(ctx, meta, "e").Val(), answered)
+		return receivers
 	}
-	assert.Equal(t, []int64{0}, run(1), "no receivers")
+	assert.Equal(t, []int64{1}, run(1))
 	assert.Empty(t, run(1), "run already")
 	assert.Equal(t, int64(1), client.LLen(ctx, list).Val())
-	assert.Equal(t, []int64{0, 0}, run(2, 3))
+	assert.Equal(t, []int64{1, 1}, run(2, 3))
 	assert.Empty(t, run(2, 3))
 	assert.Empty(t, run(1))
 	assert.Equal(t, int64(3), client.LLen(ctx, list).Val())
@@ -197,6 +207,11 @@ func TestHistoryScriptRunsAMessageOnce(t *testing.T) {
 	require.Len(t, h.entries, 2)
 	assert.Equal(t, []uint64{2, 3}, []uint64{h.entries[0].offset, h.entries[1].offset})
 	assert.Equal(t, string(record), h.entries[1].record)
+	for offset := range uint64(3) {
+		got, err := pubsub.ReceiveMessage(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, splice(t, []byte(strings.Replace(string(body), epoch, h.epoch, 1)), h.epoch, strconv.FormatUint(offset+1, 10)), got.Payload)
+	}
 }
 
 // Records published between readHistory's first look at the last offset

@@ -113,7 +113,7 @@ func marshalEnvelope(topic string, msg *message.Message, st *stamp) ([]byte, err
 		size += len(`"rps_ch":"01234567","rps_pub":"","rps_seq":"18446744073709551615","rps_since":"-9223372036854775808",`) +
 			len(st.publisher)
 		if st.history {
-			size += len(`"rps_epoch":"","rps_offset":"",`)
+			size += len(`"rps_epoch":"","rps_offset":"",`) + len(st.epoch)
 		}
 	}
 	b := make([]byte, 0, size+size/16)
@@ -156,8 +156,10 @@ func marshalEnvelope(topic string, msg *message.Message, st *stamp) ([]byte, err
 				b = append(b, '"')
 				b = appendChannelChecksum(b, st.channel)
 				b = append(b, '"')
-			case hist && (k == MetadataEpoch || k == MetadataOffset):
-				b = append(b, `""`...) // filled in by the history script
+			case hist && k == MetadataEpoch:
+				b = append(b, '"')
+				b = append(b, st.epoch...)
+				b = append(b, `","`+MetadataOffset+`":""`...) // the offset: the history script's
 			default:
 				b = appendJSONString(b, msg.Metadata[k])
 			}

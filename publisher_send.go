@@ -36,11 +36,12 @@ type publishCall struct {
 	channel string
 	msgs    []*message.Message
 	bodies  [][]byte
-	// history: the keys of the channel's history, the Publisher's id,
-	// where the script writes each body's position, and each message's
-	// record.
+	// history: the keys of the channel's history, the Publisher's id, the
+	// epoch the bodies carry, where the script writes each body's offset,
+	// and each message's record.
 	historyKeys [2]string
 	publisher   string
+	epoch       string
 	marks       []historyMarks
 	records     [][]byte
 	err         error
@@ -161,6 +162,12 @@ func (p *Publisher) encode(call *publishCall) error {
 		}
 		call.historyKeys = [2]string{hist, meta}
 		call.publisher = p.id
+		if stream.epoch == "" {
+			// Not heard of yet: a guess that no history has, which the
+			// script replaces (see historyScript).
+			stream.epoch = newEpoch()
+		}
+		call.epoch = stream.epoch
 		call.marks = make([]historyMarks, len(call.msgs))
 		call.records = make([][]byte, len(call.msgs))
 	}
@@ -173,7 +180,7 @@ func (p *Publisher) encode(call *publishCall) error {
 			// Publisher: no sequence stamp. The Publisher's own number
 			// goes to the script alone, which runs each once.
 			stream.last++
-			st = &stamp{history: true}
+			st = &stamp{history: true, epoch: call.epoch}
 		case !p.config.DisableSequenceNumbers:
 			stream.last++
 			st = &stamp{publisher: p.id, seq: stream.last, since: stream.since, channel: sum, scoped: true}
@@ -188,12 +195,11 @@ func (p *Publisher) encode(call *publishCall) error {
 		}
 		call.bodies[i] = body
 		if history {
-			marks, ok := placeholdersOf(body)
+			offset, ok := offsetMark(body, call.epoch)
 			if !ok {
 				return fmt.Errorf("redispubsub: message %s for topic %q: the envelope has no room for its position", msg.UUID, call.topic)
 			}
-			marks.seq = stream.last
-			call.marks[i] = marks
+			call.marks[i] = historyMarks{offset: offset, seq: stream.last}
 			call.records[i] = appendRecord(make([]byte, 0, len(body)), msg, envelopePayloadForm(msg.Payload))
 		}
 	}
@@ -204,10 +210,12 @@ func (p *Publisher) encode(call *publishCall) error {
 }
 
 // channelStream is a Publisher's sequence on one channel: the last number
-// used, and when number 1 was (MetadataSince).
+// used, and when number 1 was (MetadataSince); with History, the epoch of
+// the channel's history that the script last answered.
 type channelStream struct {
 	last  uint64
 	since int64
+	epoch string
 }
 
 // maxTrackedChannels bounds the sequence numbers a Publisher remembers.
@@ -383,14 +391,14 @@ func process[C redis.Cmder](ctx context.Context, client redis.UniversalClient, c
 }
 
 // sendWithHistory sends calls whose messages go to their channels'
-// histories: one run of historyScript per channel and Publisher id, of up
-// to maxScriptMessages messages each, in one pipeline.
+// histories: one run of historyScript per channel, Publisher id and epoch
+// carried, of up to maxScriptMessages messages each, in one pipeline.
 func (p *Publisher) sendWithHistory(ctx context.Context, calls []*publishCall) {
-	type runKey struct{ channel, publisher string }
+	type runKey struct{ channel, publisher, epoch string }
 	var runs [][]historyMessage
 	filling := make(map[runKey]int) // the run of a channel that takes its next message
 	for _, call := range calls {
-		key := runKey{call.channel, call.publisher}
+		key := runKey{call.channel, call.publisher, call.epoch}
 		for j := range call.msgs {
 			i, ok := filling[key]
 			if !ok || len(runs[i]) == maxScriptMessages {
@@ -401,9 +409,9 @@ func (p *Publisher) sendWithHistory(ctx context.Context, calls []*publishCall) {
 			runs[i] = append(runs[i], historyMessage{call, j})
 		}
 	}
-	cmds := make([]*redis.IntSliceCmd, len(runs))
+	cmds := make([]*redis.SliceCmd, len(runs))
 	for i, run := range runs {
-		cmds[i] = p.historyCommand(ctx, run)
+		cmds[i] = p.historyCommand(ctx, run[0].call.epoch, run)
 	}
 	err := process(ctx, p.config.Client, cmds)
 	p.retryNoScript(ctx, cmds)
@@ -411,25 +419,62 @@ func (p *Publisher) sendWithHistory(ctx context.Context, calls []*publishCall) {
 	for _, call := range calls {
 		replies[call] = make([]publishReply, len(call.msgs))
 	}
+	epochs := make(map[string]string) // channel: the epoch its history answered
 	for i, run := range runs {
-		receivers, cmdErr := cmds[i].Result()
-		if cmdErr == nil && len(receivers) != 0 && len(receivers) != len(run) {
-			cmdErr = fmt.Errorf("redispubsub: the history script answered %d replies for %d messages", len(receivers), len(run))
+		epoch, receivers, runErr := historyReply(cmds[i], len(run))
+		if runErr == nil {
+			epochs[run[0].call.channel] = epoch
 		}
 		for k, m := range run {
 			reply := &replies[m.call][m.index]
 			switch {
-			case cmdErr != nil:
-				reply.err = cmdErr
-			case len(receivers) == 0:
+			case runErr != nil:
+				reply.err = runErr
+			case receivers == nil:
 				reply.receivers = -1 // sent already, by a pipeline go-redis sent again
 			default:
 				reply.receivers = receivers[k]
 			}
 		}
 	}
+	p.heardEpochs(epochs)
 	for _, call := range calls {
 		call.finish(p, replies[call], err)
+	}
+}
+
+// historyReply returns what a run of historyScript of n messages
+// answered: the history's epoch and the receivers of each message (nil:
+// the run ran already).
+func historyReply(cmd *redis.SliceCmd, n int) (epoch string, receivers []int64, err error) {
+	values, err := cmd.Result()
+	if err != nil {
+		return "", nil, err
+	}
+	epoch, ok := values[0].(string)
+	if !ok || (len(values) != 1 && len(values) != n+1) {
+		return "", nil, fmt.Errorf("redispubsub: the history script answered %d values for %d messages", len(values), n)
+	}
+	if len(values) == 1 {
+		return epoch, nil, nil
+	}
+	receivers = make([]int64, n)
+	for k, v := range values[1:] {
+		receivers[k], _ = v.(int64)
+	}
+	return epoch, receivers, nil
+}
+
+// heardEpochs keeps the epochs that channels' histories answered, for the
+// bodies encoded next.
+func (p *Publisher) heardEpochs(epochs map[string]string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for channel, epoch := range epochs {
+		if stream, ok := p.sequences[channel]; ok && stream.epoch != epoch {
+			stream.epoch = epoch
+			p.sequences[channel] = stream
+		}
 	}
 }
 
