@@ -133,7 +133,9 @@ func hasHashTag(name string) bool {
 // lived). A history whose meta hash is gone (expired, evicted, flushed)
 // starts again with a new epoch, its list deleted: offsets begin at 1
 // again.
-var historyScript = redis.NewScript(`
+var historyScript = redis.NewScript(historyScriptSource)
+
+const historyScriptSource = `
 local epoch = redis.call('hget', KEYS[2], 'e')
 if not epoch then
 	epoch = ARGV[4]
@@ -166,7 +168,7 @@ for i = 1, n do
 	reply[i + 1] = redis.call(ARGV[6], ARGV[1], before .. string.format('%d', first + i) .. ARGV[a + 1])
 end
 return reply
-`)
+`
 
 // maxScriptMessages bounds the messages of one run of historyScript, so
 // that a run holds Redis up for a fraction of a millisecond (a few µs per

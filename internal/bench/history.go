@@ -52,6 +52,7 @@ type HistoryReport struct {
 	E2E        float64 // adapter without history, end to end, msg/s
 	E2EH       float64 // adapter with history, end to end, msg/s
 	RawRead    float64 // raw go-redis LRANGE of Held entries, seconds
+	Read       float64 // SubscribeFrom of Held missed messages, until it returned (the history read), seconds
 	Recovery   float64 // SubscribeFrom of Held missed messages, until all acknowledged, seconds
 	BytesHeld  float64 // Redis memory per held message (the history's keys)
 	Centrifuge *centrifugeResult
@@ -71,7 +72,7 @@ type centrifugeResult struct {
 func RunHistory(ctx context.Context, cfg HistoryConfig) (*HistoryReport, error) {
 	rep := &HistoryReport{Config: cfg}
 	history := redispubsub.History{Size: cfg.Held, TTL: 5 * time.Minute}
-	var raw, pub, pubH, e2e, e2eH, reads, recoveries []float64
+	var raw, pub, pubH, e2e, e2eH, rawReads, reads, recoveries []float64
 	for round := range cfg.Rounds {
 		topic := fmt.Sprintf("history.%d", round)
 		steps := []struct {
@@ -85,9 +86,9 @@ func RunHistory(ctx context.Context, cfg HistoryConfig) (*HistoryReport, error) 
 			{"end to end", &e2e, func() (float64, error) { return adapterRate(ctx, cfg, topic+".e", redispubsub.History{}, true) }},
 			{"end to end with history", &e2eH, func() (float64, error) { return adapterRate(ctx, cfg, topic+".eh", history, true) }},
 			{"recovery", &recoveries, func() (float64, error) {
-				took, read, err := recoveryTime(ctx, cfg, topic+".r", history)
-				reads = append(reads, read)
-				return took, err
+				took, err := recoveryTime(ctx, cfg, topic+".r", history)
+				rawReads, reads = append(rawReads, took.rawRead), append(reads, took.read)
+				return took.recovery, err
 			}},
 		}
 		for _, step := range steps {
@@ -102,7 +103,7 @@ func RunHistory(ctx context.Context, cfg HistoryConfig) (*HistoryReport, error) 
 		}
 	}
 	rep.Raw, rep.Publish, rep.PublishH, rep.E2E, rep.E2EH = median(raw), median(pub), median(pubH), median(e2e), median(e2eH)
-	rep.RawRead, rep.Recovery = median(reads), median(recoveries)
+	rep.RawRead, rep.Read, rep.Recovery = median(rawReads), median(reads), median(recoveries)
 	// Each round's recovery topic holds Held messages: the median of what
 	// they cost (a body's size against the 4 KB stream nodes decides
 	// whether 9 or 10 share one, so it varies with the bodies).
@@ -225,18 +226,26 @@ func adapterRate(ctx context.Context, cfg HistoryConfig, topic string, h redispu
 	return float64(sent.Load()) / elapsed.Seconds(), nil
 }
 
+// recoveryTimes are what recoveryTime measures, in seconds.
+type recoveryTimes struct {
+	rawRead  float64 // raw go-redis reading the Held records (LRANGE)
+	read     float64 // SubscribeFrom, until it returned: the history read
+	recovery float64 // SubscribeFrom, until the Held messages were handed out and acknowledged
+}
+
 // recoveryTime publishes Held messages with history h on topic, then
-// measures SubscribeFrom the position before the first until the Held
-// messages were handed out and acknowledged (what recovering that many
-// missed messages costs), and raw go-redis reading them (LRANGE), in
-// seconds.
-func recoveryTime(ctx context.Context, cfg HistoryConfig, topic string, h redispubsub.History) (recovery, read float64, err error) {
+// measures SubscribeFrom the position before the first until it returned
+// (the history read) and until the Held messages were handed out and
+// acknowledged (what recovering that many missed messages costs), and raw
+// go-redis reading them.
+func recoveryTime(ctx context.Context, cfg HistoryConfig, topic string, h redispubsub.History) (recoveryTimes, error) {
+	var took recoveryTimes
 	pc, sc := cfg.NewClient(), cfg.NewClient()
 	defer pc.Close()
 	defer sc.Close()
 	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: pc, ChannelPrefix: cfg.Prefix, History: h}, nil)
 	if err != nil {
-		return 0, 0, err
+		return took, err
 	}
 	defer pub.Close()
 	body := payload(cfg.Size)
@@ -247,48 +256,51 @@ func recoveryTime(ctx context.Context, cfg HistoryConfig, topic string, h redisp
 			msgs[j] = message.NewMessage(watermill.NewUUID(), body)
 		}
 		if err := pub.Publish(topic, msgs...); err != nil {
-			return 0, 0, err
+			return took, err
 		}
 	}
 	list := "rps:hist:{" + cfg.Prefix + topic + "}"
 	meta, err := pc.HGetAll(ctx, "rps:meta:{"+cfg.Prefix+topic+"}").Result()
 	if err != nil {
-		return 0, 0, err
+		return took, err
 	}
 	top, _ := strconv.ParseUint(meta["s"], 10, 64)
 	from := redispubsub.Position{Offset: top - uint64(cfg.Held), Epoch: meta["e"]}
 
 	start := time.Now()
-	entries, err := pc.LRange(ctx, list, -int64(cfg.Held), -1).Result()
-	read = time.Since(start).Seconds()
+	records, err := pc.LRange(ctx, list, -int64(cfg.Held), -1).Result()
+	took.rawRead = time.Since(start).Seconds()
 	if err != nil {
-		return 0, 0, err
+		return took, err
 	}
-	if len(entries) != cfg.Held {
-		return 0, 0, fmt.Errorf("LRANGE read %d entries, want %d", len(entries), cfg.Held)
+	if len(records) != cfg.Held {
+		return took, fmt.Errorf("LRANGE read %d records, want %d", len(records), cfg.Held)
 	}
 
 	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{Client: sc, ChannelPrefix: cfg.Prefix}, nil)
 	if err != nil {
-		return 0, 0, err
+		return took, err
 	}
 	defer sub.Close()
 	subCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	start = time.Now()
 	msgs, err := sub.SubscribeFrom(subCtx, topic, from)
+	took.read = time.Since(start).Seconds()
 	if err != nil {
-		return 0, 0, err
+		return took, err
 	}
-	for range cfg.Held {
+	stall := time.After(30 * time.Second)
+	for i := range cfg.Held {
 		select {
 		case msg := <-msgs:
 			msg.Ack()
-		case <-time.After(30 * time.Second):
-			return 0, 0, fmt.Errorf("SubscribeFrom: nothing within 30s")
+		case <-stall:
+			return took, fmt.Errorf("SubscribeFrom: %d of %d messages within 30s", i, cfg.Held)
 		}
 	}
-	return time.Since(start).Seconds(), read, nil
+	took.recovery = time.Since(start).Seconds()
+	return took, nil
 }
 
 // bytesPerHeld is the Redis memory (MEMORY USAGE of the history's keys) per
@@ -363,7 +375,7 @@ func (r *HistoryReport) WriteTable(w io.Writer) error {
 		cent(func(c *centrifugeResult) float64 { return c.PublishHistory }),
 		cent(func(c *centrifugeResult) float64 { return c.PublishNoHistory }), PerSecond, true)
 	row("end to end (msg/s)", 0, r.E2E, r.E2EH, cent(func(c *centrifugeResult) float64 { return c.E2EHistory }), 0, PerSecond, true)
-	row(fmt.Sprintf("read the last %s from the history", formatCount(c.Held)), r.RawRead, 0, 0,
+	row(fmt.Sprintf("read the last %s from the history (adapter: SubscribeFrom, until it returned)", formatCount(c.Held)), r.RawRead, 0, r.Read,
 		cent(func(c *centrifugeResult) float64 { return c.HistoryRead }), 0, Seconds, false)
 	row(fmt.Sprintf("recover %s missed (SubscribeFrom, until all Acked)", formatCount(c.Held)), 0, 0, r.Recovery,
 		cent(func(c *centrifugeResult) float64 { return c.HistoryRead }), 0, Seconds, false)
