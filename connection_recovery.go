@@ -73,7 +73,7 @@ func (c *connection) routeByPosition(st *channelState, in *incoming, pos Positio
 	case !c.s.config.Recover:
 		c.countByPosition(st, r, in, pos)
 	case r.reading:
-		r.held = append(r.held, heldMessage{in, pos})
+		c.hold(r, in, pos)
 	case r.epoch == "":
 		// The first message: nothing before it was missed.
 		r.epoch, r.last = strings.Clone(pos.Epoch), pos.Offset
@@ -85,9 +85,36 @@ func (c *connection) routeByPosition(st *channelState, in *incoming, pos Positio
 		r.last = pos.Offset
 		st.pushAll(in)
 	default:
-		r.held = append(r.held, heldMessage{in, pos})
+		c.hold(r, in, pos)
 		c.startRecovery(st)
 	}
+}
+
+// hold keeps in, a live message of a channel with position pos, until the
+// history read under way (r.reading) ends. What is held counts against
+// BufferBytes with what the queues hold; a message that would exceed it is
+// not held but read again from the history, by one more read once this one
+// ends (r.again). Called with mu held.
+func (c *connection) hold(r *channelRecovery, in *incoming, pos Position) {
+	if c.s.budget.over(c.s.heldBytes.Load() + in.size) {
+		r.again = true
+		c.logger.Debug("BufferBytes spent during a history read: a live message is left to the next read",
+			watermill.LogFields{"channel": in.channel, "offset": pos.Offset})
+		return
+	}
+	c.s.heldBytes.Add(in.size)
+	r.held = append(r.held, heldMessage{in, pos})
+}
+
+// takeHeld returns what r holds, no longer counted against BufferBytes.
+// Called with mu held.
+func (c *connection) takeHeld(r *channelRecovery) []heldMessage {
+	held := r.held
+	r.held = nil
+	for _, m := range held {
+		c.s.heldBytes.Add(-m.in.size)
+	}
+	return held
 }
 
 // countByPosition routes a live message of st with position pos without
@@ -145,6 +172,17 @@ func (c *connection) recover(st *channelState, r *channelRecovery) {
 	defer c.s.wg.Done()
 	ctx := c.ctx
 	backoff := c.s.config.ReconnectBackoffMin
+	// What a recovery that ends without routing its held messages
+	// (unsubscribed, moved, closed) held is no longer counted. (One that
+	// routes them may start another, with r, before this goroutine ends.)
+	routed := false
+	defer func() {
+		if !routed {
+			c.mu.Lock()
+			c.takeHeld(r)
+			c.mu.Unlock()
+		}
+	}()
 	for attempt := 1; ; attempt++ {
 		c.mu.Lock()
 		after, current := r.last, c.channels[st.name] == st && st.recovery == r
@@ -160,7 +198,7 @@ func (c *connection) recover(st *channelState, r *channelRecovery) {
 			}
 			if isNoPerm(err) || attempt == maxHistoryReads {
 				c.logger.Error("Cannot read the channel's history; giving up", err, watermill.LogFields{"channel": st.name, "attempts": attempt})
-				c.giveUp(st, r)
+				routed = c.giveUp(st, r)
 				return
 			}
 			c.logger.Error("Cannot read the channel's history; trying again", err, watermill.LogFields{"channel": st.name})
@@ -176,8 +214,8 @@ func (c *connection) recover(st *channelState, r *channelRecovery) {
 			return
 		}
 		if c.applyHistory(st, r, h) && !r.again {
-			held := r.held
-			r.held, r.reading = nil, false
+			held := c.takeHeld(r)
+			r.reading, routed = false, true
 			for _, m := range held {
 				c.routeByPosition(st, m.in, m.pos)
 			}
@@ -195,22 +233,24 @@ const maxHistoryReads = 5
 // giveUp ends a recovery whose history cannot be read (an ACL refuses it,
 // or Redis does not answer): what was missed before the first message held
 // is counted as unrecovered, when known, and the held messages are routed,
-// the first of them as a new start.
-func (c *connection) giveUp(st *channelState, r *channelRecovery) {
+// the first of them as a new start. It reports false when st has no
+// recovery r any more (nothing routed).
+func (c *connection) giveUp(st *channelState, r *channelRecovery) (routed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.channels[st.name] != st || st.recovery != r {
-		return
+		return false
 	}
-	held := r.held
+	held := c.takeHeld(r)
 	if len(held) > 0 && held[0].pos.Epoch == r.epoch && held[0].pos.Offset > r.last+1 {
 		c.s.reportUnrecovered(GapEvent{Topic: strings.TrimPrefix(st.name, c.s.config.ChannelPrefix),
 			First: r.last + 1, Last: held[0].pos.Offset - 1, Unrecovered: true})
 	}
-	r.held, r.reading, r.again, r.epoch = nil, false, false, ""
+	r.reading, r.again, r.epoch = false, false, ""
 	for _, m := range held {
 		c.routeByPosition(st, m.in, m.pos)
 	}
+	return true
 }
 
 // applyHistory routes what h holds after r.last and counts what it does not
