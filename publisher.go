@@ -66,8 +66,9 @@ type PublisherConfig struct {
 	// latest messages in Redis, from which Subscribers with
 	// SubscriberConfig.Recover fill what they missed and SubscribeFrom
 	// starts: each message is appended to its channel's history and
-	// published in one atomic step (a script, EVALSHA, pipelined as
-	// PUBLISH is), stamped with its offset in the channel (MetadataOffset:
+	// published in one atomic step (a script, EVALSHA, one run for the
+	// messages of a channel in a pipeline), stamped with its offset in the
+	// channel (MetadataOffset:
 	// consecutive from 1, assigned by Redis, one sequence for every
 	// Publisher of the channel) and the history's epoch (MetadataEpoch).
 	// The offset numbers the message: such messages carry no sequence

@@ -205,12 +205,16 @@ type SubscriberConfig struct {
 	// Recover fills what the Subscriber missed on a channel whose messages
 	// carry a position (a Publisher with PublisherConfig.History): after a
 	// reconnect, a slot move, or an offset that skips, it reads the
-	// channel's history (XRANGE, through Client) after the last offset it
-	// routed, and delivers what it missed in offset order, before the live
-	// messages that arrived meanwhile, without duplicates. What the history
-	// no longer holds is counted (SubscriberStats.Unrecovered, HistoryLost)
-	// and reported to OnGap. Messages without a position, and pattern
-	// subscriptions (which count gaps by offset), are as without it. Needs read access to the history
+	// channel's history (a MULTI of HMGET and LRANGE, through Client) after
+	// the last offset it routed, and delivers what it missed in offset
+	// order, before the live messages that arrived meanwhile, without
+	// duplicates. The live messages held during the read count against
+	// BufferBytes (one that would exceed it is read from the history
+	// again); what the read delivers is queued at once, as a burst of live
+	// messages is. What the history no longer holds is counted
+	// (SubscriberStats.Unrecovered, HistoryLost) and reported to OnGap.
+	// Messages without a position, and pattern subscriptions (which count
+	// gaps by offset), are as without it. Needs read access to the history
 	// keys (see History). Default: false.
 	Recover bool
 
