@@ -159,7 +159,8 @@ func TestHandler_LostPositionIsAnnounced(t *testing.T) {
 }
 
 // Without a history there is nothing to resume from: said so, then live.
-// On Redis, the channel has none (its Publisher keeps none); a Subscriber
+// On Redis, the channel has none (its Publisher keeps none), or the
+// Subscriber's marshaler carries no positions (RawJSON); a Subscriber
 // without SubscribeFrom (here gochannel) keeps none at all.
 func TestHandler_LastEventIDWithoutHistory(t *testing.T) {
 	pub, _, _, ts := serveRedis(t, sse.Config{Authorize: allowAll})
@@ -176,6 +177,16 @@ func TestHandler_LastEventIDWithoutHistory(t *testing.T) {
 	assert.Equal(t, event{name: sse.EventLost, data: `{"lastEventId":"3-e1","reason":"the subscriber keeps no history"}`}, c.next())
 	publish(t, gc, "a", "u-2", "2")
 	assert.Equal(t, event{name: "a", data: `{"type":"a","payload":2,"uuid":"u-2"}`}, c.next())
+
+	srv := redistest.Start(t)
+	raw, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{Client: srv.NewClient(t), Marshaler: redispubsub.RawJSONMarshaler{}}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = raw.Close() })
+	h, err = sse.NewHandler(raw, sse.Config{Authorize: allowAll})
+	require.NoError(t, err)
+	c = startServer(t, h).get(t, "/events?topic=a", http.Header{"Last-Event-ID": {"3-e1"}})
+	assert.Equal(t, event{name: sse.EventLost,
+		data: `{"lastEventId":"3-e1","reason":"the subscriber cannot start from a position (its marshaler carries none)"}`}, c.next())
 }
 
 // On Redis, with a Publisher that keeps a history: ids are the messages'

@@ -138,10 +138,14 @@ func (h *Handler) subscribe(ctx context.Context, topics []string, lastEventID st
 				h.stats.resumed.Add(1)
 				return []<-chan *message.Message{msgs}, nil, nil
 			}
-			if !errors.Is(err, redispubsub.ErrPositionLost) {
+			switch {
+			case errors.Is(err, redispubsub.ErrPositionLost):
+				reason = "the history no longer holds the position"
+			case errors.Is(err, redispubsub.ErrPositionsUnsupported):
+				reason = "the subscriber cannot start from a position (its marshaler carries none)"
+			default:
 				return nil, nil, err
 			}
-			reason = "the history no longer holds the position"
 		}
 		lost = map[string]string{"lastEventId": lastEventID, "reason": reason}
 	}
