@@ -180,7 +180,9 @@ type channelState struct {
 	interrupted bool
 	// recovery is what SubscriberConfig.Recover knows of the channel's
 	// history (connection_recovery.go); nil until a message with a position.
-	recovery *channelRecovery
+	// A pattern's are per channel that it matched, in recoveries.
+	recovery   *channelRecovery
+	recoveries map[string]*channelRecovery
 }
 
 func (st *channelState) members() int { return len(st.subs) + len(st.starting) + st.waiting }

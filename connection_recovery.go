@@ -14,19 +14,21 @@ import (
 
 // This file recovers what a Subscriber with SubscriberConfig.Recover
 // missed on a channel whose messages carry a position (a Publisher with
-// History): it remembers, per Redis channel subscription, the last offset
-// routed; after a resubscription (a reconnect, a slot move) or an offset
-// that skips, it reads the channel's history after that offset and routes
-// what it holds, in offset order, before the live messages that arrived
-// meanwhile (held while the read runs), dropping those it routed already.
+// History): it remembers, per Redis channel subscription (and per channel
+// of a pattern subscription), the last offset routed; after a
+// resubscription (a reconnect, a slot move) or an offset that skips, it
+// reads the channel's history after that offset and routes what it holds,
+// in offset order, before the live messages that arrived meanwhile (held
+// while the read runs), dropping those it routed already.
 
 var errUnrecovered = errors.New("messages missed and no longer in the channel's history")
 
 // channelRecovery is what a recovering Subscriber knows of one channel's
 // history. Guarded by the mu of the connection that carries the channel.
 type channelRecovery struct {
-	epoch string // "" until the first message with a position
-	last  uint64 // the last offset routed
+	channel string
+	epoch   string // "" until the first message with a position
+	last    uint64 // the last offset routed
 	// reading is set while a history read runs: live messages wait in
 	// held. again asks for one more read once it ends (the channel was
 	// resubscribed meanwhile).
@@ -47,16 +49,60 @@ func (r *channelRecovery) moved() *channelRecovery {
 	if r == nil {
 		return nil
 	}
-	return &channelRecovery{epoch: r.epoch, last: r.last}
+	return &channelRecovery{channel: r.channel, epoch: r.epoch, last: r.last}
+}
+
+// maxRecoveredChannels bounds the channels of one pattern subscription
+// whose histories a Subscriber with Recover follows (about 100 bytes each);
+// the messages of channels past it are delivered as they come, neither
+// recovered nor checked for gaps.
+const maxRecoveredChannels = 4096
+
+// recoveryOf returns what Recover knows of the history of channel on st
+// (the channel itself, or a pattern that matches it), making it if needed;
+// nil for a pattern's channel past maxRecoveredChannels. Called with mu
+// held.
+func (c *connection) recoveryOf(st *channelState, channel string) *channelRecovery {
+	if !st.pattern {
+		if st.recovery == nil {
+			st.recovery = &channelRecovery{channel: channel}
+		}
+		return st.recovery
+	}
+	r := st.recoveries[channel]
+	if r == nil {
+		if len(st.recoveries) >= maxRecoveredChannels {
+			return nil
+		}
+		if st.recoveries == nil {
+			st.recoveries = make(map[string]*channelRecovery)
+		}
+		r = &channelRecovery{channel: channel}
+		st.recoveries[channel] = r
+	}
+	return r
+}
+
+// recovering reports whether r is still what Recover follows of its
+// channel on st, and st still subscribed on this connection. Called with
+// mu held.
+func (c *connection) recovering(st *channelState, r *channelRecovery) bool {
+	if c.table(st.pattern)[st.name] != st {
+		return false
+	}
+	if st.pattern {
+		return st.recoveries[r.channel] == r
+	}
+	return st.recovery == r
 }
 
 // byPosition reports whether a message with stp is routed by its
-// position: with Recover, or to count gaps by its offset (its Publisher
-// stamps no sequence number then). Pattern subscriptions are not (their
-// channels come and go).
+// position: with Recover, or, on a channel subscription, to count gaps by
+// its offset (its Publisher stamps no sequence number then; a pattern
+// subscription without Recover counts them with its sequence streams).
 func (c *connection) byPosition(st *channelState, stp stamp, stamped bool) bool {
 	cfg := &c.s.config
-	return stamped && stp.position.Offset != 0 && !st.pattern && (cfg.Recover || !cfg.DisableGapDetection)
+	return stamped && stp.position.Offset != 0 && (cfg.Recover || (!st.pattern && !cfg.DisableGapDetection))
 }
 
 // routeByPosition routes a live message of st with position pos: at once
@@ -64,12 +110,10 @@ func (c *connection) byPosition(st *channelState, stp stamp, stamped bool) bool 
 // dropped when routed already; a skipped offset or another epoch starts a
 // read. Called with mu held.
 func (c *connection) routeByPosition(st *channelState, in *incoming, pos Position) {
-	r := st.recovery
-	if r == nil {
-		r = &channelRecovery{}
-		st.recovery = r
-	}
+	r := c.recoveryOf(st, in.channel)
 	switch {
+	case r == nil:
+		st.pushAll(in) // past maxRecoveredChannels
 	case !c.s.config.Recover:
 		c.countByPosition(st, r, in, pos)
 	case r.reading:
@@ -80,13 +124,13 @@ func (c *connection) routeByPosition(st *channelState, in *incoming, pos Positio
 		st.pushAll(in)
 	case pos.Epoch == r.epoch && pos.Offset <= r.last:
 		c.s.stats.duplicates.Add(1)
-		c.logger.Debug("Message routed already dropped", watermill.LogFields{"channel": st.name, "offset": pos.Offset})
+		c.logger.Debug("Message routed already dropped", watermill.LogFields{"channel": in.channel, "offset": pos.Offset})
 	case pos.Epoch == r.epoch && pos.Offset == r.last+1:
 		r.last = pos.Offset
 		st.pushAll(in)
 	default:
 		c.hold(r, in, pos)
-		c.startRecovery(st)
+		c.startRecovery(st, r)
 	}
 }
 
@@ -123,7 +167,7 @@ func (c *connection) takeHeld(r *channelRecovery) []heldMessage {
 // hide one (PossibleGaps); an offset routed already is a duplicate, dropped.
 // Called with mu held.
 func (c *connection) countByPosition(st *channelState, r *channelRecovery, in *incoming, pos Position) {
-	topic := strings.TrimPrefix(st.name, c.s.config.ChannelPrefix)
+	topic := strings.TrimPrefix(in.channel, c.s.config.ChannelPrefix)
 	switch {
 	case r.epoch == "":
 	case pos.Epoch != r.epoch:
@@ -143,18 +187,25 @@ func (c *connection) countByPosition(st *channelState, r *channelRecovery, in *i
 
 // resubscribedChannel is the connection's resubscribe-confirmed event for
 // st (after a reconnect, or a slot move): Redis delivered nothing of it
-// meanwhile, so the history is read from the last offset routed. Called
-// with mu held.
+// meanwhile, so the history is read from the last offset routed, of each
+// channel a pattern has seen. Called with mu held.
 func (c *connection) resubscribedChannel(st *channelState) {
-	if r := st.recovery; r != nil && r.epoch != "" && c.s.config.Recover {
-		c.startRecovery(st)
+	if !c.s.config.Recover {
+		return
+	}
+	if r := st.recovery; r != nil && r.epoch != "" {
+		c.startRecovery(st, r)
+	}
+	for _, r := range st.recoveries {
+		if r.epoch != "" {
+			c.startRecovery(st, r)
+		}
 	}
 }
 
-// startRecovery starts a history read for st, or asks the one running for
-// another. Called with mu held.
-func (c *connection) startRecovery(st *channelState) {
-	r := st.recovery
+// startRecovery starts a history read for r, of a channel of st, or asks
+// the one running for another. Called with mu held.
+func (c *connection) startRecovery(st *channelState, r *channelRecovery) {
 	if r.reading {
 		r.again = true
 		return
@@ -185,23 +236,23 @@ func (c *connection) recover(st *channelState, r *channelRecovery) {
 	}()
 	for attempt := 1; ; attempt++ {
 		c.mu.Lock()
-		after, current := r.last, c.channels[st.name] == st && st.recovery == r
+		after, current := r.last, c.recovering(st, r)
 		r.again = false
 		c.mu.Unlock()
 		if !current {
 			return // unsubscribed, or moved: its next subscription reads again
 		}
-		h, err := readHistory(ctx, c.s.config.Client, st.name, after)
+		h, err := readHistory(ctx, c.s.config.Client, r.channel, after)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			if isNoPerm(err) || attempt == maxHistoryReads {
-				c.logger.Error("Cannot read the channel's history; giving up", err, watermill.LogFields{"channel": st.name, "attempts": attempt})
+				c.logger.Error("Cannot read the channel's history; giving up", err, watermill.LogFields{"channel": r.channel, "attempts": attempt})
 				routed = c.giveUp(st, r)
 				return
 			}
-			c.logger.Error("Cannot read the channel's history; trying again", err, watermill.LogFields{"channel": st.name})
+			c.logger.Error("Cannot read the channel's history; trying again", err, watermill.LogFields{"channel": r.channel})
 			if !c.sleep(backoff) {
 				return
 			}
@@ -209,7 +260,7 @@ func (c *connection) recover(st *channelState, r *channelRecovery) {
 			continue
 		}
 		c.mu.Lock()
-		if c.channels[st.name] != st || st.recovery != r {
+		if !c.recovering(st, r) {
 			c.mu.Unlock()
 			return
 		}
@@ -238,12 +289,12 @@ const maxHistoryReads = 5
 func (c *connection) giveUp(st *channelState, r *channelRecovery) (routed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.channels[st.name] != st || st.recovery != r {
+	if !c.recovering(st, r) {
 		return false
 	}
 	held := c.takeHeld(r)
 	if len(held) > 0 && held[0].pos.Epoch == r.epoch && held[0].pos.Offset > r.last+1 {
-		c.s.reportUnrecovered(GapEvent{Topic: strings.TrimPrefix(st.name, c.s.config.ChannelPrefix),
+		c.s.reportUnrecovered(GapEvent{Topic: strings.TrimPrefix(r.channel, c.s.config.ChannelPrefix),
 			First: r.last + 1, Last: held[0].pos.Offset - 1, Unrecovered: true})
 	}
 	r.reading, r.again, r.epoch = false, false, ""
@@ -258,7 +309,7 @@ func (c *connection) giveUp(st *channelState, r *channelRecovery) (routed bool) 
 // lost since, the loss is reported, and the new history is to be read from
 // its start. Called with mu held.
 func (c *connection) applyHistory(st *channelState, r *channelRecovery, h historyRead) (done bool) {
-	topic := strings.TrimPrefix(st.name, c.s.config.ChannelPrefix)
+	topic := strings.TrimPrefix(r.channel, c.s.config.ChannelPrefix)
 	if h.epoch != r.epoch {
 		c.s.reportUnrecovered(GapEvent{Topic: topic, First: r.last + 1, Unrecovered: true, HistoryLost: true})
 		r.epoch, r.last = h.epoch, 0
@@ -276,8 +327,11 @@ func (c *connection) applyHistory(st *channelState, r *channelRecovery, h histor
 		if e.offset > next {
 			c.s.reportUnrecovered(GapEvent{Topic: topic, First: next, Last: e.offset - 1, Unrecovered: true})
 		}
-		if msg, ok := c.s.decodeHistory(st.name, e, h.epoch); ok {
-			st.pushAll(decodedIncoming(st.name, msg, int64(len(e.record)+len(st.name)+incomingOverhead)))
+		if msg, ok := c.s.decodeHistory(r.channel, e, h.epoch); ok {
+			if st.pattern {
+				msg.Metadata.Set(MetadataTopic, topic) // as decode sets it for a pattern's live message
+			}
+			st.pushAll(decodedIncoming(r.channel, msg, int64(len(e.record)+len(r.channel)+incomingOverhead)))
 			c.s.stats.recovered.Add(1)
 		}
 		next = e.offset + 1

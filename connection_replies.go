@@ -176,7 +176,7 @@ func (c *connection) confirm(sess *session, f *frame) {
 		if st != nil {
 			// The stream breaks here: what is published until the next
 			// SUBSCRIBE is confirmed is not missed, nobody listened.
-			st.sequences, st.confirmedMs, st.interrupted, st.recovery = nil, 0, false, nil
+			st.sequences, st.confirmedMs, st.interrupted, st.recovery, st.recoveries = nil, 0, false, nil, nil
 		}
 		c.s.connectionIdle(c)
 		return

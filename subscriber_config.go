@@ -213,9 +213,10 @@ type SubscriberConfig struct {
 	// again); what the read delivers is queued at once, as a burst of live
 	// messages is. What the history no longer holds is counted
 	// (SubscriberStats.Unrecovered, HistoryLost) and reported to OnGap.
-	// Messages without a position, and pattern subscriptions (which count
-	// gaps by offset), are as without it. Needs read access to the history
-	// keys (see History). Default: false.
+	// A pattern subscription recovers each channel it matched, up to 4,096
+	// per pattern (past that, a channel's messages are delivered as they
+	// come). Messages without a position are as without it. Needs read
+	// access to the history keys (see History). Default: false.
 	Recover bool
 
 	// Liveness and readiness (connection_probe.go, readiness.go).

@@ -362,17 +362,23 @@ func recOutage(t testing.TB, proxy *redistest.Proxy, reconnects <-chan redispubs
 }
 
 // recOutageSubscriber returns a recovering Subscriber whose Redis is behind
-// a proxy, its reconnects, and the gaps it reports.
-func recOutageSubscriber(t testing.TB, srv *redistest.Server) (*redispubsub.Subscriber, *redistest.Proxy, chan redispubsub.ReconnectEvent, chan redispubsub.GapEvent) {
+// a proxy, its reconnects, and the gaps it reports; configure changes its
+// config.
+func recOutageSubscriber(t testing.TB, srv *redistest.Server, configure ...func(*redispubsub.SubscriberConfig)) (
+	*redispubsub.Subscriber, *redistest.Proxy, chan redispubsub.ReconnectEvent, chan redispubsub.GapEvent) {
 	proxy := redistest.NewProxy(t, srv.Addr())
 	reconnects := make(chan redispubsub.ReconnectEvent, 4)
 	gaps := make(chan redispubsub.GapEvent, 16)
-	sub := faultSubscriber(t, redispubsub.SubscriberConfig{
+	config := redispubsub.SubscriberConfig{
 		Client:      faultClient(t, proxy.Addr(), nil),
 		Recover:     true,
 		OnReconnect: func(ev redispubsub.ReconnectEvent) { reconnects <- ev },
 		OnGap:       func(ev redispubsub.GapEvent) { gaps <- ev },
-	}, newFaultLog(t))
+	}
+	for _, f := range configure {
+		f(&config)
+	}
+	sub := faultSubscriber(t, config, newFaultLog(t))
 	return sub, proxy, reconnects, gaps
 }
 
@@ -589,12 +595,52 @@ func TestRecoverOffsetThatSkips(t *testing.T) {
 	assert.Zero(t, stats.Unrecovered)
 }
 
-// A pattern subscription (not recovered) counts the gaps of a channel with
+// A pattern subscription recovers each channel it matched: after an
+// outage, what each missed comes from its history, in its offset order,
+// with the concrete topic in the metadata as for live messages, then the
+// live ones.
+func TestRecoverOnAPatternSubscription(t *testing.T) {
+	srv := redistest.Start(t)
+	pub := recPublisher(t, srv.NewClient(t), 100, nil)
+	sub, proxy, reconnects, _ := recOutageSubscriber(t, srv)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ch, err := sub.SubscribePattern(ctx, "rec.pattern.*")
+	require.NoError(t, err)
+	const a, b = "rec.pattern.a", "rec.pattern.b"
+	recPublish(t, pub, a, 0, 1)
+	recPublish(t, pub, b, 0, 1)
+	recReceive(t, ch, 2)
+	recOutage(t, proxy, reconnects, func() {
+		recPublish(t, pub, a, 1, 5) // offsets 2..6
+		recPublish(t, pub, b, 1, 3) // offsets 2..4
+	})
+	recPublish(t, pub, a, 6, 1)
+	recPublish(t, pub, b, 4, 1)
+	offsets := map[string][]uint64{}
+	for range 10 {
+		msg := testutil.Receive(t, ch)
+		pos, ok := redispubsub.PositionOf(msg)
+		require.True(t, ok)
+		topic := msg.Metadata.Get(redispubsub.MetadataTopic)
+		offsets[topic] = append(offsets[topic], pos.Offset)
+		msg.Ack()
+	}
+	assert.Equal(t, map[string][]uint64{a: {2, 3, 4, 5, 6, 7}, b: {2, 3, 4, 5}}, offsets)
+	stats := sub.Stats()
+	// 8 missed; a live message that the read found in the history too is
+	// recovered, and its live copy dropped as a duplicate.
+	assert.Equal(t, uint64(8), stats.Recovered-stats.Duplicates)
+	assert.Zero(t, stats.Gaps)
+	assert.Zero(t, stats.Unrecovered)
+}
+
+// A pattern subscription without Recover counts the gaps of a channel with
 // a history by its offsets: what an outage cost, exactly.
 func TestHistoryGapsOnAPatternSubscription(t *testing.T) {
 	srv := redistest.Start(t)
 	pub := recPublisher(t, srv.NewClient(t), 100, nil)
-	sub, proxy, reconnects, gaps := recOutageSubscriber(t, srv)
+	sub, proxy, reconnects, gaps := recOutageSubscriber(t, srv, func(c *redispubsub.SubscriberConfig) { c.Recover = false })
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	ch, err := sub.SubscribePattern(ctx, "rec.pattern.*")

@@ -207,11 +207,7 @@ func (s *soak) subscribedEverywhere(want int64) bool {
 	var complete int64
 	for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
 		fields := strings.Fields(line)
-		psub := "psub=1"
-		if s.c.recover {
-			psub = "psub=0"
-		}
-		if slices.Contains(fields, "sub="+strconv.Itoa(len(s.topics)+1)) && slices.Contains(fields, psub) {
+		if slices.Contains(fields, "sub="+strconv.Itoa(len(s.topics)+1)) && slices.Contains(fields, "psub=1") {
 			complete++
 		}
 	}

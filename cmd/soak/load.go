@@ -133,9 +133,6 @@ func (s *soak) setup(ctx context.Context) error {
 			}
 			sb.consume(&subscription{name: fmt.Sprintf("sub%d/%s", i, topic), fixedTopic: topic, topics: []int{t}}, ch)
 		}
-		if s.c.recover {
-			continue // recovery is per channel
-		}
 		ch, err := sub.SubscribePattern(sctx, "soak.*")
 		if err != nil {
 			return err

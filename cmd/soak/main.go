@@ -11,9 +11,9 @@
 // Every Subscriber subscribes every topic and the pattern of all of them
 // before the Publishers start, and Acks every message at once. With
 // -recover the Publishers keep a history, the Subscribers recover from it
-// (no pattern: recovery is per channel), the server keeps an append-only
-// file, and the accounting requires what was missed to be 0, with nothing
-// unrecovered. At the end
+// (their pattern subscription too, per channel), the server keeps an
+// append-only file, and the accounting requires what was missed to be 0,
+// with nothing unrecovered. At the end
 // the faults stop, every Publisher publishes a marker on every topic, and
 // soak waits until every subscription got them; then it checks, for each
 // Subscriber, that what its subscriptions never got is what it counted:
@@ -62,9 +62,10 @@ type config struct {
 	redisServer      string
 	publisherRetries int
 	endTimeout       time.Duration
-	// recover: Publishers with a History, Subscribers with Recover, no
-	// pattern subscription, the server with an append-only file (fsync
-	// always) so that the history survives its kills.
+	// recover: Publishers with a History, Subscribers with Recover (the
+	// pattern subscription recovers per channel), the server with an
+	// append-only file (fsync always) so that the history survives its
+	// kills.
 	recover bool
 }
 
@@ -81,7 +82,7 @@ func main() {
 	flag.StringVar(&c.redisServer, "redis-server", "", "redis-server binary (default: $REDIS_SERVER, else PATH)")
 	flag.IntVar(&c.publisherRetries, "publisher-retries", 0, "MaxRetries of the Publishers' clients (0: go-redis's default, 3; -1: none)")
 	flag.DurationVar(&c.endTimeout, "end-timeout", time.Minute, "bound of the end phase (markers, closing)")
-	flag.BoolVar(&c.recover, "recover", false, "Publishers with a history, Subscribers with Recover (no pattern subscription; the server keeps an append-only file, fsync always): the accounting then requires missing = 0")
+	flag.BoolVar(&c.recover, "recover", false, "Publishers with a history, Subscribers with Recover (topics and pattern; the server keeps an append-only file, fsync always): the accounting then requires missing = 0")
 	flag.Parse()
 	if c.publishers < 1 || c.subscribers < 1 || c.topics < 1 || c.duration <= 0 {
 		fmt.Fprintln(os.Stderr, "soak: -publishers, -subscribers, -topics and -duration must be positive")
@@ -126,7 +127,7 @@ func run(ctx context.Context, c config) int {
 	}()
 	subscribed := "topics + 1 pattern"
 	if c.recover {
-		subscribed = "topics, recovering from a history (server with an append-only file)"
+		subscribed = "topics + 1 pattern, recovering from a history (server with an append-only file)"
 	}
 	fmt.Printf("soak: %s on %s (%s); %v, %d publishers at %d msg/s each, %d subscribers, %d %s; kill every %v (down %v), CLIENT KILL every %v\n",
 		srv.Binary(), srv.Addr(), srv.Dir(), c.duration, c.publishers, c.rate, c.subscribers, c.topics, subscribed, c.killEvery, c.down, c.clientKillEvery)
