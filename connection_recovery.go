@@ -327,13 +327,12 @@ func (c *connection) applyHistory(st *channelState, r *channelRecovery, h histor
 		if e.offset > next {
 			c.s.reportUnrecovered(GapEvent{Topic: topic, First: next, Last: e.offset - 1, Unrecovered: true})
 		}
-		if msg, ok := c.s.decodeHistory(r.channel, e, h.epoch); ok {
-			if st.pattern {
-				msg.Metadata.Set(MetadataTopic, topic) // as decode sets it for a pattern's live message
-			}
-			st.pushAll(decodedIncoming(r.channel, msg, int64(len(e.record)+len(r.channel)+incomingOverhead)))
-			c.s.stats.recovered.Add(1)
-		}
+		// Decoded by the subscription that takes it, off the lock.
+		st.pushAll(&incoming{
+			channel: r.channel, pattern: st.pattern, body: e.record, position: &Position{Offset: e.offset, Epoch: h.epoch},
+			size: int64(len(e.record) + len(r.channel) + incomingOverhead),
+		})
+		c.s.stats.recovered.Add(1)
 		next = e.offset + 1
 	}
 	if h.top >= next && len(h.entries) == 0 {

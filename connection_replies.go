@@ -60,7 +60,7 @@ func (c *connection) route(f *frame) {
 	}
 	if c.byPosition(st, stp, stamped) {
 		c.routeByPosition(st, &incoming{
-			channel: channel, body: f.body, size: int64(len(f.body) + len(channel) + incomingOverhead),
+			channel: channel, pattern: st.pattern, body: f.body, size: int64(len(f.body) + len(channel) + incomingOverhead),
 		}, stp.position)
 		c.mu.Unlock()
 		return

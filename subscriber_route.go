@@ -60,25 +60,24 @@ type incoming struct {
 	body    string
 	shared  bool  // queued for more than one subscription
 	size    int64 // counted in the Subscriber's buffer, per queue
+	// position, for a message read from a channel's history: body is its
+	// record (history_record.go), at this position.
+	position *Position
 
 	once sync.Once
 	msg  *message.Message
 	err  error
 }
 
-// decodedIncoming returns an incoming message of channel that is decoded
-// already (msg, of a history), counted as size bytes.
-func decodedIncoming(channel string, msg *message.Message, size int64) *incoming {
-	in := &incoming{channel: channel, size: size}
-	in.once.Do(func() { in.msg = msg })
-	return in
-}
-
 // decode returns the decoded message, counting and logging a failure once.
 func (in *incoming) decode(s *Subscriber) (*message.Message, error) {
 	in.once.Do(func() {
 		topic := strings.TrimPrefix(in.channel, s.config.ChannelPrefix)
-		in.msg, in.err = unmarshal(s.config.Marshaler, topic, in.body)
+		if in.position != nil {
+			in.msg, in.err = decodeRecord(in.body, *in.position)
+		} else {
+			in.msg, in.err = unmarshal(s.config.Marshaler, topic, in.body)
+		}
 		if in.err != nil {
 			s.stats.decodeFailures.Add(1)
 			s.logger.Error("Cannot decode message, skipped", in.err, watermill.LogFields{

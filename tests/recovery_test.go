@@ -610,7 +610,11 @@ func TestRecoverOnAPatternSubscription(t *testing.T) {
 	const a, b = "rec.pattern.a", "rec.pattern.b"
 	recPublish(t, pub, a, 0, 1)
 	recPublish(t, pub, b, 0, 1)
-	recReceive(t, ch, 2)
+	for _, topic := range []string{a, b} {
+		msg := testutil.Receive(t, ch)
+		assert.Equal(t, topic, msg.Metadata.Get(redispubsub.MetadataTopic), "a live message's topic")
+		msg.Ack()
+	}
 	recOutage(t, proxy, reconnects, func() {
 		recPublish(t, pub, a, 1, 5) // offsets 2..6
 		recPublish(t, pub, b, 1, 3) // offsets 2..4
