@@ -31,9 +31,10 @@ type channelRecovery struct {
 	last    uint64 // the last offset routed
 	// reading is set while a history read runs: live messages wait in
 	// held. again asks for one more read once it ends (the channel was
-	// resubscribed meanwhile).
-	reading, again bool
-	held           []heldMessage
+	// resubscribed meanwhile, or a live message was not held); full says
+	// that BufferBytes was spent, so that the next read waits a little.
+	reading, again, full bool
+	held                 []heldMessage
 }
 
 // heldMessage is a live message waiting for a history read to end.
@@ -135,18 +136,19 @@ func (c *connection) routeByPosition(st *channelState, in *incoming, pos Positio
 }
 
 // hold keeps in, a live message of a channel with position pos, until the
-// history read under way (r.reading) ends. What is held counts against
-// BufferBytes with what the queues hold; a message that would exceed it is
-// not held but read again from the history, by one more read once this one
-// ends (r.again). Called with mu held.
+// history read under way (r.reading) ends. What is held spends BufferBytes
+// as the queues do (and as they do what MaxInFlight carries, it is never
+// dropped for them); a message that would exceed it is not held but read
+// from the history by one more read, once this one ends (r.again, r.full).
+// Called with mu held.
 func (c *connection) hold(r *channelRecovery, in *incoming, pos Position) {
-	if c.s.budget.over(c.s.heldBytes.Load() + in.size) {
-		r.again = true
+	if c.s.budget.over(in.size) {
+		r.again, r.full = true, true
 		c.logger.Debug("BufferBytes spent during a history read: a live message is left to the next read",
 			watermill.LogFields{"channel": in.channel, "offset": pos.Offset})
 		return
 	}
-	c.s.heldBytes.Add(in.size)
+	c.s.budget.carry(in.size)
 	r.held = append(r.held, heldMessage{in, pos})
 }
 
@@ -156,7 +158,7 @@ func (c *connection) takeHeld(r *channelRecovery) []heldMessage {
 	held := r.held
 	r.held = nil
 	for _, m := range held {
-		c.s.heldBytes.Add(-m.in.size)
+		c.s.budget.carry(-m.in.size)
 	}
 	return held
 }
@@ -236,11 +238,14 @@ func (c *connection) recover(st *channelState, r *channelRecovery) {
 	}()
 	for attempt := 1; ; attempt++ {
 		c.mu.Lock()
-		after, current := r.last, c.recovering(st, r)
-		r.again = false
+		after, current, full := r.last, c.recovering(st, r), r.full
+		r.again, r.full = false, false
 		c.mu.Unlock()
 		if !current {
 			return // unsubscribed, or moved: its next subscription reads again
+		}
+		if full && !c.sleep(c.s.config.ReconnectBackoffMin) {
+			return // the consumers are behind: let them take what is queued first
 		}
 		h, err := readHistory(ctx, c.s.config.Client, r.channel, after)
 		if err != nil {
@@ -319,6 +324,7 @@ func (c *connection) applyHistory(st *channelState, r *channelRecovery, h histor
 		}
 		return false
 	}
+	c.dropCovered(r, h)
 	next := r.last + 1
 	for _, e := range h.entries {
 		if e.offset < next {
@@ -343,6 +349,28 @@ func (c *connection) applyHistory(st *channelState, r *channelRecovery, h histor
 	}
 	r.last = next - 1
 	return true
+}
+
+// dropCovered drops the held messages that h, read after them, holds too:
+// they are routed from h, and their live copies would be dropped as
+// duplicates once h is; dropped first, they do not spend BufferBytes that
+// h's messages need. Called with mu held.
+func (c *connection) dropCovered(r *channelRecovery, h historyRead) {
+	if len(h.entries) == 0 {
+		return
+	}
+	first := max(h.entries[0].offset, r.last+1)
+	kept := r.held[:0]
+	for _, m := range r.held {
+		if m.pos.Epoch == h.epoch && m.pos.Offset >= first && m.pos.Offset <= h.top {
+			c.s.budget.carry(-m.in.size)
+			c.s.stats.duplicates.Add(1)
+			continue
+		}
+		kept = append(kept, m)
+	}
+	clear(r.held[len(kept):])
+	r.held = kept
 }
 
 // pushAll queues in for every subscription of st. Called with the

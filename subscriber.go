@@ -67,12 +67,8 @@ type Subscriber struct {
 	initialized map[string]*subscription
 
 	budget *budget
-	// heldBytes is what the channels whose history is being read hold of
-	// their live messages meanwhile (see connection.hold), counted against
-	// BufferBytes with the budget's.
-	heldBytes atomic.Int64
-	hooks     *hookRunner
-	moves     mover // sharded channels on their way to another node
+	hooks  *hookRunner
+	moves  mover // sharded channels on their way to another node
 	// stamps reads sequence stamps and positions; nil when gap detection
 	// and recovery are off or the Marshaler carries no metadata.
 	stamps stampReader
