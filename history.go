@@ -249,15 +249,33 @@ func isNoScript(err error) bool {
 	return errors.As(err, &redisErr) && strings.HasPrefix(redisErr.Error(), "NOSCRIPT")
 }
 
-// retryNoScript sends again, in order, the commands of cmds that Redis
+// retryNoScript sends again, in order, the runs of cmds that Redis
 // answered with NOSCRIPT (it restarted, failed over, or its scripts were
 // flushed: it ran none of them), once the script is loaded. It replaces
 // them in cmds; the replacements carry the new answers, or the load's
-// error.
-func (p *Publisher) retryNoScript(ctx context.Context, cmds []*redis.SliceCmd) {
+// error. A run that a later run of its channel and Publisher (runs[i][0]'s)
+// overtook (another client loaded the script in between) is not sent
+// again but fails: it would come after that one, whose numbers would make
+// the script take it for run already.
+func (p *Publisher) retryNoScript(ctx context.Context, cmds []*redis.SliceCmd, runs [][]historyMessage) {
+	type runKey struct{ channel, publisher string }
+	ranLater := make(map[runKey]bool)
+	overtaken := make([]bool, len(cmds))
+	for i := len(cmds) - 1; i >= 0; i-- {
+		key := runKey{runs[i][0].call.channel, runs[i][0].call.publisher}
+		switch err := cmds[i].Err(); {
+		case err == nil:
+			ranLater[key] = true
+		case isNoScript(err):
+			overtaken[i] = ranLater[key]
+		}
+	}
 	var again []*redis.SliceCmd
 	for i, cmd := range cmds {
-		if isNoScript(cmd.Err()) {
+		switch {
+		case overtaken[i]:
+			cmd.SetErr(fmt.Errorf("redispubsub: not sent: Redis did not have the history script, and a later run of the channel in the pipeline ran: %w", cmd.Err()))
+		case isNoScript(cmd.Err()):
 			fresh := redis.NewSliceCmd(ctx, cmd.Args()...)
 			fresh.SetFirstKeyPos(3)
 			cmds[i] = fresh

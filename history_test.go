@@ -267,3 +267,55 @@ func (h *beforeTransactions) ProcessPipelineHook(next redis.ProcessPipelineHook)
 		return next(ctx, cmds)
 	}
 }
+
+// A run that Redis answered NOSCRIPT is sent again once the script is
+// loaded, unless a later run of its channel and Publisher ran (another
+// client loaded the script between them): that one fails, saying so,
+// rather than being taken for run already by the script.
+func TestHistoryNoScriptRetry(t *testing.T) {
+	srv := redistest.Start(t)
+	client := srv.NewClient(t)
+	p, err := NewPublisher(PublisherConfig{Client: client, History: History{Size: 10}}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	ctx := context.Background()
+	require.NoError(t, client.ScriptFlush(ctx).Err())
+	runOf := func(channel string, seq uint64) []historyMessage {
+		msg := message.NewMessage("u", []byte(`{}`))
+		epoch := newEpoch()
+		body, err := marshal(JSONEnvelopeMarshaler{}, channel, msg, &stamp{history: true, epoch: epoch})
+		require.NoError(t, err)
+		offset, ok := offsetMark(body, epoch)
+		require.True(t, ok)
+		list, meta, err := historyKeys(channel)
+		require.NoError(t, err)
+		call := &publishCall{channel: channel, historyKeys: [2]string{list, meta}, publisher: "pub-1", epoch: epoch,
+			bodies: [][]byte{body}, marks: []historyMarks{{offset: offset, seq: seq}}, records: [][]byte{appendRecord(nil, msg, payloadJSON)}}
+		return []historyMessage{{call, 0}}
+	}
+	runs := [][]historyMessage{runOf("overtaken", 1), runOf("overtaken", 2), runOf("other", 1)}
+	cmds := make([]*redis.SliceCmd, len(runs))
+	for i, run := range runs {
+		cmds[i] = p.historyCommand(ctx, run[0].call.epoch, run)
+	}
+	cmds[0].SetErr(noScriptError{})
+	cmds[1].SetVal([]any{"epoch", int64(0)}) // ran, after the script was loaded by another client
+	cmds[2].SetErr(noScriptError{})
+
+	p.retryNoScript(ctx, cmds, runs)
+	require.Error(t, cmds[0].Err())
+	assert.Contains(t, cmds[0].Err().Error(), "a later run of the channel in the pipeline ran")
+	require.NoError(t, cmds[2].Err(), "sent again")
+	_, receivers, err := historyReply(cmds[2], 1)
+	require.NoError(t, err)
+	assert.Equal(t, []int64{0}, receivers)
+	assert.Equal(t, int64(1), client.LLen(ctx, runs[2][0].call.historyKeys[0]).Val())
+	assert.Zero(t, client.LLen(ctx, runs[0][0].call.historyKeys[0]).Val(), "the overtaken run is not sent")
+}
+
+// noScriptError is Redis's answer to an EVALSHA of a script it does not have.
+type noScriptError struct{}
+
+func (noScriptError) Error() string { return "NOSCRIPT No matching script. Please use EVAL." }
+
+func (noScriptError) RedisError() {}

@@ -414,7 +414,7 @@ func (p *Publisher) sendWithHistory(ctx context.Context, calls []*publishCall) {
 		cmds[i] = p.historyCommand(ctx, run[0].call.epoch, run)
 	}
 	err := process(ctx, p.config.Client, cmds)
-	p.retryNoScript(ctx, cmds)
+	p.retryNoScript(ctx, cmds, runs)
 	replies := make(map[*publishCall][]publishReply, len(calls))
 	for _, call := range calls {
 		replies[call] = make([]publishReply, len(call.msgs))
