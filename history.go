@@ -61,16 +61,19 @@ func (h History) validate(m Marshaler) error {
 // Cluster (and SPUBLISH in sharded mode), and a slot migration moves them
 // with the channel:
 //
-//	rps:hist:<tagged channel>  a list: the records of the latest messages (history_record.go), the last the newest
-//	rps:meta:<tagged channel>  a hash: "s" = the last offset given, "e" = the epoch
+//	rps:hlist:<tagged channel>  a list: the records of the latest messages (history_record.go), the last the newest
+//	rps:hmeta:<tagged channel>  a hash: "s" = the last offset given, "e" = the epoch
 //
 // The list holds the offsets up to "s", one per record: the last record is
-// offset s, the one before it s-1, and so on. The tagged channel is the
+// offset s, the one before it s-1, and so on. (Before records, a history
+// was a stream of envelopes under rps:hist: and rps:meta:; the new names
+// keep a Publisher or Subscriber of that version and one of this version,
+// running side by side on one Redis, out of each other's keys.) The tagged channel is the
 // channel itself when it has a hash tag (a non-empty "{...}"), else the
-// channel in braces: "rps:hist:{myapp:events:chat}".
+// channel in braces: "rps:hlist:{myapp:events:chat}".
 const (
-	historyKeyPrefix = "rps:hist:"
-	metaKeyPrefix    = "rps:meta:"
+	historyKeyPrefix = "rps:hlist:"
+	metaKeyPrefix    = "rps:hmeta:"
 )
 
 // errNoHistorySlot is wrapped by historyKeys' error.

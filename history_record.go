@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 
@@ -23,9 +24,10 @@ import (
 //	kind     = 1 (uuid as text) | 2 (uuid as 16 bytes)
 //	uuid     = uvarint-length bytes | 16 bytes
 //	count    = uvarint: the metadata pairs that follow
-//	pair     = uvarint-length key, uvarint-length value
+//	pair     = uvarint-length key, uvarint-length value (keys sorted)
 //	payload  = the rest: the payload as the envelope's decoder gives it
-//	           (compacted JSON; empty for JSON null)
+//	           (JSON compacted, other bytes, base64 on the wire, as they
+//	           are; nothing for an empty payload, which decodes as null)
 const (
 	recordTextUUID   = 1
 	recordBinaryUUID = 2
@@ -47,18 +49,20 @@ func appendRecord(b []byte, msg *message.Message, form payloadForm) []byte {
 		b = append(b, recordTextUUID)
 		b = appendRecordString(b, msg.UUID)
 	}
-	count := 0
+	// Sorted, as the envelope writes them: two keys that UTF-8 repair
+	// makes equal then decode to the same value as from the envelope.
+	var keysBuf [8]string
+	keys := keysBuf[:0]
 	for k := range msg.Metadata {
 		if recordKeeps(k) {
-			count++
+			keys = append(keys, k)
 		}
 	}
-	b = binary.AppendUvarint(b, uint64(count))
-	for k, v := range msg.Metadata {
-		if recordKeeps(k) {
-			b = appendRecordString(b, k)
-			b = appendRecordString(b, v)
-		}
+	slices.Sort(keys)
+	b = binary.AppendUvarint(b, uint64(len(keys)))
+	for _, k := range keys {
+		b = appendRecordString(b, k)
+		b = appendRecordString(b, msg.Metadata[k])
 	}
 	switch form {
 	case payloadNull:

@@ -35,6 +35,8 @@ func TestRecordDecodesAsTheEnvelope(t *testing.T) {
 		"text, not JSON":               message.NewMessage("u", []byte(`hello`)),
 		"metadata": withMetadata(message.NewMessage("u", []byte(`{}`)),
 			"k", "v", "quote\"d", "a\\b\n", "unicode ✓", "é", "bad\xff", "v\xc3", "", "empty key"),
+		"keys equal once made valid UTF-8": withMetadata(message.NewMessage("u", []byte(`{}`)),
+			"a\xff", "first", "a\xfe", "second", "a\xfd", "third"),
 		"stamp and position keys set by the caller": withMetadata(message.NewMessage("u", []byte(`{}`)),
 			MetadataPublisher, "p", MetadataSequence, "9", MetadataEpoch, "other", MetadataOffset, "1", "z", "last"),
 	} {

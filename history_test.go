@@ -117,11 +117,11 @@ func TestHistoryKeysShareTheChannelSlot(t *testing.T) {
 	}
 	stream, meta, err := historyKeys("myapp:events:chat")
 	require.NoError(t, err)
-	assert.Equal(t, "rps:hist:{myapp:events:chat}", stream)
-	assert.Equal(t, "rps:meta:{myapp:events:chat}", meta)
+	assert.Equal(t, "rps:hlist:{myapp:events:chat}", stream)
+	assert.Equal(t, "rps:hmeta:{myapp:events:chat}", meta)
 	stream, _, err = historyKeys("room:{42}:messages")
 	require.NoError(t, err)
-	assert.Equal(t, "rps:hist:room:{42}:messages", stream)
+	assert.Equal(t, "rps:hlist:room:{42}:messages", stream)
 
 	for _, channel := range []string{"a}b", "}", "{}x}", "a{}b}", "a{}b{c}", "{}", ""} {
 		_, _, err := historyKeys(channel)

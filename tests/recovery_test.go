@@ -93,15 +93,15 @@ func TestHistoryStampsOffsetsAndKeepsTheLast(t *testing.T) {
 
 	ctx := testutil.Context(t)
 	// The list holds the records of offsets 3 to 7: messages 2 to 6.
-	records, err := client.LRange(ctx, "rps:hist:{hist.stamp}", 0, -1).Result()
+	records, err := client.LRange(ctx, "rps:hlist:{hist.stamp}", 0, -1).Result()
 	require.NoError(t, err)
 	require.Len(t, records, 5)
 	assert.True(t, strings.HasSuffix(records[0], `{"n":2}`), "%q", records[0])
 	assert.True(t, strings.HasSuffix(records[4], `{"n":6}`), "%q", records[4])
-	meta, err := client.HMGet(ctx, "rps:meta:{hist.stamp}", "e", "s").Result()
+	meta, err := client.HMGet(ctx, "rps:hmeta:{hist.stamp}", "e", "s").Result()
 	require.NoError(t, err)
 	assert.Equal(t, []any{positions[0].Epoch, "7"}, meta)
-	ttl, err := client.PTTL(ctx, "rps:hist:{hist.stamp}").Result()
+	ttl, err := client.PTTL(ctx, "rps:hlist:{hist.stamp}").Result()
 	require.NoError(t, err)
 	assert.True(t, ttl > 50*time.Second && ttl <= time.Minute, "TTL %v: the last publication's", ttl)
 
@@ -225,7 +225,7 @@ func (c *recConsumer) last() uint64 {
 // recTop returns the last offset the history of channel gave.
 func recTop(t testing.TB, client redis.UniversalClient, channel string) uint64 {
 	t.Helper()
-	s, err := client.HGet(context.Background(), "rps:meta:{"+channel+"}", "s").Result()
+	s, err := client.HGet(context.Background(), "rps:hmeta:{"+channel+"}", "s").Result()
 	require.NoError(t, err)
 	n, err := strconv.ParseUint(s, 10, 64)
 	require.NoError(t, err)
@@ -424,7 +424,7 @@ func TestRecoverHistoryLostDuringOutage(t *testing.T) {
 	before := recReceive(t, ch, 2)
 	recOutage(t, proxy, reconnects, func() {
 		recPublish(t, pub, topic, 2, 5)
-		require.NoError(t, client.Del(context.Background(), "rps:hist:{"+topic+"}", "rps:meta:{"+topic+"}").Err())
+		require.NoError(t, client.Del(context.Background(), "rps:hlist:{"+topic+"}", "rps:hmeta:{"+topic+"}").Err())
 		recPublish(t, pub, topic, 7, 3) // offsets 1..3 of a new epoch
 	})
 	got := recReceive(t, ch, 3)
@@ -573,8 +573,8 @@ func TestRecoverOffsetThatSkips(t *testing.T) {
 	// Offset 2 enters the history (a copy of offset 1's record), and no
 	// subscriber hears of it.
 	ctx := testutil.Context(t)
-	list := "rps:hist:{" + topic + "}"
-	require.Equal(t, int64(2), client.HIncrBy(ctx, "rps:meta:{"+topic+"}", "s", 1).Val())
+	list := "rps:hlist:{" + topic + "}"
+	require.Equal(t, int64(2), client.HIncrBy(ctx, "rps:hmeta:{"+topic+"}", "s", 1).Val())
 	require.NoError(t, client.RPush(ctx, list, client.LIndex(ctx, list, -1).Val()).Err())
 	recPublish(t, pub, topic, 1, 1) // offset 3
 

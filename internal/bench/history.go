@@ -259,8 +259,8 @@ func recoveryTime(ctx context.Context, cfg HistoryConfig, topic string, h redisp
 			return took, err
 		}
 	}
-	list := "rps:hist:{" + cfg.Prefix + topic + "}"
-	meta, err := pc.HGetAll(ctx, "rps:meta:{"+cfg.Prefix+topic+"}").Result()
+	list := "rps:hlist:{" + cfg.Prefix + topic + "}"
+	meta, err := pc.HGetAll(ctx, "rps:hmeta:{"+cfg.Prefix+topic+"}").Result()
 	if err != nil {
 		return took, err
 	}
@@ -309,7 +309,7 @@ func bytesPerHeld(ctx context.Context, cfg HistoryConfig, topic string) (float64
 	client := cfg.NewClient()
 	defer client.Close()
 	var total int64
-	for _, key := range []string{"rps:hist:{" + cfg.Prefix + topic + "}", "rps:meta:{" + cfg.Prefix + topic + "}"} {
+	for _, key := range []string{"rps:hlist:{" + cfg.Prefix + topic + "}", "rps:hmeta:{" + cfg.Prefix + topic + "}"} {
 		n, err := client.MemoryUsage(ctx, key, 0).Result()
 		if err != nil {
 			return 0, fmt.Errorf("MEMORY USAGE %s: %w", key, err)
