@@ -238,7 +238,7 @@ func (c *connection) recover(st *channelState, r *channelRecovery) {
 	}()
 	for attempt := 1; ; attempt++ {
 		c.mu.Lock()
-		after, current, full := r.last, c.recovering(st, r), r.full
+		after, epoch, current, full := r.last, r.epoch, c.recovering(st, r), r.full
 		r.again, r.full = false, false
 		c.mu.Unlock()
 		if !current {
@@ -247,7 +247,13 @@ func (c *connection) recover(st *channelState, r *channelRecovery) {
 		if full && !c.sleep(c.s.config.ReconnectBackoffMin) {
 			return // the consumers are behind: let them take what is queued first
 		}
-		h, err := readHistory(ctx, c.s.config.Client, r.channel, after)
+		select {
+		case c.s.historyReads <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		h, err := readHistory(ctx, c.s.config.Client, r.channel, after, epoch)
+		<-c.s.historyReads
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -285,6 +291,10 @@ func (c *connection) recover(st *channelState, r *channelRecovery) {
 // maxHistoryReads bounds the attempts to read a history: the live messages
 // wait meanwhile.
 const maxHistoryReads = 5
+
+// maxHistoryReadsAtOnce bounds the history reads of a Subscriber under way
+// at once: go-redis's pool has 10 connections per CPU by default.
+const maxHistoryReadsAtOnce = 8
 
 // giveUp ends a recovery whose history cannot be read (an ACL refuses it,
 // or Redis does not answer): what was missed before the first message held
@@ -411,15 +421,18 @@ type historyEntry struct {
 	record string
 }
 
-// readHistory reads the history of channel after the offset after, through
-// client. A transaction (MULTI, HMGET of the meta hash, LRANGE of the end of
-// the list, EXEC) reads the epoch, the last offset and the last records
-// atomically, so that the records' offsets follow from the end; an HGET of
-// the last offset first says how many records to ask for. Records
-// published in between push the wanted ones further back: then the read is
-// done again, asking for more. (A script could do it in one step, but Redis
-// takes about 8 times as long to hand 10,000 records through Lua.)
-func readHistory(ctx context.Context, client redis.UniversalClient, channel string, after uint64) (historyRead, error) {
+// readHistory reads the history of channel after the offset after of the
+// epoch epoch, through client. An HMGET of the meta hash first gives the
+// epoch and the last offset: a history of another epoch is returned without
+// its records (the caller reads it again from its start, if at all), else
+// the last offset says how many records to ask for. A transaction (MULTI,
+// HMGET, LRANGE of the end of the list, EXEC) then reads the epoch, the
+// last offset and the last records atomically, so that the records'
+// offsets follow from the end. Records published in between push the
+// wanted ones further back: then the read is done again, asking for more.
+// (A script could do it in one step, but Redis takes about 8 times as long
+// to hand 10,000 records through Lua.)
+func readHistory(ctx context.Context, client redis.UniversalClient, channel string, after uint64, epoch string) (historyRead, error) {
 	list, meta, err := historyKeys(channel)
 	if err != nil {
 		return historyRead{}, err
@@ -427,13 +440,11 @@ func readHistory(ctx context.Context, client redis.UniversalClient, channel stri
 	fail := func(err error) (historyRead, error) {
 		return historyRead{}, fmt.Errorf("redispubsub: read the history of %q: %w", channel, err)
 	}
-	top, err := client.HGet(ctx, meta, "s").Uint64()
-	if errors.Is(err, redis.Nil) {
-		return historyRead{}, nil
+	first, err := metaOf(client.HMGet(ctx, meta, "e", "s"), channel)
+	if err != nil || first.epoch == "" || first.epoch != epoch {
+		return first, err
 	}
-	if err != nil {
-		return fail(err)
-	}
+	top := first.top
 	for {
 		want := int64(0)
 		if top > after {
@@ -451,15 +462,9 @@ func readHistory(ctx context.Context, client redis.UniversalClient, channel stri
 		if err != nil {
 			return fail(err)
 		}
-		values := fields.Val()
-		epoch, _ := values[0].(string)
-		last, _ := values[1].(string)
-		if epoch == "" {
-			return historyRead{}, nil
-		}
-		h := historyRead{epoch: epoch}
-		if h.top, err = strconv.ParseUint(last, 10, 64); err != nil {
-			return historyRead{}, fmt.Errorf("redispubsub: the history of %q has a meta hash that it did not write (offset %q)", channel, last)
+		h, err := metaOf(fields, channel)
+		if err != nil || h.epoch == "" {
+			return h, err
 		}
 		var got []string
 		if records != nil {
@@ -479,6 +484,26 @@ func readHistory(ctx context.Context, client redis.UniversalClient, channel stri
 		}
 		return h, nil
 	}
+}
+
+// metaOf returns the epoch and the last offset that cmd, an HMGET of a
+// history's meta hash "e" and "s", read (none when the channel has no
+// history), or cmd's error.
+func metaOf(cmd *redis.SliceCmd, channel string) (historyRead, error) {
+	values, err := cmd.Result()
+	if err != nil {
+		return historyRead{}, fmt.Errorf("redispubsub: read the history of %q: %w", channel, err)
+	}
+	epoch, _ := values[0].(string)
+	last, _ := values[1].(string)
+	if epoch == "" {
+		return historyRead{}, nil
+	}
+	top, err := strconv.ParseUint(last, 10, 64)
+	if err != nil {
+		return historyRead{}, fmt.Errorf("redispubsub: the history of %q has a meta hash that it did not write (offset %q)", channel, last)
+	}
+	return historyRead{epoch: epoch, top: top}, nil
 }
 
 // decodeHistory returns the message of e, an entry of the history of

@@ -202,7 +202,7 @@ func TestHistoryScriptRunsAMessageOnce(t *testing.T) {
 	assert.Empty(t, run(1))
 	assert.Equal(t, int64(3), client.LLen(ctx, list).Val())
 	assert.Equal(t, "3", client.HGet(ctx, meta, "s").Val())
-	h, err := readHistory(ctx, client, "once", 1)
+	h, err := readHistory(ctx, client, "once", 1, client.HGet(ctx, meta, "e").Val())
 	require.NoError(t, err)
 	require.Len(t, h.entries, 2)
 	assert.Equal(t, []uint64{2, 3}, []uint64{h.entries[0].offset, h.entries[1].offset})
@@ -235,7 +235,7 @@ func TestReadHistoryAsksAgainWhenPublishedMeanwhile(t *testing.T) {
 	hook := &beforeTransactions{run: func() { publish(11, 100) }}
 	reader.AddHook(hook)
 
-	h, err := readHistory(context.Background(), reader, "more", 5)
+	h, err := readHistory(context.Background(), reader, "more", 5, srv.NewClient(t).HGet(context.Background(), "rps:hmeta:{more}", "e").Val())
 	require.NoError(t, err)
 	assert.Equal(t, 2, hook.transactions, "asked again")
 	assert.Equal(t, uint64(110), h.top)

@@ -77,7 +77,7 @@ func (s *Subscriber) SubscribeFrom(ctx context.Context, topic string, from Posit
 // what follows from.
 func (s *Subscriber) historyAfter(ctx context.Context, topic string, from Position) (historyRead, error) {
 	channel := s.config.ChannelPrefix + topic
-	h, err := readHistory(ctx, s.config.Client, channel, from.Offset)
+	h, err := readHistory(ctx, s.config.Client, channel, from.Offset, from.Epoch)
 	if err != nil {
 		return historyRead{}, err
 	}

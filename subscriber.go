@@ -67,8 +67,12 @@ type Subscriber struct {
 	initialized map[string]*subscription
 
 	budget *budget
-	hooks  *hookRunner
-	moves  mover // sharded channels on their way to another node
+	// historyReads holds a token per history read under way (Recover), so
+	// that the channels a reconnect resubscribes, thousands of them under
+	// one pattern, do not all read at once and wait out the client's pool.
+	historyReads chan struct{}
+	hooks        *hookRunner
+	moves        mover // sharded channels on their way to another node
 	// stamps reads sequence stamps and positions; nil when gap detection
 	// and recovery are off or the Marshaler carries no metadata.
 	stamps stampReader
@@ -142,15 +146,16 @@ func newSubscriber(config SubscriberConfig, logger watermill.LoggerAdapter) (*Su
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Subscriber{
-		config:      config,
-		id:          watermill.NewShortUUID(),
-		ctx:         ctx,
-		cancel:      cancel,
-		conns:       make(map[string]*connection),
-		initialized: make(map[string]*subscription),
-		budget:      newBudget(config.BufferBytes),
-		shutDown:    make(chan struct{}),
-		drops:       make(map[string]uint64),
+		config:       config,
+		id:           watermill.NewShortUUID(),
+		ctx:          ctx,
+		cancel:       cancel,
+		conns:        make(map[string]*connection),
+		initialized:  make(map[string]*subscription),
+		budget:       newBudget(config.BufferBytes),
+		historyReads: make(chan struct{}, maxHistoryReadsAtOnce),
+		shutDown:     make(chan struct{}),
+		drops:        make(map[string]uint64),
 	}
 	s.logger = logger.With(watermill.LogFields{"component": "redispubsub.Subscriber", "subscriber_id": s.id})
 	s.probePrefix, s.probePublish = []byte(config.ChannelPrefix+ProbeTopicPrefix), s.publishProbe
