@@ -908,7 +908,7 @@ func TestSecurityFullSocketIsDroppedByTheHealthCheck(t *testing.T) {
 var (
 	secHistoryPublisherRules = []string{"%RW~rps:*:{" + secPrefix + "*",
 		"+evalsha", "+script|load", "+hget", "+hset", "+hincrby", "+del", "+rpush", "+ltrim", "+pexpire"}
-	secHistorySubscriberRules = []string{"%R~rps:*:{" + secPrefix + "*", "+multi", "+exec", "+hget", "+hmget", "+lrange"}
+	secHistorySubscriberRules = []string{"%R~rps:*:{" + secPrefix + "*", "+multi", "+exec", "+hmget", "+lrange"}
 )
 
 // A Publisher with History and a recovering Subscriber, each under a user
