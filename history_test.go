@@ -158,11 +158,7 @@ func TestHistoryConfig(t *testing.T) {
 // the history does not have (it is new): the script writes its own in
 // each, and answers it.
 func TestHistoryScriptRunsAMessageOnce(t *testing.T) {
-	srv := redistest.Start(t)
-	client := srv.NewClient(t)
-	p, err := NewPublisher(PublisherConfig{Client: client, History: History{Size: 10}}, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close() })
+	p, client := historyPublisher(t)
 	ctx := context.Background()
 	require.NoError(t, historyScript.Load(ctx, client).Err())
 	list, meta, err := historyKeys("once")
@@ -273,11 +269,7 @@ func (h *beforeTransactions) ProcessPipelineHook(next redis.ProcessPipelineHook)
 // client loaded the script between them): that one fails, saying so,
 // rather than being taken for run already by the script.
 func TestHistoryNoScriptRetry(t *testing.T) {
-	srv := redistest.Start(t)
-	client := srv.NewClient(t)
-	p, err := NewPublisher(PublisherConfig{Client: client, History: History{Size: 10}}, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close() })
+	p, client := historyPublisher(t)
 	ctx := context.Background()
 	require.NoError(t, client.ScriptFlush(ctx).Err())
 	runOf := func(channel string, seq uint64) []historyMessage {
@@ -319,3 +311,14 @@ type noScriptError struct{}
 func (noScriptError) Error() string { return "NOSCRIPT No matching script. Please use EVAL." }
 
 func (noScriptError) RedisError() {}
+
+// historyPublisher returns a Publisher keeping a history of 10 on a Redis
+// of its own, and a client of that Redis.
+func historyPublisher(t *testing.T) (*Publisher, *redis.Client) {
+	srv := redistest.Start(t)
+	client := srv.NewClient(t)
+	p, err := NewPublisher(PublisherConfig{Client: client, History: History{Size: 10}}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	return p, client
+}
