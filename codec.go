@@ -24,6 +24,10 @@ type stamp struct {
 	// an empty MetadataOffset for the script to fill (see offsetMark).
 	history bool
 	epoch   string
+	// form is the payload's envelope form when formKnown: with a history,
+	// encode finds it once for the envelope and the record.
+	form      payloadForm
+	formKnown bool
 	// position is what a received body carries in MetadataOffset and
 	// MetadataEpoch (Offset 0: none); read by stampOf.
 	position Position

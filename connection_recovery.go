@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -343,11 +342,7 @@ func (c *connection) applyHistory(st *channelState, r *channelRecovery, h histor
 		if e.offset > next {
 			c.s.reportUnrecovered(GapEvent{Topic: topic, First: next, Last: e.offset - 1, Unrecovered: true})
 		}
-		// Decoded by the subscription that takes it, off the lock.
-		st.pushAll(&incoming{
-			channel: r.channel, pattern: st.pattern, body: e.record, position: &Position{Offset: e.offset, Epoch: h.epoch},
-			size: int64(len(e.record) + len(r.channel) + incomingOverhead),
-		})
+		st.pushAll(e.incoming(r.channel, st.pattern, h.epoch)) // decoded by the subscription that takes it, off the lock
 		c.s.stats.recovered.Add(1)
 		next = e.offset + 1
 	}
@@ -506,16 +501,12 @@ func metaOf(cmd *redis.SliceCmd, channel string) (historyRead, error) {
 	return historyRead{epoch: epoch, top: top}, nil
 }
 
-// decodeHistory returns the message of e, an entry of the history of
-// channel with epoch, or counts and logs why it cannot.
-func (s *Subscriber) decodeHistory(channel string, e historyEntry, epoch string) (*message.Message, bool) {
-	msg, err := decodeRecord(e.record, Position{Offset: e.offset, Epoch: epoch})
-	if err != nil {
-		s.stats.decodeFailures.Add(1)
-		s.logger.Error("Cannot decode a message of the history, skipped", err, watermill.LogFields{
-			"channel": channel, "offset": e.offset, "record_bytes": len(e.record),
-		})
-		return nil, false
+// incoming returns e, an entry of the history of channel with epoch, as an
+// incoming message (for a pattern subscription, when pattern is set),
+// decoded by its decode like a live one.
+func (e historyEntry) incoming(channel string, pattern bool, epoch string) *incoming {
+	return &incoming{
+		channel: channel, pattern: pattern, body: e.record, position: &Position{Offset: e.offset, Epoch: epoch},
+		size: int64(len(e.record) + len(channel) + incomingOverhead),
 	}
-	return msg, true
 }

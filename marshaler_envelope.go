@@ -102,7 +102,12 @@ func marshalEnvelope(topic string, msg *message.Message, st *stamp) ([]byte, err
 		return nil, errNilMessage
 	}
 	eventType, id := SplitTopic(topic)
-	form := envelopePayloadForm(msg.Payload)
+	var form payloadForm
+	if st != nil && st.formKnown {
+		form = st.form
+	} else {
+		form = envelopePayloadForm(msg.Payload)
+	}
 
 	size := len(`{"type":"","id":"","payload":,"uuid":"","metadata":{}}`) +
 		len(eventType) + len(id) + form.size(len(msg.Payload)) + len(msg.UUID)

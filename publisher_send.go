@@ -174,13 +174,15 @@ func (p *Publisher) encode(call *publishCall) error {
 	sum := channelChecksum(call.channel)
 	for i, msg := range call.msgs {
 		var st *stamp
+		var form payloadForm
 		switch {
 		case history:
 			// The offset numbers the message, one sequence for every
 			// Publisher: no sequence stamp. The Publisher's own number
 			// goes to the script alone, which runs each once.
 			stream.last++
-			st = &stamp{history: true, epoch: call.epoch}
+			form = envelopePayloadForm(msg.Payload) // for the envelope and the record
+			st = &stamp{history: true, epoch: call.epoch, form: form, formKnown: true}
 		case !p.config.DisableSequenceNumbers:
 			stream.last++
 			st = &stamp{publisher: p.id, seq: stream.last, since: stream.since, channel: sum, scoped: true}
@@ -200,7 +202,7 @@ func (p *Publisher) encode(call *publishCall) error {
 				return fmt.Errorf("redispubsub: message %s for topic %q: the envelope has no room for its position", msg.UUID, call.topic)
 			}
 			call.marks[i] = historyMarks{offset: offset, seq: stream.last}
-			call.records[i] = appendRecord(make([]byte, 0, len(body)), msg, envelopePayloadForm(msg.Payload))
+			call.records[i] = appendRecord(make([]byte, 0, len(body)), msg, form)
 		}
 	}
 	if history || !p.config.DisableSequenceNumbers {

@@ -107,8 +107,8 @@ func (s *Subscriber) deliverFrom(ctx context.Context, out chan<- *message.Messag
 	last := from.Offset
 	for _, e := range history.entries {
 		last = e.offset
-		msg, ok := s.decodeHistory(channel, e, history.epoch)
-		if !ok {
+		msg, err := e.incoming(channel, false, history.epoch).decode(s)
+		if err != nil {
 			continue // counted and logged
 		}
 		if !s.handOver(ctx, out, msg) {
