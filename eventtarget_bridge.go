@@ -95,7 +95,7 @@ type EventTarget[T any] struct {
 
 	mu     sync.Mutex
 	closed bool
-	topics map[string]*targetTopic[T] // by targetTopic.key
+	topics map[topicKey]*targetTopic[T] // by targetTopic.key
 	// private numbers the topics of FromPosition listeners.
 	private uint64
 	// peak is the most topics the map held since it was made: a Go map
@@ -131,7 +131,7 @@ func NewEventTarget[T any](pub message.Publisher, sub message.Subscriber, opts .
 		logger:  o.logger.With(watermill.LogFields{"event_target_uuid": watermill.NewShortUUID()}),
 		onError: o.onError,
 		wrap:    o.wrap,
-		topics:  make(map[string]*targetTopic[T]),
+		topics:  make(map[topicKey]*targetTopic[T]),
 	}, nil
 }
 
@@ -223,13 +223,12 @@ func (t *EventTarget[T]) join(topic string, fn func(context.Context, Event[T]), 
 	if t.closed {
 		return nil, false, nil, ErrEventTargetClosed
 	}
-	key := topic
+	key := topicKey{name: topic}
 	if o.from != nil {
 		// A subscription of its own, under a key no other listener has.
 		t.private++
-		key = topic + "\x00" + strconv.FormatUint(t.private, 10)
+		key.private = t.private
 	}
-	once := o.once
 	tt := t.topics[key]
 	if tt == nil {
 		tt = newTargetTopic(t, topic)
@@ -240,7 +239,7 @@ func (t *EventTarget[T]) join(topic string, fn func(context.Context, Event[T]), 
 		first = true
 	}
 	tl = &targetListener[T]{topic: tt, fn: fn}
-	tl.once, tl.owner = once, tl
+	tl.once, tl.owner = o.once, tl
 	tt.listeners = append(slices.Clip(tt.listeners), tl)
 	switch {
 	case first:
@@ -388,7 +387,7 @@ func (t *EventTarget[T]) forget(tt *targetTopic[T]) {
 	// not keep their room. Each copy follows at least three times as many
 	// removals, so the copies cost O(1) per removal.
 	if n := len(t.topics); t.peak >= mapShrinkMin && n <= t.peak/4 {
-		topics := make(map[string]*targetTopic[T], n) // maps.Clone would keep the room
+		topics := make(map[topicKey]*targetTopic[T], n) // maps.Clone would keep the room
 		maps.Copy(topics, t.topics)
 		t.topics, t.peak = topics, n
 	}

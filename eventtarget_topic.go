@@ -27,6 +27,13 @@ const (
 	topicEnded
 )
 
+// topicKey is a topic's key in EventTarget.topics: its name, and private,
+// not 0, for the subscription of a FromPosition listener.
+type topicKey struct {
+	name    string
+	private uint64
+}
+
 // targetTopic is one topic of an EventTarget: its subscription and its
 // listeners. An idle one holds this, its listeners and its context; on a
 // *Subscriber no goroutine (its delivery goroutine calls deliver), on any
@@ -34,9 +41,10 @@ const (
 type targetTopic[T any] struct {
 	target *EventTarget[T]
 	name   string
-	// key is its key in target.topics: name, unless it is the
-	// subscription of a FromPosition listener, which starts after from.
-	key  string
+	// key is its key in target.topics: name, and for the subscription of
+	// a FromPosition listener (which starts after from) a number of its
+	// own, so that no other listener joins it.
+	key  topicKey
 	from *Position
 	// ctx is the context of the topic's Subscribe: cancelling it ends the
 	// subscription.
@@ -64,7 +72,7 @@ type topicWait struct {
 
 func newTargetTopic[T any](t *EventTarget[T], name string) *targetTopic[T] {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &targetTopic[T]{target: t, name: name, key: name, ctx: ctx, cancel: cancel}
+	return &targetTopic[T]{target: t, name: name, key: topicKey{name: name}, ctx: ctx, cancel: cancel}
 }
 
 // removeAll marks every listener of tt removed and drops them; it returns

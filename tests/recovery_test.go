@@ -535,6 +535,11 @@ func TestEventTargetFromPosition(t *testing.T) {
 	late := make(chan got, 16)
 	l, err := target.AddEventListener(ctx, topic, listener(late), redispubsub.FromPosition(positions[1]))
 	require.NoError(t, err)
+	// A topic named like that subscription's key once was (a NUL and its
+	// number after the topic) is a topic of its own, not that subscription.
+	odd := make(chan got, 16)
+	_, err = target.AddEventListener(ctx, topic+"\x001", listener(odd))
+	require.NoError(t, err)
 	dispatch(6)
 	for n := 3; n <= 6; n++ {
 		g := testutil.Wait(t, late, "event from the position")
@@ -542,6 +547,8 @@ func TestEventTargetFromPosition(t *testing.T) {
 		require.Equal(t, uint64(n), g.pos.Offset)
 	}
 	require.Equal(t, 6, testutil.Wait(t, all, "live event").n)
+	require.NoError(t, target.DispatchEvent(ctx, redispubsub.Event[recEvent]{Type: "chat.msg", ID: "room-7\x001", Payload: recEvent{N: 99}}))
+	require.Equal(t, 99, testutil.Wait(t, odd, "the odd topic's own event").n)
 	l.Remove()
 
 	_, err = target.AddEventListener(ctx, topic, listener(late), redispubsub.FromPosition(redispubsub.Position{Offset: 2, Epoch: "old"}))
