@@ -125,7 +125,8 @@ func (s *soak) finish(flowed time.Duration, mem *memory) bool {
 					continue
 				}
 				// Only what was published is to be recovered: a number
-				// whose Publish failed counts when it was not received.
+				// whose Publish failed is not counted when it was not
+				// received.
 				p := s.pubs[st.pub]
 				p.mu.Lock()
 				for n := 0; n <= last; n++ {

@@ -105,8 +105,8 @@ func RunHistory(ctx context.Context, cfg HistoryConfig) (*HistoryReport, error) 
 	rep.Raw, rep.Publish, rep.PublishH, rep.E2E, rep.E2EH = median(raw), median(pub), median(pubH), median(e2e), median(e2eH)
 	rep.RawRead, rep.Read, rep.Recovery = median(rawReads), median(reads), median(recoveries)
 	// Each round's recovery topic holds Held messages: the median of what
-	// they cost (a body's size against the 4 KB stream nodes decides
-	// whether 9 or 10 share one, so it varies with the bodies).
+	// they cost (how many records share a list's 8 KB node varies with
+	// their size).
 	var held []float64
 	for round := range cfg.Rounds {
 		b, err := bytesPerHeld(ctx, cfg, fmt.Sprintf("history.%d.r", round))
@@ -194,13 +194,19 @@ func adapterRate(ctx context.Context, cfg HistoryConfig, topic string, h redispu
 	// The publishers stay at most maxInFlight messages ahead of the
 	// consumer, as in the other end-to-end cases.
 	window := make(chan struct{}, maxInFlight)
-	var received atomic.Uint64
+	// all is closed once the consumer received what was sent: target, set
+	// when the publishers are done (0 until then).
+	var received, target atomic.Uint64
+	all := make(chan struct{})
+	var allOnce sync.Once
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for msg := range msgs {
 			msg.Ack()
-			received.Add(1)
+			if n := received.Add(1); n == target.Load() {
+				allOnce.Do(func() { close(all) })
+			}
 			<-window
 		}
 	}()
@@ -213,12 +219,14 @@ func adapterRate(ctx context.Context, cfg HistoryConfig, topic string, h redispu
 	}); err != nil {
 		return 0, err
 	}
-	stall := time.Now().Add(30 * time.Second)
-	for received.Load() < sent.Load() {
-		if time.Now().After(stall) {
-			return 0, fmt.Errorf("received %d of %d", received.Load(), sent.Load())
-		}
-		time.Sleep(100 * time.Microsecond)
+	target.Store(sent.Load())
+	if received.Load() >= sent.Load() {
+		allOnce.Do(func() { close(all) })
+	}
+	select {
+	case <-all:
+	case <-time.After(30 * time.Second):
+		return 0, fmt.Errorf("received %d of %d", received.Load(), sent.Load())
 	}
 	elapsed := time.Since(start)
 	cancel()
@@ -264,7 +272,10 @@ func recoveryTime(ctx context.Context, cfg HistoryConfig, topic string, h redisp
 	if err != nil {
 		return took, err
 	}
-	top, _ := strconv.ParseUint(meta["s"], 10, 64)
+	top, err := strconv.ParseUint(meta["s"], 10, 64)
+	if err != nil {
+		return took, fmt.Errorf("the history's last offset %q: %w", meta["s"], err)
+	}
 	from := redispubsub.Position{Offset: top - uint64(cfg.Held), Epoch: meta["e"]}
 
 	start := time.Now()
@@ -325,7 +336,8 @@ func runCentrifuge(ctx context.Context, cfg HistoryConfig) (*centrifugeResult, e
 	cmd := exec.CommandContext(ctx, "go", "run", ".",
 		"-addr", cfg.Addr, "-prefix", cfg.Prefix+"centrifuge",
 		"-duration", cfg.Duration.String(), "-rounds", strconv.Itoa(cfg.Rounds),
-		"-publishers", strconv.Itoa(cfg.Publishers), "-size", strconv.Itoa(cfg.Size), "-held", strconv.Itoa(cfg.Held))
+		"-publishers", strconv.Itoa(cfg.Publishers), "-size", strconv.Itoa(cfg.Size), "-held", strconv.Itoa(cfg.Held),
+		"-window", strconv.Itoa(maxInFlight))
 	cmd.Dir = cfg.CentrifugeDir
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -43,6 +44,7 @@ func main() {
 	publishers := flag.Int("publishers", 64, "goroutines publishing single publications")
 	size := flag.Int("size", 256, "payload bytes")
 	held := flag.Int("held", 10000, "history size, and what the history read reads")
+	window := flag.Int("window", 1000, "end to end: how many publications the publishers may be ahead of the handler")
 	flag.Parse()
 	if *addr == "" {
 		fail(fmt.Errorf("-addr is required"))
@@ -59,7 +61,7 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	h := &handler{}
+	h := &handler{window: make(chan struct{}, *window)}
 	if err := broker.RegisterBrokerEventHandler(h); err != nil {
 		fail(err)
 	}
@@ -68,7 +70,7 @@ func main() {
 	data := payload(*size)
 	withHistory := centrifuge.PublishOptions{HistorySize: *held, HistoryTTL: 5 * time.Minute}
 	var res result
-	res.Version = "v0.40.1"
+	res.Version = centrifugeVersion()
 	var pubH, pubN, e2e, reads []float64
 	for round := range *rounds {
 		ch := fmt.Sprintf("bench.%d", round)
@@ -95,6 +97,19 @@ func main() {
 	}
 }
 
+// centrifugeVersion is the version of centrifuge this program was built
+// with, as go.mod requires it.
+func centrifugeVersion() string {
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, dep := range info.Deps {
+			if dep.Path == "github.com/centrifugal/centrifuge" {
+				return dep.Version
+			}
+		}
+	}
+	return "(unknown version)"
+}
+
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "centrifuge bench:", err)
 	os.Exit(1)
@@ -117,6 +132,13 @@ func publishRate(b *centrifuge.RedisBroker, ch string, data []byte, opts centrif
 // publishFor publishes from publishers goroutines for d, one publication
 // per call, and returns how many it published.
 func publishFor(b *centrifuge.RedisBroker, ch string, data []byte, opts centrifuge.PublishOptions, publishers int, d time.Duration) uint64 {
+	return publishWithin(b, ch, data, opts, publishers, d, nil)
+}
+
+// publishWithin is publishFor taking a slot of window (when not nil)
+// before each publication.
+func publishWithin(b *centrifuge.RedisBroker, ch string, data []byte, opts centrifuge.PublishOptions, publishers int, d time.Duration,
+	window chan struct{}) uint64 {
 	var n atomic.Uint64
 	deadline := time.Now().Add(d)
 	var wg sync.WaitGroup
@@ -125,6 +147,9 @@ func publishFor(b *centrifuge.RedisBroker, ch string, data []byte, opts centrifu
 		go func() {
 			defer wg.Done()
 			for time.Now().Before(deadline) {
+				if window != nil {
+					window <- struct{}{}
+				}
 				if _, err := b.Publish(ch, data, opts); err != nil {
 					fail(err)
 				}
@@ -136,12 +161,48 @@ func publishFor(b *centrifuge.RedisBroker, ch string, data []byte, opts centrifu
 	return n.Load()
 }
 
-// handler counts the publications the broker delivers.
-type handler struct{ received atomic.Uint64 }
+// handler counts the publications the broker delivers, frees a slot of
+// the end to end window for each, and closes the pending wait once its
+// count is reached.
+type handler struct {
+	received atomic.Uint64
+	window   chan struct{}
+	mu       sync.Mutex
+	wait     *countWait
+}
+
+// countWait is closed once received reaches at.
+type countWait struct {
+	at   uint64
+	done chan struct{}
+}
 
 func (h *handler) HandlePublication(string, *centrifuge.Publication, centrifuge.StreamPosition, bool, *centrifuge.Publication) error {
-	h.received.Add(1)
+	n := h.received.Add(1)
+	select {
+	case <-h.window:
+	default:
+	}
+	h.mu.Lock()
+	if h.wait != nil && n >= h.wait.at {
+		close(h.wait.done)
+		h.wait = nil
+	}
+	h.mu.Unlock()
 	return nil
+}
+
+// until returns a channel closed once received reaches at.
+func (h *handler) until(at uint64) <-chan struct{} {
+	w := &countWait{at: at, done: make(chan struct{})}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.received.Load() >= at {
+		close(w.done)
+	} else {
+		h.wait = w
+	}
+	return w.done
 }
 func (h *handler) HandleJoin(string, *centrifuge.ClientInfo) error  { return nil }
 func (h *handler) HandleLeave(string, *centrifuge.ClientInfo) error { return nil }
@@ -154,21 +215,24 @@ func e2eRate(b *centrifuge.RedisBroker, h *handler, ch string, data []byte, opts
 	}
 	defer func() { _ = b.Unsubscribe(ch) }()
 	base := h.received.Load()
+	live := h.until(base + 1)
 	if _, err := b.Publish(ch, data, opts); err != nil {
 		return 0, err
 	}
-	for h.received.Load() == base { // the subscription is live
-		time.Sleep(time.Millisecond)
+	select {
+	case <-live: // the subscription is live
+	case <-time.After(10 * time.Second):
+		return 0, fmt.Errorf("e2e: the subscription delivered nothing within 10s")
 	}
 	base = h.received.Load()
 	start := time.Now()
-	n := publishFor(b, ch, data, opts, publishers, d)
-	stall := time.Now().Add(10 * time.Second)
-	for h.received.Load()-base < n {
-		if time.Now().After(stall) {
-			return 0, fmt.Errorf("e2e: received %d of %d", h.received.Load()-base, n)
-		}
-		time.Sleep(100 * time.Microsecond)
+	// The publishers stay at most window publications ahead of the
+	// handler, as the adapter's end to end rows do.
+	n := publishWithin(b, ch, data, opts, publishers, d, h.window)
+	select {
+	case <-h.until(base + n):
+	case <-time.After(10 * time.Second):
+		return 0, fmt.Errorf("e2e: received %d of %d", h.received.Load()-base, n)
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
 }
