@@ -14,8 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -48,8 +46,7 @@ func needPeer(t *testing.T) {
 // end.
 type peer struct {
 	lines  chan string
-	stderr *strings.Builder
-	mu     *sync.Mutex
+	stderr testutil.Buffer
 }
 
 // startPeer runs `node peer.mjs args...` against srv until it ends, or is
@@ -59,8 +56,8 @@ func startPeer(t *testing.T, srv *redistest.Server, args ...string) *peer {
 	cmd := exec.Command("node", append([]string{"peer.mjs"}, args...)...)
 	cmd.Dir = peerDir
 	cmd.Env = append(os.Environ(), "REDIS_URL=redis://"+srv.Addr())
-	p := &peer{lines: make(chan string, 16), stderr: &strings.Builder{}, mu: &sync.Mutex{}}
-	cmd.Stderr = lockedWriter{p}
+	p := &peer{lines: make(chan string, 16)}
+	cmd.Stderr = &p.stderr
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
@@ -78,20 +75,10 @@ func startPeer(t *testing.T, srv *redistest.Server, args ...string) *peer {
 		_ = cmd.Process.Kill()
 		<-done
 		if t.Failed() {
-			p.mu.Lock()
 			t.Logf("peer %v stderr:\n%s", args, p.stderr.String())
-			p.mu.Unlock()
 		}
 	})
 	return p
-}
-
-type lockedWriter struct{ p *peer }
-
-func (w lockedWriter) Write(b []byte) (int, error) {
-	w.p.mu.Lock()
-	defer w.p.mu.Unlock()
-	return w.p.stderr.Write(b)
 }
 
 // next returns the peer's next line, failing the test when the peer ended
@@ -105,8 +92,6 @@ func (p *peer) next(t *testing.T) string {
 		}
 	case <-time.After(testutil.Timeout):
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	t.Fatalf("no line from the peer; stderr:\n%s", p.stderr.String())
 	return ""
 }

@@ -2,13 +2,11 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -26,7 +24,7 @@ func TestTracesBesideMetrics(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	t.Setenv("REDIS_URL", "") // the embedded miniredis, whatever the environment says
 
-	var out lockedBuffer
+	var out testutil.Buffer
 	s, err := start(context.Background(), &out, "127.0.0.1:0")
 	require.NoError(t, err)
 	defer s.close()
@@ -79,23 +77,4 @@ func TestTracesBesideMetrics(t *testing.T) {
 		}
 		assert.True(t, listened[traceID], "the listener printed trace %s", traceID)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer that the service's goroutines write while
-// the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
