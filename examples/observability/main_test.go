@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"net/http"
 	"strconv"
@@ -20,11 +19,7 @@ import (
 // Watermill's moved by as much.
 func TestMetricsMove(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	t.Setenv("REDIS_URL", "") // the embedded miniredis, whatever the environment says
-
-	var out bytes.Buffer
-	s, err := start(context.Background(), &out, "127.0.0.1:0")
-	require.NoError(t, err)
+	s, out := startOnEmbeddedRedis(t)
 	defer s.close()
 
 	before := scrape(t, s.addr)
@@ -80,4 +75,16 @@ func scrape(t *testing.T, addr string) map[string]float64 {
 	}
 	require.NoError(t, sc.Err())
 	return samples
+}
+
+// startOnEmbeddedRedis starts the service on a free port and the embedded
+// miniredis, whatever the environment says, and returns it and its output.
+// The caller closes it (before checking for goroutines left behind).
+func startOnEmbeddedRedis(t *testing.T) (*service, *testutil.Buffer) {
+	t.Helper()
+	t.Setenv("REDIS_URL", "")
+	out := new(testutil.Buffer)
+	s, err := start(context.Background(), out, "127.0.0.1:0")
+	require.NoError(t, err)
+	return s, out
 }

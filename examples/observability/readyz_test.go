@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -19,11 +18,7 @@ import (
 // the Subscriber's connection is live and its first liveness probe arrived.
 func TestReadyz(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	t.Setenv("REDIS_URL", "") // the embedded miniredis, whatever the environment says
-
-	var out bytes.Buffer
-	s, err := start(context.Background(), &out, "127.0.0.1:0")
-	require.NoError(t, err)
+	s, _ := startOnEmbeddedRedis(t)
 	defer s.close()
 	testutil.Eventually(t, func() bool {
 		status, body := get(t, "http://"+s.addr+"/readyz")
