@@ -120,6 +120,16 @@ var programs = []program{
 		},
 	},
 	{
+		// The traced example (module otel): an order a second, each span
+		// a JSON line, until Ctrl-C.
+		pkg: "./examples/observability", module: "otel", args: []string{"-listen", "127.0.0.1:0"}, embedded: true, withRedis: true,
+		stdout: []string{"counted order 1, trace ", `"Name":`},
+		drive: func(t *testing.T, r *programRun) {
+			r.WaitStdout(t, "counted order 1, trace ")
+			r.Signal(t, os.Interrupt)
+		},
+	},
+	{
 		// Serves a page and the SSE stream of its topic (ADDR=127.0.0.1:0
 		// for every program) and publishes a few events a second until
 		// Ctrl-C: a stream shows events with positions as ids.
@@ -201,7 +211,7 @@ func TestPrograms(t *testing.T) {
 				if variant == "REDIS_URL" {
 					env[0] = "REDIS_URL=redis://" + redistest.Start(t).Addr()
 				}
-				r := startProgram(t, filepath.Join(bin, filepath.Base(p.pkg)), env, p.args)
+				r := startProgram(t, filepath.Join(bin, p.module, filepath.Base(p.pkg)), env, p.args)
 				if p.drive != nil {
 					p.drive(t, r)
 				}
@@ -235,9 +245,10 @@ func TestEveryProgramHasARow(t *testing.T) {
 }
 
 // buildPrograms builds every program of programs, in one go build per
-// module, into a directory of the test, and returns the directory. (The
-// binaries are named for their package's directory: two programs of one
-// name would need a rename here.)
+// module, into a directory of the test (a subdirectory per module other
+// than the root), and returns the directory. (The binaries are named for
+// their package's directory: two programs of one name in one module would
+// need a rename here.)
 func buildPrograms(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -246,7 +257,7 @@ func buildPrograms(t *testing.T) string {
 		pkgs[p.module] = append(pkgs[p.module], p.pkg)
 	}
 	for module, pkgs := range pkgs {
-		args := []string{"build", "-o", dir + string(filepath.Separator)}
+		args := []string{"build", "-o", filepath.Join(dir, module) + string(filepath.Separator)}
 		if testutil.Race {
 			args = append(args, "-race")
 		}
