@@ -55,6 +55,7 @@ type HistoryReport struct {
 	Read       float64 // SubscribeFrom of Held missed messages, until it returned (the history read), seconds
 	Recovery   float64 // SubscribeFrom of Held missed messages, until all acknowledged, seconds
 	BytesHeld  float64 // Redis memory per held message (the history's keys)
+	RawHeld    float64 // Redis memory per payload in a list of Held payloads, pushed by raw go-redis (the bare limit)
 	Centrifuge *centrifugeResult
 	CentErr    error
 }
@@ -116,6 +117,10 @@ func RunHistory(ctx context.Context, cfg HistoryConfig) (*HistoryReport, error) 
 		held = append(held, b)
 	}
 	rep.BytesHeld = median(held)
+	var err error
+	if rep.RawHeld, err = rawBytesPerHeld(ctx, cfg); err != nil {
+		return rep, err
+	}
 	if cfg.CentrifugeDir != "" {
 		rep.Centrifuge, rep.CentErr = runCentrifuge(ctx, cfg)
 	}
@@ -330,6 +335,32 @@ func bytesPerHeld(ctx context.Context, cfg HistoryConfig, topic string) (float64
 	return float64(total) / float64(cfg.Held), nil
 }
 
+// rawBytesPerHeld is the bare limit of bytesPerHeld: the Redis memory per
+// payload of a list of Held payloads of Size bytes, pushed by raw go-redis
+// (RPUSH), with no record around them and no meta hash.
+func rawBytesPerHeld(ctx context.Context, cfg HistoryConfig) (float64, error) {
+	client := cfg.NewClient()
+	defer client.Close()
+	key := cfg.Prefix + "history.raw-list"
+	body := payload(cfg.Size)
+	const batch = 100
+	for i := 0; i < cfg.Held; i += batch {
+		values := make([]any, min(batch, cfg.Held-i))
+		for j := range values {
+			values[j] = body
+		}
+		if err := client.RPush(ctx, key, values...).Err(); err != nil {
+			return 0, err
+		}
+	}
+	defer client.Del(context.WithoutCancel(ctx), key)
+	n, err := client.MemoryUsage(ctx, key, 0).Result()
+	if err != nil {
+		return 0, fmt.Errorf("MEMORY USAGE %s: %w", key, err)
+	}
+	return float64(n) / float64(cfg.Held), nil
+}
+
 // runCentrifuge runs the anchor's program (go run in CentrifugeDir) on the
 // same Redis with the same workloads.
 func runCentrifuge(ctx context.Context, cfg HistoryConfig) (*centrifugeResult, error) {
@@ -387,11 +418,12 @@ func (r *HistoryReport) WriteTable(w io.Writer) error {
 		cent(func(c *centrifugeResult) float64 { return c.PublishHistory }),
 		cent(func(c *centrifugeResult) float64 { return c.PublishNoHistory }), PerSecond, true)
 	row("end to end (msg/s)", 0, r.E2E, r.E2EH, cent(func(c *centrifugeResult) float64 { return c.E2EHistory }), 0, PerSecond, true)
-	row(fmt.Sprintf("read the last %s from the history (adapter: SubscribeFrom, until it returned)", formatCount(c.Held)), r.RawRead, 0, r.Read,
+	row(fmt.Sprintf("read the last %s from the history (raw: LRANGE; adapter: SubscribeFrom until it returned, records not yet decoded; "+
+		"centrifuge: History, decoded)", formatCount(c.Held)), r.RawRead, 0, r.Read,
 		cent(func(c *centrifugeResult) float64 { return c.HistoryRead }), 0, Seconds, false)
 	row(fmt.Sprintf("recover %s missed (SubscribeFrom, until all Acked)", formatCount(c.Held)), 0, 0, r.Recovery,
 		cent(func(c *centrifugeResult) float64 { return c.HistoryRead }), 0, Seconds, false)
-	row("Redis memory per held message", 0, 0, r.BytesHeld,
+	row("Redis memory per held message (raw: a list of the bare payloads)", r.RawHeld, 0, r.BytesHeld,
 		cent(func(c *centrifugeResult) float64 { return c.BytesPerHeld }), 0, Bytes, false)
 	switch {
 	case r.Centrifuge != nil:
