@@ -15,7 +15,6 @@
 package sse
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"slices"
@@ -41,15 +40,6 @@ const (
 )
 
 var errLineBreak = errors.New("contains a line break or NUL")
-
-// Resumer is a Subscriber that can start a topic after a recovery position:
-// redispubsub's Subscriber with history. SubscribeFrom delivers what
-// followed from, then live messages, without gap or duplicate, and returns an
-// error wrapping redispubsub.ErrPositionLost when the history no longer
-// holds what followed from.
-type Resumer interface {
-	SubscribeFrom(ctx context.Context, topic string, from redispubsub.Position) (<-chan *message.Message, error)
-}
 
 // Handler is an http.Handler that streams topics of a Subscriber as
 // Server-Sent Events (text/event-stream).
@@ -79,8 +69,12 @@ type Resumer interface {
 //
 // Resuming: when the request carries a Last-Event-ID (the header
 // EventSource sends when it reconnects, or LastEventIDParam), names one
-// topic, and the Subscriber is a Resumer, the topic is subscribed with
-// SubscribeFrom after that position. When that is not possible (the
+// topic, and the Subscriber is a redispubsub.PositionSubscriber (as
+// redispubsub's Subscriber is), the topic is subscribed with SubscribeFrom
+// after that position; the stream is then as gapless as SubscribeFrom, which
+// is to deliver what followed the position, then live messages, without gap
+// or duplicate, or to return an error wrapping redispubsub.ErrPositionLost
+// (or redispubsub.ErrPositionsUnsupported). When that is not possible (the
 // position is lost, the id is not a position, the Subscriber cannot resume,
 // or the request names several topics, each of whose channels has positions
 // of its own) the topics are subscribed live and the stream starts with an
@@ -102,7 +96,7 @@ type Resumer interface {
 // The methods of a Handler are safe for concurrent use.
 type Handler struct {
 	sub     message.Subscriber
-	resumer Resumer // sub, when it is one
+	resumer redispubsub.PositionSubscriber // sub, when it is one
 	config  Config
 	logger  watermill.LoggerAdapter
 
@@ -131,7 +125,7 @@ func NewHandler(sub message.Subscriber, config Config) (*Handler, error) {
 		logger: config.Logger.With(watermill.LogFields{"sse_handler_uuid": watermill.NewShortUUID()}),
 		done:   make(chan struct{}),
 	}
-	h.resumer, _ = sub.(Resumer)
+	h.resumer, _ = sub.(redispubsub.PositionSubscriber)
 	if config.Authorize == nil {
 		h.logger.Error("sse: Config.Authorize is not set: every request is refused with 403 Forbidden", nil, nil)
 	}
