@@ -84,7 +84,10 @@ var errLineBreak = errors.New("contains a line break or NUL")
 // client falls behind (a full buffer or a write timeout; see Config.Buffer),
 // on Close, or when the Subscriber closes one of the stream's subscriptions
 // (rather than go on without that topic); in the last three cases a final
-// EventEnd event says why, when it can be written.
+// EventEnd event says why, when it can be written. A stream that ends as
+// slow or on Close drops the messages it received but did not write (from
+// a slow one, every message after its buffer was full): they are counted
+// in Stats.Dropped and logged with the stream's end.
 // Idle streams get a heartbeat comment every Config.Heartbeat. Every event is
 // flushed as soon as it is written.
 //
@@ -251,6 +254,12 @@ type Stats struct {
 	Served uint64
 	// Events is the number of message events written to clients.
 	Events uint64
+	// Dropped is the number of messages Acked whose event was never written
+	// because the stream ended as slow (SlowDisconnects) or on Close: those
+	// a stream received once its buffer was full, and those still in its
+	// buffer when it ended so. What a stream held when its client went or a
+	// write failed other than by timeout is not counted.
+	Dropped uint64
 	// SlowDisconnects is the number of streams ended because their client
 	// fell Config.Buffer events behind or a write timed out.
 	SlowDisconnects uint64
@@ -276,7 +285,8 @@ type Stats struct {
 
 type stats struct {
 	open                                 atomic.Int64
-	served, events, slow, writeFailures  atomic.Uint64
+	served, events, dropped              atomic.Uint64
+	slow, writeFailures                  atomic.Uint64
 	unauthorized, overLimit, badRequests atomic.Uint64
 	subscribeFailures, resumed, lost     atomic.Uint64
 }
@@ -289,6 +299,7 @@ func (h *Handler) Stats() Stats {
 		Open:              s.open.Load(),
 		Served:            s.served.Load(),
 		Events:            s.events.Load(),
+		Dropped:           s.dropped.Load(),
 		SlowDisconnects:   s.slow.Load(),
 		WriteFailures:     s.writeFailures.Load(),
 		Unauthorized:      s.unauthorized.Load(),

@@ -160,9 +160,11 @@ func TestHandler_MaxStreams(t *testing.T) {
 
 // A client that stops reading is disconnected once it is a whole buffer
 // behind, with a final event when it reads again; the other client of the
-// same topic receives everything meanwhile.
+// same topic receives everything meanwhile. Every message the slow stream
+// did not write is counted as dropped, and logged with its end.
 func TestHandler_SlowClientIsDisconnectedOthersGoOn(t *testing.T) {
-	pub, _, h, ts := serveRedis(t, sse.Config{Authorize: allowAll})
+	logs := &infoLog{}
+	pub, _, h, ts := serveRedis(t, sse.Config{Authorize: allowAll, Logger: logs})
 
 	reader := ts.get(t, "/events?topic=tick", nil)
 	stalled := ts.get(t, "/events?topic=tick", nil) // reads nothing until told
@@ -202,12 +204,46 @@ func TestHandler_SlowClientIsDisconnectedOthersGoOn(t *testing.T) {
 	assert.Equal(t, event{name: sse.EventEnd, data: `{"reason":"slow client"}`}, got[len(got)-1])
 	assert.Less(t, len(got)-1, n)
 	testutil.Eventually(t, func() bool { return h.Stats().Open == 1 }, "the slow stream ended")
+	dropped := uint64(n - (len(got) - 1))
+	assert.Equal(t, dropped, h.Stats().Dropped, "every message the stalled stream did not write")
+	assert.Equal(t, []watermill.LogFields{{"buffer": sse.DefaultBuffer, "dropped": dropped}},
+		logs.fields("sse: client disconnected: it fell a whole buffer behind"))
 
 	publish(t, pub, "tick", "u-last", `"last"`)
 	assert.Contains(t, testutil.Wait(t, received, "the last event").data, `"payload":"last"`)
 	_ = reader.conn.Close()
 	_, open := <-received
 	assert.False(t, open)
+}
+
+// infoLog keeps what is logged at level Info.
+type infoLog struct {
+	watermill.NopLogger
+	mu   sync.Mutex
+	msgs []string
+	flds []watermill.LogFields
+}
+
+func (l *infoLog) With(watermill.LogFields) watermill.LoggerAdapter { return l }
+
+func (l *infoLog) Info(msg string, fields watermill.LogFields) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.msgs = append(l.msgs, msg)
+	l.flds = append(l.flds, fields)
+}
+
+// fields returns the fields of every Info message msg, in order.
+func (l *infoLog) fields(msg string) []watermill.LogFields {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []watermill.LogFields
+	for i, m := range l.msgs {
+		if m == msg {
+			out = append(out, l.flds[i])
+		}
+	}
+	return out
 }
 
 // A client whose connection accepts nothing is disconnected after
