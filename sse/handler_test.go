@@ -3,6 +3,7 @@ package sse_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	redispubsub "github.com/alkdev/watermill-redispubsub"
 	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 	"github.com/alkdev/watermill-redispubsub/sse"
 )
@@ -54,6 +56,39 @@ func TestHandler_StreamsEnvelopeEvents(t *testing.T) {
 	testutil.Eventually(t, func() bool { return h.Stats().Events == 2 }, "two events counted")
 	st := h.Stats()
 	assert.Equal(t, sse.Stats{Open: 1, Served: 1, Events: 2}, st)
+}
+
+// NewTargetHandler streams the events of an EventTarget through its
+// Subscriber: what DispatchEvent publishes reaches the stream as the
+// envelope event.
+func TestNewTargetHandler_StreamsTheTargetsEvents(t *testing.T) {
+	pub, sub := redisPubSub(t)
+	target, err := redispubsub.NewEventTarget[map[string]bool](pub, sub)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = target.Close() })
+	require.Same(t, sub, target.Subscriber())
+	_, err = sse.NewTargetHandler[int](nil, sse.Config{Authorize: allowAll})
+	require.Error(t, err)
+	h, err := sse.NewTargetHandler(target, sse.Config{Authorize: allowAll})
+	require.NoError(t, err)
+	ts := startServer(t, h)
+
+	c := ts.get(t, "/events?topic=call.responded:42", nil)
+	require.Equal(t, http.StatusOK, c.resp.StatusCode)
+	require.NoError(t, target.DispatchEvent(context.Background(),
+		redispubsub.Event[map[string]bool]{Type: "call.responded", ID: "42", Payload: map[string]bool{"ok": true}}))
+	ev := c.next()
+	assert.Equal(t, "call.responded", ev.name)
+	var envelope struct {
+		Type, ID, UUID string
+		Payload        json.RawMessage
+	}
+	require.NoError(t, json.Unmarshal([]byte(ev.data), &envelope), ev.data)
+	assert.Equal(t, "call.responded", envelope.Type)
+	assert.Equal(t, "42", envelope.ID)
+	assert.JSONEq(t, `{"ok":true}`, string(envelope.Payload))
+	assert.NotEmpty(t, envelope.UUID)
+	testutil.Eventually(t, func() bool { return h.Stats().Events == 1 }, "the event counted")
 }
 
 // Without Authorize every request is refused with 403, and the handler says
