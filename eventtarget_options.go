@@ -2,7 +2,6 @@ package redispubsub
 
 import (
 	"context"
-	"errors"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -101,19 +100,3 @@ func WithContext(ctx context.Context) ListenerOption {
 func FromPosition(pos Position) ListenerOption {
 	return func(o *listenerOptions) { o.from = &pos }
 }
-
-// PositionSubscriber is a Subscriber that can start a subscription after a
-// position of its topic's history. *Subscriber implements it; the
-// EventTarget uses it for FromPosition, over any Watermill Subscriber that
-// does.
-type PositionSubscriber interface {
-	SubscribeFrom(ctx context.Context, topic string, from Position) (<-chan *message.Message, error)
-}
-
-// ErrPositionsUnsupported is wrapped by the error of AddEventListener with
-// FromPosition when the EventTarget's Subscriber is not a
-// PositionSubscriber, and by SubscribeFrom's on a Subscriber whose
-// Marshaler is not the JSONEnvelopeMarshaler.
-var ErrPositionsUnsupported = errors.New("redispubsub: the Subscriber cannot start from a position")
-
-var _ PositionSubscriber = (*Subscriber)(nil)

@@ -1,6 +1,7 @@
 package redispubsub
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -27,6 +28,22 @@ const (
 // history no longer holds what follows the position: it was trimmed past it,
 // or its epoch changed.
 var ErrPositionLost = errors.New("redispubsub: history no longer holds the position")
+
+// PositionSubscriber is a Subscriber that can start a subscription after a
+// position of its topic's history. *Subscriber implements it; the
+// EventTarget uses it for FromPosition, over any Watermill Subscriber that
+// does.
+type PositionSubscriber interface {
+	SubscribeFrom(ctx context.Context, topic string, from Position) (<-chan *message.Message, error)
+}
+
+// ErrPositionsUnsupported is wrapped by the error of AddEventListener with
+// FromPosition when the EventTarget's Subscriber is not a
+// PositionSubscriber, and by SubscribeFrom's on a Subscriber whose
+// Marshaler is not the JSONEnvelopeMarshaler.
+var ErrPositionsUnsupported = errors.New("redispubsub: the Subscriber cannot start from a position")
+
+var _ PositionSubscriber = (*Subscriber)(nil)
 
 // Position is where a message stands in its channel's history: what
 // MetadataOffset and MetadataEpoch carry. Its String form travels where a

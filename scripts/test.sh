@@ -159,5 +159,15 @@ if [[ $# -eq 0 ]]; then
 	go test -count=1 -timeout 5m ${GOTEST_FLAGS:-} \
 		-run '^(TestFaultStalledConsumerHeapBounded|TestHundredThousandTopics|TestBurstIntoASlowConsumerIsDeliveredWhole|TestBudgetSpentByThousandsOfStalledSubscriptionsKeepsTheReaderUp|TestSequenceStreamsBeyondTheTrackedOnesCountNoFalseGaps)$' ./tests/
 	go test -count=1 -timeout 5m ${GOTEST_FLAGS:-} -run '^TestEventTarget_ManyTopicsAddedAndRemoved$' .
-	go test -count=1 -timeout 5m ${GOTEST_FLAGS:-} -run '^TestHandler_TenThousandStreams$' -v ./sse/ | grep -E '^(---|ok|FAIL)|scale_test'
+	# Its -v output is long: on success only the result and the test's own
+	# lines (the measurements) are printed, on failure all of it.
+	sse_out=$(mktemp)
+	trap 'rm -f "$sse_out"' EXIT
+	if go test -count=1 -timeout 5m ${GOTEST_FLAGS:-} -run '^TestHandler_TenThousandStreams$' -v ./sse/ >"$sse_out" 2>&1; then
+		grep -E '^(---|ok|FAIL)|scale_test' "$sse_out"
+	else
+		status=$?
+		cat "$sse_out"
+		exit "$status"
+	fi
 fi

@@ -15,7 +15,6 @@
 package sse
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"slices"
@@ -41,15 +40,6 @@ const (
 )
 
 var errLineBreak = errors.New("contains a line break or NUL")
-
-// Resumer is a Subscriber that can start a topic after a recovery position:
-// redispubsub's Subscriber with history. SubscribeFrom delivers what
-// followed from, then live messages, without gap or duplicate, and returns an
-// error wrapping redispubsub.ErrPositionLost when the history no longer
-// holds what followed from.
-type Resumer interface {
-	SubscribeFrom(ctx context.Context, topic string, from redispubsub.Position) (<-chan *message.Message, error)
-}
 
 // Handler is an http.Handler that streams topics of a Subscriber as
 // Server-Sent Events (text/event-stream).
@@ -79,8 +69,12 @@ type Resumer interface {
 //
 // Resuming: when the request carries a Last-Event-ID (the header
 // EventSource sends when it reconnects, or LastEventIDParam), names one
-// topic, and the Subscriber is a Resumer, the topic is subscribed with
-// SubscribeFrom after that position. When that is not possible (the
+// topic, and the Subscriber is a redispubsub.PositionSubscriber (as
+// redispubsub's Subscriber is), the topic is subscribed with SubscribeFrom
+// after that position; the stream is then as gapless as SubscribeFrom, which
+// is to deliver what followed the position, then live messages, without gap
+// or duplicate, or to return an error wrapping redispubsub.ErrPositionLost
+// (or redispubsub.ErrPositionsUnsupported). When that is not possible (the
 // position is lost, the id is not a position, the Subscriber cannot resume,
 // or the request names several topics, each of whose channels has positions
 // of its own) the topics are subscribed live and the stream starts with an
@@ -90,7 +84,10 @@ type Resumer interface {
 // client falls behind (a full buffer or a write timeout; see Config.Buffer),
 // on Close, or when the Subscriber closes one of the stream's subscriptions
 // (rather than go on without that topic); in the last three cases a final
-// EventEnd event says why, when it can be written.
+// EventEnd event says why, when it can be written. A stream that ends as
+// slow or on Close drops the messages it received but did not write (from
+// a slow one, every message after its buffer was full): they are counted
+// in Stats.Dropped and logged with the stream's end.
 // Idle streams get a heartbeat comment every Config.Heartbeat. Every event is
 // flushed as soon as it is written.
 //
@@ -102,7 +99,7 @@ type Resumer interface {
 // The methods of a Handler are safe for concurrent use.
 type Handler struct {
 	sub     message.Subscriber
-	resumer Resumer // sub, when it is one
+	resumer redispubsub.PositionSubscriber // sub, when it is one
 	config  Config
 	logger  watermill.LoggerAdapter
 
@@ -131,7 +128,7 @@ func NewHandler(sub message.Subscriber, config Config) (*Handler, error) {
 		logger: config.Logger.With(watermill.LogFields{"sse_handler_uuid": watermill.NewShortUUID()}),
 		done:   make(chan struct{}),
 	}
-	h.resumer, _ = sub.(Resumer)
+	h.resumer, _ = sub.(redispubsub.PositionSubscriber)
 	if config.Authorize == nil {
 		h.logger.Error("sse: Config.Authorize is not set: every request is refused with 403 Forbidden", nil, nil)
 	}
@@ -257,6 +254,12 @@ type Stats struct {
 	Served uint64
 	// Events is the number of message events written to clients.
 	Events uint64
+	// Dropped is the number of messages Acked whose event was never written
+	// because the stream ended as slow (SlowDisconnects) or on Close: those
+	// a stream received once its buffer was full, and those still in its
+	// buffer when it ended so. What a stream held when its client went or a
+	// write failed other than by timeout is not counted.
+	Dropped uint64
 	// SlowDisconnects is the number of streams ended because their client
 	// fell Config.Buffer events behind or a write timed out.
 	SlowDisconnects uint64
@@ -282,7 +285,8 @@ type Stats struct {
 
 type stats struct {
 	open                                 atomic.Int64
-	served, events, slow, writeFailures  atomic.Uint64
+	served, events, dropped              atomic.Uint64
+	slow, writeFailures                  atomic.Uint64
 	unauthorized, overLimit, badRequests atomic.Uint64
 	subscribeFailures, resumed, lost     atomic.Uint64
 }
@@ -295,6 +299,7 @@ func (h *Handler) Stats() Stats {
 		Open:              s.open.Load(),
 		Served:            s.served.Load(),
 		Events:            s.events.Load(),
+		Dropped:           s.dropped.Load(),
 		SlowDisconnects:   s.slow.Load(),
 		WriteFailures:     s.writeFailures.Load(),
 		Unauthorized:      s.unauthorized.Load(),

@@ -3,6 +3,7 @@ package sse_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	redispubsub "github.com/alkdev/watermill-redispubsub"
 	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 	"github.com/alkdev/watermill-redispubsub/sse"
 )
@@ -54,6 +56,39 @@ func TestHandler_StreamsEnvelopeEvents(t *testing.T) {
 	testutil.Eventually(t, func() bool { return h.Stats().Events == 2 }, "two events counted")
 	st := h.Stats()
 	assert.Equal(t, sse.Stats{Open: 1, Served: 1, Events: 2}, st)
+}
+
+// NewTargetHandler streams the events of an EventTarget through its
+// Subscriber: what DispatchEvent publishes reaches the stream as the
+// envelope event.
+func TestNewTargetHandler_StreamsTheTargetsEvents(t *testing.T) {
+	pub, sub := redisPubSub(t)
+	target, err := redispubsub.NewEventTarget[map[string]bool](pub, sub)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = target.Close() })
+	require.Same(t, sub, target.Subscriber())
+	_, err = sse.NewTargetHandler[int](nil, sse.Config{Authorize: allowAll})
+	require.Error(t, err)
+	h, err := sse.NewTargetHandler(target, sse.Config{Authorize: allowAll})
+	require.NoError(t, err)
+	ts := startServer(t, h)
+
+	c := ts.get(t, "/events?topic=call.responded:42", nil)
+	require.Equal(t, http.StatusOK, c.resp.StatusCode)
+	require.NoError(t, target.DispatchEvent(context.Background(),
+		redispubsub.Event[map[string]bool]{Type: "call.responded", ID: "42", Payload: map[string]bool{"ok": true}}))
+	ev := c.next()
+	assert.Equal(t, "call.responded", ev.name)
+	var envelope struct {
+		Type, ID, UUID string
+		Payload        json.RawMessage
+	}
+	require.NoError(t, json.Unmarshal([]byte(ev.data), &envelope), ev.data)
+	assert.Equal(t, "call.responded", envelope.Type)
+	assert.Equal(t, "42", envelope.ID)
+	assert.JSONEq(t, `{"ok":true}`, string(envelope.Payload))
+	assert.NotEmpty(t, envelope.UUID)
+	testutil.Eventually(t, func() bool { return h.Stats().Events == 1 }, "the event counted")
 }
 
 // Without Authorize every request is refused with 403, and the handler says
@@ -160,9 +195,11 @@ func TestHandler_MaxStreams(t *testing.T) {
 
 // A client that stops reading is disconnected once it is a whole buffer
 // behind, with a final event when it reads again; the other client of the
-// same topic receives everything meanwhile.
+// same topic receives everything meanwhile. Every message the slow stream
+// did not write is counted as dropped, and logged with its end.
 func TestHandler_SlowClientIsDisconnectedOthersGoOn(t *testing.T) {
-	pub, _, h, ts := serveRedis(t, sse.Config{Authorize: allowAll})
+	logs := &infoLog{}
+	pub, _, h, ts := serveRedis(t, sse.Config{Authorize: allowAll, Logger: logs})
 
 	reader := ts.get(t, "/events?topic=tick", nil)
 	stalled := ts.get(t, "/events?topic=tick", nil) // reads nothing until told
@@ -202,12 +239,46 @@ func TestHandler_SlowClientIsDisconnectedOthersGoOn(t *testing.T) {
 	assert.Equal(t, event{name: sse.EventEnd, data: `{"reason":"slow client"}`}, got[len(got)-1])
 	assert.Less(t, len(got)-1, n)
 	testutil.Eventually(t, func() bool { return h.Stats().Open == 1 }, "the slow stream ended")
+	dropped := uint64(n - (len(got) - 1))
+	assert.Equal(t, dropped, h.Stats().Dropped, "every message the stalled stream did not write")
+	assert.Equal(t, []watermill.LogFields{{"buffer": sse.DefaultBuffer, "dropped": dropped}},
+		logs.fields("sse: client disconnected: it fell a whole buffer behind"))
 
 	publish(t, pub, "tick", "u-last", `"last"`)
 	assert.Contains(t, testutil.Wait(t, received, "the last event").data, `"payload":"last"`)
 	_ = reader.conn.Close()
 	_, open := <-received
 	assert.False(t, open)
+}
+
+// infoLog keeps what is logged at level Info.
+type infoLog struct {
+	watermill.NopLogger
+	mu   sync.Mutex
+	msgs []string
+	flds []watermill.LogFields
+}
+
+func (l *infoLog) With(watermill.LogFields) watermill.LoggerAdapter { return l }
+
+func (l *infoLog) Info(msg string, fields watermill.LogFields) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.msgs = append(l.msgs, msg)
+	l.flds = append(l.flds, fields)
+}
+
+// fields returns the fields of every Info message msg, in order.
+func (l *infoLog) fields(msg string) []watermill.LogFields {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []watermill.LogFields
+	for i, m := range l.msgs {
+		if m == msg {
+			out = append(out, l.flds[i])
+		}
+	}
+	return out
 }
 
 // A client whose connection accepts nothing is disconnected after

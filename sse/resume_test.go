@@ -31,7 +31,7 @@ type historySubscriber struct {
 	from []redispubsub.Position
 }
 
-var _ sse.Resumer = (*historySubscriber)(nil)
+var _ redispubsub.PositionSubscriber = (*historySubscriber)(nil)
 
 func newHistorySubscriber(t *testing.T) *historySubscriber {
 	gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})

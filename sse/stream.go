@@ -38,6 +38,10 @@ type stream struct {
 	slowOnce   sync.Once
 	slow       chan struct{}
 
+	// dropped counts the messages of this stream Acked without their event
+	// being written (see Stats.Dropped).
+	dropped atomic.Uint64
+
 	// forwarders counts the forwarders running; the first one to return
 	// closes closed (a subscription ended), the last one ended.
 	forwarders atomic.Int32
@@ -48,6 +52,9 @@ type stream struct {
 	// deadlines is cleared once the ResponseWriter said it does not support
 	// write deadlines. Used by the request's goroutine only.
 	deadlines bool
+	// timedOut and shutdown say that a write timed out, or that the stream
+	// ended on Close. Used by the request's goroutine only.
+	timedOut, shutdown bool
 }
 
 // serve streams topics to w until the stream ends; see Handler.
@@ -89,6 +96,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, topics []string)
 	defer func() {
 		cancel()
 		<-s.ended // the Subscriber closes the channels once ctx ended
+		s.finish()
 	}()
 
 	header := w.Header()
@@ -172,6 +180,7 @@ func (s *stream) forward(topic string, msgs <-chan *message.Message) {
 	}()
 	for msg := range msgs {
 		if s.overflowed.Load() {
+			s.drop(1)
 			msg.Ack()
 			continue
 		}
@@ -179,14 +188,42 @@ func (s *stream) forward(topic string, msgs <-chan *message.Message) {
 		select {
 		case s.events <- ev:
 		default:
+			s.drop(1)
 			s.slowOnce.Do(func() {
 				s.overflowed.Store(true)
 				s.h.stats.slow.Add(1)
-				s.logger.Info("sse: disconnecting a client: it fell a whole buffer behind", watermill.LogFields{"buffer": s.h.config.Buffer})
-				close(s.slow)
+				close(s.slow) // logged by finish, with what was dropped
 			})
 		}
 		msg.Ack()
+	}
+}
+
+// drop counts n messages Acked without their event being written.
+func (s *stream) drop(n int) {
+	if n > 0 {
+		s.dropped.Add(uint64(n))
+		s.h.stats.dropped.Add(uint64(n))
+	}
+}
+
+// finish runs once every forwarder returned: when the stream ended as slow
+// (a full buffer or a write timeout) or on Close, the events still queued
+// are dropped, counted and logged with the end.
+func (s *stream) finish() {
+	slow := s.overflowed.Load() || s.timedOut
+	if !slow && !s.shutdown {
+		return
+	}
+	s.drop(len(s.events))
+	dropped := s.dropped.Load()
+	switch {
+	case s.overflowed.Load():
+		s.logger.Info("sse: client disconnected: it fell a whole buffer behind", watermill.LogFields{"buffer": s.h.config.Buffer, "dropped": dropped})
+	case s.timedOut:
+		s.logger.Info("sse: client disconnected: a write timed out", watermill.LogFields{"write_timeout": s.h.config.WriteTimeout, "dropped": dropped})
+	case dropped > 0:
+		s.logger.Info("sse: stream ended on Close: queued events dropped", watermill.LogFields{"dropped": dropped})
 	}
 }
 
@@ -236,6 +273,7 @@ func (s *stream) run() {
 			s.end(ReasonSlow)
 			return
 		case <-s.h.done:
+			s.shutdown = true
 			s.end(ReasonShutdown)
 			return
 		case <-s.closed:
@@ -277,7 +315,7 @@ func (s *stream) write(b []byte) bool {
 		// (net/http cancels the request's context on a failed write: the
 		// timeout is told apart by its error.)
 		s.h.stats.slow.Add(1)
-		s.logger.Info("sse: client disconnected: a write timed out", watermill.LogFields{"write_timeout": s.h.config.WriteTimeout})
+		s.timedOut = true // logged by finish, with what was dropped
 	case s.ctx.Err() != nil:
 		// The client went.
 	default:
