@@ -27,19 +27,20 @@ import (
 // ProbeTopicPrefix starts the topic of every probe channel: a connection's
 // probe channel is ChannelPrefix + ProbeTopicPrefix + "<subscriber id>:<connection
 // number>" (in sharded mode on a cluster followed by ":{<tag>}", a hash tag
-// that puts it in a slot of the connection's node). Subscribe and
-// SubscribePattern refuse topics that start with it (ErrReservedTopic), and
-// what a pattern subscription receives on such a channel is never
-// delivered.
+// that puts it in a slot of the connection's node). Subscribe,
+// SubscribePattern and Publisher.Publish refuse topics that start with it
+// (ErrReservedTopic), and what a pattern subscription receives on such a
+// channel is never delivered.
 const ProbeTopicPrefix = "__rps:probe:"
 
 var (
 	// ErrConnectionDeaf is wrapped by the Cause of a ReconnectEvent (and a
 	// DisconnectEvent) of a connection that was dropped because a probe
-	// Redis accepted did not arrive on it within ProbeInterval.
+	// Redis accepted did not arrive on it within half a ProbeInterval.
 	ErrConnectionDeaf = errors.New("redispubsub: connection deaf: a liveness probe Redis accepted did not arrive")
 	// ErrReservedTopic is wrapped by the error of a Subscribe or
-	// SubscribePattern of a topic that starts with ProbeTopicPrefix.
+	// SubscribePattern of a topic that starts with ProbeTopicPrefix, and by
+	// that of a Publisher.Publish on such a topic, which sends nothing.
 	ErrReservedTopic = errors.New("redispubsub: topic reserved for liveness probes")
 )
 
