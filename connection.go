@@ -749,15 +749,18 @@ func restart(sns []*subscription) {
 	}
 }
 
-// fault drops sess's socket because of err, unless it broke already. The
-// reader then ends with err as the cause. Called with mu held.
-func (c *connection) fault(sess *session, err error) {
+// fault drops sess's socket because of err, unless it broke already (or is
+// not the connection's session, or the connection is closed), and reports
+// whether it dropped it. The reader then ends with err as the cause. Called
+// with mu held.
+func (c *connection) fault(sess *session, err error) bool {
 	if c.sess != sess || sess.broken != nil || c.state == stateClosed {
-		return
+		return false
 	}
 	sess.broken = err
 	c.setState(stateBroken)
 	_ = sess.conn.Close()
+	return true
 }
 
 // failAll ends every subscription of st, and those that waited for a refused

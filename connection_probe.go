@@ -216,10 +216,9 @@ func (c *connection) runProbes(sess *session) {
 		}
 		if accepted && p.got.Load() < seq {
 			c.mu.Lock()
-			if c.sess == sess && c.state != stateClosed && sess.broken == nil {
+			if c.fault(sess, fmt.Errorf("%w: probe %d on %q not received %v after Redis accepted it", ErrConnectionDeaf, seq, p.channel, timeout)) {
 				c.s.probes.deaf.Add(1)
 			}
-			c.fault(sess, fmt.Errorf("%w: probe %d on %q not received %v after Redis accepted it", ErrConnectionDeaf, seq, p.channel, timeout))
 			c.mu.Unlock()
 			return
 		}
