@@ -270,35 +270,40 @@ func (s *Subscriber) publishProbe(ctx context.Context, channel, body string) err
 	return s.config.Client.Publish(ctx, channel, body).Err()
 }
 
-// ProbeRoundTripBuckets are the upper bounds of the buckets of
-// SubscriberStats.ProbeRoundTrip.
-var ProbeRoundTripBuckets = []time.Duration{
+// probeBounds are the upper bounds of the buckets of the probes' round-trip
+// histogram, in increasing order. Never written: DurationHistogram.Bounds
+// hands out a copy.
+var probeBounds = [...]time.Duration{
 	time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond, 10 * time.Millisecond,
 	25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond,
 	500 * time.Millisecond, time.Second, 2500 * time.Millisecond, 5 * time.Second,
 }
 
 // DurationHistogram is a cumulative histogram of durations, as Prometheus
-// has them.
+// has them. Each one returned (by Stats) has slices of its own, which the
+// caller may keep and change.
 type DurationHistogram struct {
 	// Count and Sum are the number and the sum of the observations.
 	Count uint64
 	Sum   time.Duration
-	// Buckets[i] counts the observations of at most
-	// ProbeRoundTripBuckets[i] (so it includes Buckets[i-1]).
+	// Bounds are the upper bounds of the buckets, in increasing order
+	// (1 ms to 5 s for SubscriberStats.ProbeRoundTrip); Buckets has one
+	// count per bound: Buckets[i] counts the observations of at most
+	// Bounds[i] (so it includes Buckets[i-1]). Observations above the last
+	// bound are in Count only.
+	Bounds  []time.Duration
 	Buckets []uint64
 }
 
-// histogram records durations in ProbeRoundTripBuckets; safe for concurrent
-// use.
+// histogram records durations in probeBounds; safe for concurrent use.
 type histogram struct {
 	count, sum atomic.Uint64
-	buckets    [12]atomic.Uint64 // len(ProbeRoundTripBuckets)
+	buckets    [len(probeBounds)]atomic.Uint64
 }
 
 func (h *histogram) observe(d time.Duration) {
 	d = max(d, 0)
-	for i, bound := range ProbeRoundTripBuckets {
+	for i, bound := range probeBounds {
 		if d <= bound {
 			h.buckets[i].Add(1)
 			break
@@ -309,7 +314,12 @@ func (h *histogram) observe(d time.Duration) {
 }
 
 func (h *histogram) snapshot() DurationHistogram {
-	out := DurationHistogram{Count: h.count.Load(), Sum: time.Duration(h.sum.Load()), Buckets: make([]uint64, len(ProbeRoundTripBuckets))}
+	out := DurationHistogram{
+		Count:   h.count.Load(),
+		Sum:     time.Duration(h.sum.Load()),
+		Bounds:  append([]time.Duration(nil), probeBounds[:]...), // a copy: probeBounds is never written
+		Buckets: make([]uint64, len(probeBounds)),
+	}
 	var cumulative uint64
 	for i := range out.Buckets {
 		cumulative += h.buckets[i].Load()

@@ -273,3 +273,23 @@ func TestProbe_DefaultIntervalIsTheREADMEs(t *testing.T) {
 	require.NoError(t, SubscriberConfig{Client: client, ProbeInterval: -1}.Validate())
 	require.ErrorIs(t, SubscriberConfig{Client: client, ProbeInterval: time.Millisecond}.Validate(), ErrInvalidConfig)
 }
+
+// The round-trip histogram's bounds come with each Stats, a copy: a caller
+// that changes or extends them changes nothing of the Subscriber's.
+func TestProbe_RoundTripBoundsAreACopy(t *testing.T) {
+	var h histogram
+	h.observe(3 * time.Millisecond)
+	h.observe(time.Minute) // above the last bound: in Count only
+	got := h.snapshot()
+	require.Equal(t, probeBounds[:], got.Bounds)
+	require.Len(t, got.Buckets, len(got.Bounds))
+	require.EqualValues(t, 2, got.Count)
+	require.Equal(t, []uint64{0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, got.Buckets)
+	got.Bounds[0] = time.Hour
+	got.Bounds = append(got.Bounds, 10*time.Second)
+	h.observe(time.Millisecond)
+	again := h.snapshot()
+	require.Equal(t, time.Millisecond, again.Bounds[0])
+	require.Len(t, again.Bounds, len(probeBounds))
+	require.Equal(t, []uint64{1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2}, again.Buckets)
+}

@@ -88,6 +88,6 @@ type SubscriberStats struct {
 	// Reconnect, whose Cause wraps ErrConnectionDeaf).
 	DeafConnections uint64
 	// ProbeRoundTrip is the time from a probe's PUBLISH to its arrival, in
-	// ProbeRoundTripBuckets.
+	// buckets of 1 ms to 5 s (its Bounds).
 	ProbeRoundTrip DurationHistogram
 }
