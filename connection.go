@@ -79,8 +79,6 @@ type connection struct {
 	// pingRefused is set once Redis answered a PING with an error (an ACL
 	// without +ping), which is logged once.
 	pingRefused bool
-	// probeOff is set once Redis refused the probe channel (connection_probe.go).
-	probeOff bool
 }
 
 // connState is where a connection stands; see the diagram on connection.

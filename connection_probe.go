@@ -76,18 +76,24 @@ func (p *probe) stop() {
 	}
 }
 
-// probeCounters are the Subscriber's probe figures (see SubscriberStats).
+// probeCounters are the Subscriber's probe figures (see SubscriberStats),
+// and whether its probes are off.
 type probeCounters struct {
 	sent, received, deaf atomic.Uint64
 	roundTrip            histogram
+	// off is set once Redis refused a probe channel or its PUBLISH (an
+	// ACL, which applies to every connection of the Subscriber); written
+	// only by disableProbes.
+	off atomic.Bool
 }
 
 // newProbe returns the probe of a session being connected, or nil when
-// probes are off, refused for this connection, or (sharded, on a cluster)
-// no channel in a slot of the node could be named. Called with mu held.
+// probes are off (ProbeInterval negative, or refused by Redis), or
+// (sharded, on a cluster) no channel in a slot of the node could be named.
+// Called with mu held.
 func (c *connection) newProbe() *probe {
 	s := c.s
-	if s.config.ProbeInterval < 0 || c.probeOff {
+	if s.config.ProbeInterval < 0 || s.probes.off.Load() {
 		return nil
 	}
 	name := s.config.ChannelPrefix + ProbeTopicPrefix + s.id + ":" + strconv.FormatUint(c.id, 10)
@@ -133,23 +139,24 @@ func (c *connection) probeMoved(sess *session, name string, pattern bool) {
 // waits for a probe. Called with mu held and a session.
 func (c *connection) probing() bool {
 	p := c.sess.probe
-	return p != nil && !c.probeOff && !p.moved
+	return p != nil && !c.s.probes.off.Load() && !p.moved
 }
 
-// disableProbes turns the probes of the connection off for good, saying
-// once why: Redis refused the probe channel (an ACL). The connection works
-// as without probes. Called with mu held.
+// disableProbes turns the probes of the Subscriber off for good, saying
+// once why (whichever connection sees it first): Redis refused the probe
+// channel (an ACL, which applies to every connection, those a sharded
+// Subscriber makes later included). The connections work as without
+// probes. Called with mu held.
 func (c *connection) disableProbes(what string, err error) {
-	if c.probeOff {
+	if !c.s.probes.off.CompareAndSwap(false, true) {
 		return
 	}
-	c.probeOff = true
 	pattern := c.s.config.ChannelPrefix + ProbeTopicPrefix + "*"
 	publish := "+publish"
 	if c.s.config.Sharded {
 		publish = "+spublish"
 	}
-	c.logger.Error("Redis refused the liveness probe: probes are off for this connection, which works as before "+
+	c.logger.Error("Redis refused the liveness probe: probes are off for this Subscriber, which works as before "+
 		"but a deaf connection (a failover behind a fixed address, a split brain) goes unnoticed; allow the user the channel pattern "+
 		pattern+" and "+publish+" (or set ProbeInterval negative)", err, watermill.LogFields{"refused": what})
 }

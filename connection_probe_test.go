@@ -173,7 +173,7 @@ func TestProbe_FramesAreNotRouted(t *testing.T) {
 }
 
 // An ACL that refuses the probe channel's SUBSCRIBE turns the probes of the
-// connection off, saying so once; the connection works as before, after a
+// Subscriber off, saying so once; the connection works as before, after a
 // reconnect too, and counts as ready.
 func TestProbe_RefusedSubscribeTurnsProbesOffOnce(t *testing.T) {
 	s, f, pr, logs := newProbedSubscriber(t, 50*time.Millisecond, nil)
@@ -183,6 +183,7 @@ func TestProbe_RefusedSubscribeTurnsProbesOffOnce(t *testing.T) {
 	fc.send("-NOPERM this user has no permissions to access one of the channels used as arguments\r\n")
 	out := subscribeOn(t, s, fc, p, "a")
 	require.NoError(t, s.Health(context.Background()))
+	require.True(t, s.probes.off.Load(), "off for the whole Subscriber")
 	_ = fc.conn.Close() // lost: the reconnect does not subscribe the probe again
 	fc2 := f.accept()
 	fc2.expect("SUBSCRIBE", "a")
@@ -194,13 +195,14 @@ func TestProbe_RefusedSubscribeTurnsProbesOffOnce(t *testing.T) {
 }
 
 // An ACL that refuses the probe's PUBLISH turns the probes of the
-// connection off in the same way.
+// Subscriber off in the same way.
 func TestProbe_RefusedPublishTurnsProbesOffOnce(t *testing.T) {
 	s, f, pr, logs := newProbedSubscriber(t, 50*time.Millisecond, nil)
 	pr.refuse = redisError("NOPERM User u has no permissions to access the '" + ProbeTopicPrefix + "x' channel")
 	fc := acceptProbed(t, s, f, pr, 1)
 	pr.nextProbe(t)
 	waitFor(t, func() bool { return probeRefusals(logs) == 1 })
+	require.True(t, s.probes.off.Load(), "off for the whole Subscriber")
 	require.NoError(t, s.Health(context.Background()))
 	out := subscribeOn(t, s, fc, pr.proto, "a")
 	_ = fc.conn.Close()
