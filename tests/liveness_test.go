@@ -78,7 +78,8 @@ func TestLivenessSentinelSplitBrain(t *testing.T) {
 // leaves the Subscriber's connection where it is and sends the client's
 // new connections elsewhere), then publishes until a message arrives again.
 // It requires that the connection was dropped as deaf, reconnected and
-// reported so, and logs the times it took.
+// reported so, and that both took less than two probe intervals (the times
+// are logged).
 func requireDeafDetected(t *testing.T, client redis.UniversalClient, split func()) {
 	disconnected := make(chan redispubsub.DisconnectEvent, 10)
 	reconnected := make(chan redispubsub.ReconnectEvent, 10)
@@ -135,6 +136,9 @@ func requireDeafDetected(t *testing.T, client redis.UniversalClient, split func(
 	testutil.Eventually(t, func() bool { return sub.Health(context.Background()) == nil }, "the Subscriber is healthy again")
 	t.Logf("probe interval %v: deaf connection detected %v after the split, delivery resumed after %v",
 		redispubsub.DefaultProbeInterval, detected.Round(time.Millisecond), resumed.Round(time.Millisecond))
+	// The README's guarantee: within two probe intervals.
+	require.Less(t, detected, 2*redispubsub.DefaultProbeInterval, "deaf connection detected within two probe intervals")
+	require.Less(t, resumed, 2*redispubsub.DefaultProbeInterval, "delivery resumed within two probe intervals")
 }
 
 // Probes are never delivered, not even to a pattern subscription that
