@@ -295,3 +295,30 @@ func TestProbe_RoundTripBoundsAreACopy(t *testing.T) {
 	require.Len(t, again.Bounds, len(probeBounds))
 	require.Equal(t, []uint64{1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2}, again.Buckets)
 }
+
+// Close cuts short a probe whose PUBLISH is under way and waits for it: once
+// Close returned, the probe's context has ended and the PUBLISH returned, no
+// other probe follows, and (checked at cleanup) no goroutine is left.
+func TestProbe_CloseEndsAProbeUnderWay(t *testing.T) {
+	s, f, pr, _ := newProbedSubscriber(t, time.Hour, nil)
+	publishing := make(chan struct{}, 10)
+	var cut, returned atomic.Bool
+	s.probePublish = func(ctx context.Context, _, _ string) error {
+		publishing <- struct{}{}
+		<-ctx.Done() // Redis does not answer
+		cut.Store(true)
+		defer returned.Store(true)
+		return ctx.Err()
+	}
+	acceptProbed(t, s, f, pr, 1)
+	select {
+	case <-publishing:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no probe published")
+	}
+	require.NoError(t, s.Close())
+	require.True(t, cut.Load(), "Close ended the probe's context")
+	require.True(t, returned.Load(), "Close waited for the probe's PUBLISH")
+	require.Empty(t, publishing, "no probe after the one Close cut short")
+	require.Zero(t, s.Stats().ProbesSent, "the probe cut short is not counted as sent")
+}

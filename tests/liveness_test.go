@@ -142,8 +142,8 @@ func requireDeafDetected(t *testing.T, client redis.UniversalClient, split func(
 }
 
 // Probes are never delivered, not even to a pattern subscription that
-// matches every channel of the prefix, and never count as received; a
-// closed Subscriber publishes none.
+// matches every channel of the prefix, and never count as received; what
+// the watcher saw before Close returned is numbered within the probes sent.
 func TestLivenessProbesAreNeverDeliveredAndStopWithClose(t *testing.T) {
 	srv := redistest.Start(t)
 	const prefix = "liveness:"
@@ -179,10 +179,9 @@ func TestLivenessProbesAreNeverDeliveredAndStopWithClose(t *testing.T) {
 	sent := sub.Stats().ProbesSent // one connection, one session: probes 1 to sent
 	// What the Subscriber published before Close returned may still be on
 	// its way to the watcher: a marker published by the test now comes
-	// after all of it, and after five intervals a probe still published
-	// would come before it. (An observation window, not a
-	// synchronisation: Close waited for every goroutine of the Subscriber.)
-	time.Sleep(5 * interval)
+	// after all of it. That Close ends a probe under way and waits for it,
+	// so that none is published after it, is TestProbe_CloseEndsAProbeUnderWay
+	// (on the fake socket, synchronised on the probe's PUBLISH).
 	marker := prefix + redispubsub.ProbeTopicPrefix + "marker"
 	require.NoError(t, srv.NewClient(t).Publish(context.Background(), marker, "end").Err())
 	seen := 0
