@@ -79,8 +79,6 @@ type connection struct {
 	// pingRefused is set once Redis answered a PING with an error (an ACL
 	// without +ping), which is logged once.
 	pingRefused bool
-	// probeOff is set once Redis refused the probe channel (connection_probe.go).
-	probeOff bool
 }
 
 // connState is where a connection stands; see the diagram on connection.
@@ -749,15 +747,18 @@ func restart(sns []*subscription) {
 	}
 }
 
-// fault drops sess's socket because of err, unless it broke already. The
-// reader then ends with err as the cause. Called with mu held.
-func (c *connection) fault(sess *session, err error) {
+// fault drops sess's socket because of err, unless it broke already (or is
+// not the connection's session, or the connection is closed), and reports
+// whether it dropped it. The reader then ends with err as the cause. Called
+// with mu held.
+func (c *connection) fault(sess *session, err error) bool {
 	if c.sess != sess || sess.broken != nil || c.state == stateClosed {
-		return
+		return false
 	}
 	sess.broken = err
 	c.setState(stateBroken)
 	_ = sess.conn.Close()
+	return true
 }
 
 // failAll ends every subscription of st, and those that waited for a refused

@@ -199,10 +199,7 @@ func (c *connection) take(sess *session) []*command {
 		}
 		cmd := batch[bk]
 		alone := p.alone[key]
-		// The probe channel may exceed the bound by one: 5,000 topics
-		// still take 5 SUBSCRIBEs.
-		full := cmd != nil && len(cmd.names) >= maxNamesPerCommand && !isProbe(sess, key.name, key.pattern)
-		if cmd == nil || full || alone {
+		if cmd == nil || len(cmd.names) == maxNamesPerCommand || alone {
 			cmd = &command{kind: cmdUnsubscribe, pattern: key.pattern}
 			if subscribe {
 				cmd.kind = cmdSubscribe

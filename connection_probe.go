@@ -27,19 +27,20 @@ import (
 // ProbeTopicPrefix starts the topic of every probe channel: a connection's
 // probe channel is ChannelPrefix + ProbeTopicPrefix + "<subscriber id>:<connection
 // number>" (in sharded mode on a cluster followed by ":{<tag>}", a hash tag
-// that puts it in a slot of the connection's node). Subscribe and
-// SubscribePattern refuse topics that start with it (ErrReservedTopic), and
-// what a pattern subscription receives on such a channel is never
-// delivered.
+// that puts it in a slot of the connection's node). Subscribe,
+// SubscribePattern and Publisher.Publish refuse topics that start with it
+// (ErrReservedTopic), and what a pattern subscription receives on such a
+// channel is never delivered.
 const ProbeTopicPrefix = "__rps:probe:"
 
 var (
 	// ErrConnectionDeaf is wrapped by the Cause of a ReconnectEvent (and a
 	// DisconnectEvent) of a connection that was dropped because a probe
-	// Redis accepted did not arrive on it within ProbeInterval.
+	// Redis accepted did not arrive on it within half a ProbeInterval.
 	ErrConnectionDeaf = errors.New("redispubsub: connection deaf: a liveness probe Redis accepted did not arrive")
 	// ErrReservedTopic is wrapped by the error of a Subscribe or
-	// SubscribePattern of a topic that starts with ProbeTopicPrefix.
+	// SubscribePattern of a topic that starts with ProbeTopicPrefix, and by
+	// that of a Publisher.Publish on such a topic, which sends nothing.
 	ErrReservedTopic = errors.New("redispubsub: topic reserved for liveness probes")
 )
 
@@ -75,18 +76,24 @@ func (p *probe) stop() {
 	}
 }
 
-// probeCounters are the Subscriber's probe figures (see SubscriberStats).
+// probeCounters are the Subscriber's probe figures (see SubscriberStats),
+// and whether its probes are off.
 type probeCounters struct {
 	sent, received, deaf atomic.Uint64
 	roundTrip            histogram
+	// off is set once Redis refused a probe channel or its PUBLISH (an
+	// ACL, which applies to every connection of the Subscriber); written
+	// only by disableProbes.
+	off atomic.Bool
 }
 
 // newProbe returns the probe of a session being connected, or nil when
-// probes are off, refused for this connection, or (sharded, on a cluster)
-// no channel in a slot of the node could be named. Called with mu held.
+// probes are off (ProbeInterval negative, or refused by Redis), or
+// (sharded, on a cluster) no channel in a slot of the node could be named.
+// Called with mu held.
 func (c *connection) newProbe() *probe {
 	s := c.s
-	if s.config.ProbeInterval < 0 || c.probeOff {
+	if s.config.ProbeInterval < 0 || s.probes.off.Load() {
 		return nil
 	}
 	name := s.config.ChannelPrefix + ProbeTopicPrefix + s.id + ":" + strconv.FormatUint(c.id, 10)
@@ -132,23 +139,24 @@ func (c *connection) probeMoved(sess *session, name string, pattern bool) {
 // waits for a probe. Called with mu held and a session.
 func (c *connection) probing() bool {
 	p := c.sess.probe
-	return p != nil && !c.probeOff && !p.moved
+	return p != nil && !c.s.probes.off.Load() && !p.moved
 }
 
-// disableProbes turns the probes of the connection off for good, saying
-// once why: Redis refused the probe channel (an ACL). The connection works
-// as without probes. Called with mu held.
+// disableProbes turns the probes of the Subscriber off for good, saying
+// once why (whichever connection sees it first): Redis refused the probe
+// channel (an ACL, which applies to every connection, those a sharded
+// Subscriber makes later included). The connections work as without
+// probes. Called with mu held.
 func (c *connection) disableProbes(what string, err error) {
-	if c.probeOff {
+	if !c.s.probes.off.CompareAndSwap(false, true) {
 		return
 	}
-	c.probeOff = true
 	pattern := c.s.config.ChannelPrefix + ProbeTopicPrefix + "*"
 	publish := "+publish"
 	if c.s.config.Sharded {
 		publish = "+spublish"
 	}
-	c.logger.Error("Redis refused the liveness probe: probes are off for this connection, which works as before "+
+	c.logger.Error("Redis refused the liveness probe: probes are off for this Subscriber, which works as before "+
 		"but a deaf connection (a failover behind a fixed address, a split brain) goes unnoticed; allow the user the channel pattern "+
 		pattern+" and "+publish+" (or set ProbeInterval negative)", err, watermill.LogFields{"refused": what})
 }
@@ -215,10 +223,9 @@ func (c *connection) runProbes(sess *session) {
 		}
 		if accepted && p.got.Load() < seq {
 			c.mu.Lock()
-			if c.sess == sess && c.state != stateClosed && sess.broken == nil {
+			if c.fault(sess, fmt.Errorf("%w: probe %d on %q not received %v after Redis accepted it", ErrConnectionDeaf, seq, p.channel, timeout)) {
 				c.s.probes.deaf.Add(1)
 			}
-			c.fault(sess, fmt.Errorf("%w: probe %d on %q not received %v after Redis accepted it", ErrConnectionDeaf, seq, p.channel, timeout))
 			c.mu.Unlock()
 			return
 		}
@@ -270,35 +277,40 @@ func (s *Subscriber) publishProbe(ctx context.Context, channel, body string) err
 	return s.config.Client.Publish(ctx, channel, body).Err()
 }
 
-// ProbeRoundTripBuckets are the upper bounds of the buckets of
-// SubscriberStats.ProbeRoundTrip.
-var ProbeRoundTripBuckets = []time.Duration{
+// probeBounds are the upper bounds of the buckets of the probes' round-trip
+// histogram, in increasing order. Never written: DurationHistogram.Bounds
+// hands out a copy.
+var probeBounds = [...]time.Duration{
 	time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond, 10 * time.Millisecond,
 	25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond,
 	500 * time.Millisecond, time.Second, 2500 * time.Millisecond, 5 * time.Second,
 }
 
 // DurationHistogram is a cumulative histogram of durations, as Prometheus
-// has them.
+// has them. Each one returned (by Stats) has slices of its own, which the
+// caller may keep and change.
 type DurationHistogram struct {
 	// Count and Sum are the number and the sum of the observations.
 	Count uint64
 	Sum   time.Duration
-	// Buckets[i] counts the observations of at most
-	// ProbeRoundTripBuckets[i] (so it includes Buckets[i-1]).
+	// Bounds are the upper bounds of the buckets, in increasing order
+	// (1 ms to 5 s for SubscriberStats.ProbeRoundTrip); Buckets has one
+	// count per bound: Buckets[i] counts the observations of at most
+	// Bounds[i] (so it includes Buckets[i-1]). Observations above the last
+	// bound are in Count only.
+	Bounds  []time.Duration
 	Buckets []uint64
 }
 
-// histogram records durations in ProbeRoundTripBuckets; safe for concurrent
-// use.
+// histogram records durations in probeBounds; safe for concurrent use.
 type histogram struct {
 	count, sum atomic.Uint64
-	buckets    [12]atomic.Uint64 // len(ProbeRoundTripBuckets)
+	buckets    [len(probeBounds)]atomic.Uint64
 }
 
 func (h *histogram) observe(d time.Duration) {
 	d = max(d, 0)
-	for i, bound := range ProbeRoundTripBuckets {
+	for i, bound := range probeBounds {
 		if d <= bound {
 			h.buckets[i].Add(1)
 			break
@@ -309,7 +321,12 @@ func (h *histogram) observe(d time.Duration) {
 }
 
 func (h *histogram) snapshot() DurationHistogram {
-	out := DurationHistogram{Count: h.count.Load(), Sum: time.Duration(h.sum.Load()), Buckets: make([]uint64, len(ProbeRoundTripBuckets))}
+	out := DurationHistogram{
+		Count:   h.count.Load(),
+		Sum:     time.Duration(h.sum.Load()),
+		Bounds:  append([]time.Duration(nil), probeBounds[:]...), // a copy: probeBounds is never written
+		Buckets: make([]uint64, len(probeBounds)),
+	}
 	var cumulative uint64
 	for i := range out.Buckets {
 		cumulative += h.buckets[i].Load()

@@ -173,7 +173,7 @@ func TestProbe_FramesAreNotRouted(t *testing.T) {
 }
 
 // An ACL that refuses the probe channel's SUBSCRIBE turns the probes of the
-// connection off, saying so once; the connection works as before, after a
+// Subscriber off, saying so once; the connection works as before, after a
 // reconnect too, and counts as ready.
 func TestProbe_RefusedSubscribeTurnsProbesOffOnce(t *testing.T) {
 	s, f, pr, logs := newProbedSubscriber(t, 50*time.Millisecond, nil)
@@ -183,6 +183,7 @@ func TestProbe_RefusedSubscribeTurnsProbesOffOnce(t *testing.T) {
 	fc.send("-NOPERM this user has no permissions to access one of the channels used as arguments\r\n")
 	out := subscribeOn(t, s, fc, p, "a")
 	require.NoError(t, s.Health(context.Background()))
+	require.True(t, s.probes.off.Load(), "off for the whole Subscriber")
 	_ = fc.conn.Close() // lost: the reconnect does not subscribe the probe again
 	fc2 := f.accept()
 	fc2.expect("SUBSCRIBE", "a")
@@ -194,13 +195,14 @@ func TestProbe_RefusedSubscribeTurnsProbesOffOnce(t *testing.T) {
 }
 
 // An ACL that refuses the probe's PUBLISH turns the probes of the
-// connection off in the same way.
+// Subscriber off in the same way.
 func TestProbe_RefusedPublishTurnsProbesOffOnce(t *testing.T) {
 	s, f, pr, logs := newProbedSubscriber(t, 50*time.Millisecond, nil)
 	pr.refuse = redisError("NOPERM User u has no permissions to access the '" + ProbeTopicPrefix + "x' channel")
 	fc := acceptProbed(t, s, f, pr, 1)
 	pr.nextProbe(t)
 	waitFor(t, func() bool { return probeRefusals(logs) == 1 })
+	require.True(t, s.probes.off.Load(), "off for the whole Subscriber")
 	require.NoError(t, s.Health(context.Background()))
 	out := subscribeOn(t, s, fc, pr.proto, "a")
 	_ = fc.conn.Close()
@@ -272,4 +274,51 @@ func TestProbe_DefaultIntervalIsTheREADMEs(t *testing.T) {
 	defer func() { _ = client.Close() }()
 	require.NoError(t, SubscriberConfig{Client: client, ProbeInterval: -1}.Validate())
 	require.ErrorIs(t, SubscriberConfig{Client: client, ProbeInterval: time.Millisecond}.Validate(), ErrInvalidConfig)
+}
+
+// The round-trip histogram's bounds come with each Stats, a copy: a caller
+// that changes or extends them changes nothing of the Subscriber's.
+func TestProbe_RoundTripBoundsAreACopy(t *testing.T) {
+	var h histogram
+	h.observe(3 * time.Millisecond)
+	h.observe(time.Minute) // above the last bound: in Count only
+	got := h.snapshot()
+	require.Equal(t, probeBounds[:], got.Bounds)
+	require.Len(t, got.Buckets, len(got.Bounds))
+	require.EqualValues(t, 2, got.Count)
+	require.Equal(t, []uint64{0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, got.Buckets)
+	got.Bounds[0] = time.Hour
+	got.Bounds = append(got.Bounds, 10*time.Second)
+	h.observe(time.Millisecond)
+	again := h.snapshot()
+	require.Equal(t, time.Millisecond, again.Bounds[0])
+	require.Len(t, again.Bounds, len(probeBounds))
+	require.Equal(t, []uint64{1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2}, again.Buckets)
+}
+
+// Close cuts short a probe whose PUBLISH is under way and waits for it: once
+// Close returned, the probe's context has ended and the PUBLISH returned, no
+// other probe follows, and (checked at cleanup) no goroutine is left.
+func TestProbe_CloseEndsAProbeUnderWay(t *testing.T) {
+	s, f, pr, _ := newProbedSubscriber(t, time.Hour, nil)
+	publishing := make(chan struct{}, 10)
+	var cut, returned atomic.Bool
+	s.probePublish = func(ctx context.Context, _, _ string) error {
+		publishing <- struct{}{}
+		<-ctx.Done() // Redis does not answer
+		cut.Store(true)
+		defer returned.Store(true)
+		return ctx.Err()
+	}
+	acceptProbed(t, s, f, pr, 1)
+	select {
+	case <-publishing:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no probe published")
+	}
+	require.NoError(t, s.Close())
+	require.True(t, cut.Load(), "Close ended the probe's context")
+	require.True(t, returned.Load(), "Close waited for the probe's PUBLISH")
+	require.Empty(t, publishing, "no probe after the one Close cut short")
+	require.Zero(t, s.Stats().ProbesSent, "the probe cut short is not counted as sent")
 }

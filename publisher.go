@@ -165,10 +165,16 @@ func NewPublisher(config PublisherConfig, logger watermill.LoggerAdapter) (*Publ
 // Pub/Sub keeps nothing): Stats counts the messages that reached no
 // subscriber. A channel that Redis refuses (an ACL without it: NOPERM) has
 // every message of the call refused, and the error wraps
-// ErrPublishRefused; other callers' messages are not affected.
+// ErrPublishRefused; other callers' messages are not affected. A topic that
+// starts with ProbeTopicPrefix is refused before anything is sent: the error
+// wraps ErrReservedTopic and the messages count as Failed.
 func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	if len(msgs) == 0 {
 		return nil
+	}
+	if err := reservedTopic(topic); err != nil {
+		p.failed.Add(uint64(len(msgs)))
+		return err
 	}
 	return p.publish(topic, msgs) // publisher_send.go
 }

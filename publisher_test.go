@@ -136,3 +136,20 @@ func TestPublisherConfigValidate(t *testing.T) {
 	_, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{}, nil)
 	require.ErrorIs(t, err, redispubsub.ErrInvalidConfig)
 }
+
+// Publish refuses a topic reserved for the liveness probes, which every
+// Subscriber would drop: the error wraps ErrReservedTopic, nothing is sent
+// (the client sends no command) and the messages count as Failed.
+func TestPublishReservedTopicIsRefused(t *testing.T) {
+	var trips roundTrips
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:0"})
+	t.Cleanup(func() { _ = client.Close() })
+	client.AddHook(&trips)
+	pub, err := redispubsub.NewPublisher(redispubsub.PublisherConfig{Client: client, ChannelPrefix: "app:"}, nil)
+	require.NoError(t, err)
+	defer pub.Close()
+	err = pub.Publish(redispubsub.ProbeTopicPrefix+"someone:1", message.NewMessage("a", []byte(`{}`)), message.NewMessage("b", []byte(`{}`)))
+	require.ErrorIs(t, err, redispubsub.ErrReservedTopic)
+	require.Equal(t, redispubsub.PublisherStats{Failed: 2}, pub.Stats())
+	require.Zero(t, trips.single.Load()+trips.pipelines.Load(), "nothing sent")
+}

@@ -33,8 +33,9 @@ type DisconnectEvent struct {
 // pattern resubscribed) and, with probes on, a probe published since it
 // connected has arrived on it (so a Subscriber is not ready until about one
 // round trip after it connected). Otherwise an error wrapping ErrNotReady
-// says which connection is not and why, or ErrSubscriberClosed. A connection
-// whose probe channel Redis refused (an ACL) counts as live without probes.
+// says which connection is not and why, or ErrSubscriberClosed. Once Redis
+// refused a probe channel or its PUBLISH (an ACL), the probes are off and
+// every connection counts as live without them.
 // It reads the Subscriber's state and sends nothing to Redis; ctx is only
 // checked first. Safe for concurrent use; meant for a readiness endpoint.
 func (s *Subscriber) Health(ctx context.Context) error {

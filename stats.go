@@ -84,10 +84,10 @@ type SubscriberStats struct {
 	// ProbesReceived those that arrived on their connection.
 	ProbesSent, ProbesReceived uint64
 	// DeafConnections counts the connections dropped because a probe Redis
-	// accepted did not arrive within ProbeInterval (each is also a
+	// accepted did not arrive within half a ProbeInterval (each is also a
 	// Reconnect, whose Cause wraps ErrConnectionDeaf).
 	DeafConnections uint64
 	// ProbeRoundTrip is the time from a probe's PUBLISH to its arrival, in
-	// ProbeRoundTripBuckets.
+	// buckets of 1 ms to 5 s (its Bounds).
 	ProbeRoundTrip DurationHistogram
 }

@@ -65,13 +65,11 @@ func (h *healthSources) get(name string) healther {
 // Redis, so a scrape stays cheap.
 func (c *Collector) collectLiveness(name string, s redispubsub.SubscriberStats, ch chan<- prometheus.Metric) {
 	h := s.ProbeRoundTrip
-	if len(h.Buckets) == len(redispubsub.ProbeRoundTripBuckets) {
-		buckets := make(map[float64]uint64, len(h.Buckets))
-		for i, n := range h.Buckets {
-			buckets[redispubsub.ProbeRoundTripBuckets[i].Seconds()] = n
-		}
-		ch <- prometheus.MustNewConstHistogram(roundTripDesc, h.Count, h.Sum.Seconds(), buckets, name)
+	buckets := make(map[float64]uint64, len(h.Bounds))
+	for i, bound := range h.Bounds {
+		buckets[bound.Seconds()] = h.Buckets[i] // one count per bound
 	}
+	ch <- prometheus.MustNewConstHistogram(roundTripDesc, h.Count, h.Sum.Seconds(), buckets, name)
 	if hs := c.health.get(name); hs != nil {
 		ready := 0.0
 		if hs.Health(context.Background()) == nil {
