@@ -199,7 +199,10 @@ func (c *connection) take(sess *session) []*command {
 		}
 		cmd := batch[bk]
 		alone := p.alone[key]
-		if cmd == nil || len(cmd.names) == maxNamesPerCommand || alone {
+		// The probe channel may exceed the bound by one: 5,000 topics
+		// still take 5 SUBSCRIBEs.
+		full := cmd != nil && len(cmd.names) >= maxNamesPerCommand && !isProbe(sess, key.name, key.pattern)
+		if cmd == nil || full || alone {
 			cmd = &command{kind: cmdUnsubscribe, pattern: key.pattern}
 			if subscribe {
 				cmd.kind = cmdSubscribe
