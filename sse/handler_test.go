@@ -199,7 +199,7 @@ func TestHandler_MaxStreams(t *testing.T) {
 // did not write is counted as dropped, and logged with its end.
 func TestHandler_SlowClientIsDisconnectedOthersGoOn(t *testing.T) {
 	logs := &infoLog{}
-	pub, _, h, ts := serveRedis(t, sse.Config{Authorize: allowAll, Logger: logs})
+	pub, sub, h, ts := serveRedis(t, sse.Config{Authorize: allowAll, Logger: logs})
 
 	reader := ts.get(t, "/events?topic=tick", nil)
 	stalled := ts.get(t, "/events?topic=tick", nil) // reads nothing until told
@@ -224,6 +224,10 @@ func TestHandler_SlowClientIsDisconnectedOthersGoOn(t *testing.T) {
 		require.Contains(t, ev.data, fmt.Sprintf(`"payload":%d,`, i))
 	}
 	testutil.Eventually(t, func() bool { return h.Stats().SlowDisconnects == 1 }, "the stalled client counted as slow")
+	// Both streams took (and Acked) every message before the stalled one
+	// reads: a message its subscription still held when the stream ended
+	// would be the Subscriber's Discarded, not the stream's Dropped.
+	testutil.Eventually(t, func() bool { return sub.Stats().Acked == uint64(2*n) }, "both streams took every message")
 
 	// What the writer had in hand when the client stalled, then the end.
 	var got []event
@@ -241,6 +245,7 @@ func TestHandler_SlowClientIsDisconnectedOthersGoOn(t *testing.T) {
 	testutil.Eventually(t, func() bool { return h.Stats().Open == 1 }, "the slow stream ended")
 	dropped := uint64(n - (len(got) - 1))
 	assert.Equal(t, dropped, h.Stats().Dropped, "every message the stalled stream did not write")
+	assert.Zero(t, sub.Stats().Discarded, "no message was left in a subscription")
 	assert.Equal(t, []watermill.LogFields{{"buffer": sse.DefaultBuffer, "dropped": dropped}},
 		logs.fields("sse: client disconnected: it fell a whole buffer behind"))
 
