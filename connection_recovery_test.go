@@ -121,3 +121,164 @@ func (g *readGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 		return next(ctx, cmds)
 	}
 }
+
+// At most maxHistoryReadsAtOnce history reads of a Subscriber run at once:
+// when every channel of a pattern skips an offset together, their histories
+// are read that many at a time, and every channel recovers.
+func TestHistoryReadsAtOnceAreBounded(t *testing.T) {
+	srv := redistest.Start(t)
+	client := srv.NewClient(t)
+	pub, err := NewPublisher(PublisherConfig{Client: srv.NewClient(t), History: History{Size: 100}}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pub.Close() })
+	readClient := srv.NewClient(t)
+	reads := newReadCounter()
+	readClient.AddHook(reads)
+	sub, err := NewSubscriber(SubscriberConfig{Client: readClient, Recover: true}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ch, err := sub.SubscribePattern(ctx, "many.*")
+	require.NoError(t, err)
+
+	const channels = 3 * maxHistoryReadsAtOnce
+	topic := func(i int) string { return "many." + strconv.Itoa(i) }
+	for i := range channels {
+		require.NoError(t, pub.Publish(topic(i), message.NewMessage("first", []byte(`{}`))))
+	}
+	for range channels {
+		testutil.Receive(t, ch).Ack()
+	}
+	// Offset 2 of every channel enters its history alone: offset 3 skips.
+	for i := range channels {
+		skipOffset(t, ctx, client, topic(i))
+		require.NoError(t, pub.Publish(topic(i), message.NewMessage("third", []byte(`{}`))))
+	}
+	for range maxHistoryReadsAtOnce {
+		testutil.Wait(t, reads.entered, "a history read")
+	}
+	testutil.Eventually(t, func() bool { return sub.Stats().Received == 2*channels }, "every skip read")
+	close(reads.open)
+
+	offsets := map[string][]uint64{}
+	for range 2 * channels {
+		msg := testutil.Receive(t, ch)
+		pos, ok := PositionOf(msg)
+		require.True(t, ok)
+		name := msg.Metadata.Get(MetadataTopic)
+		offsets[name] = append(offsets[name], pos.Offset)
+		msg.Ack()
+	}
+	for i := range channels {
+		assert.Equal(t, []uint64{2, 3}, offsets[topic(i)], topic(i))
+	}
+	assert.Equal(t, maxHistoryReadsAtOnce, reads.most(), "history reads at once")
+	stats := sub.Stats()
+	assert.Equal(t, uint64(2*channels), stats.Recovered)
+	assert.Zero(t, stats.Unrecovered)
+	cancel()
+}
+
+// A pattern subscription follows the histories of maxRecoveredChannels of
+// the channels it matched; the messages of a channel past them are
+// delivered as they come, neither recovered nor counted as gaps, while the
+// channels within still recover.
+func TestRecoveredChannelsOfAPatternAreBounded(t *testing.T) {
+	srv := redistest.Start(t)
+	client := srv.NewClient(t)
+	pub, err := NewPublisher(PublisherConfig{Client: srv.NewClient(t), History: History{Size: 10}}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pub.Close() })
+	sub, err := NewSubscriber(SubscriberConfig{Client: srv.NewClient(t), Recover: true}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ch, err := sub.SubscribePattern(ctx, "wide.*")
+	require.NoError(t, err)
+
+	// Published one after the other, so that they arrive in this order:
+	// the last channel is the one past the bound.
+	topic := func(i int) string { return "wide." + strconv.Itoa(i) }
+	for i := range maxRecoveredChannels + 1 {
+		require.NoError(t, pub.Publish(topic(i), message.NewMessage("first", []byte(`{}`))))
+	}
+	for range maxRecoveredChannels + 1 {
+		testutil.Receive(t, ch).Ack()
+	}
+	within, past := topic(0), topic(maxRecoveredChannels)
+	for _, name := range []string{within, past} {
+		skipOffset(t, ctx, client, name)
+		require.NoError(t, pub.Publish(name, message.NewMessage("third", []byte(`{}`))))
+	}
+	offsets := map[string][]uint64{}
+	for range 3 {
+		msg := testutil.Receive(t, ch)
+		pos, ok := PositionOf(msg)
+		require.True(t, ok)
+		name := msg.Metadata.Get(MetadataTopic)
+		offsets[name] = append(offsets[name], pos.Offset)
+		msg.Ack()
+	}
+	assert.Equal(t, map[string][]uint64{within: {2, 3}, past: {3}}, offsets)
+	stats := sub.Stats()
+	assert.Equal(t, uint64(2), stats.Recovered)
+	assert.Zero(t, stats.Gaps)
+	assert.Zero(t, stats.Unrecovered)
+	cancel()
+}
+
+// skipOffset puts the next offset of channel's history in it without
+// publishing it (a copy of its last record): the next message published
+// skips it.
+func skipOffset(t *testing.T, ctx context.Context, client redis.UniversalClient, channel string) {
+	t.Helper()
+	list, meta, err := historyKeys(channel)
+	require.NoError(t, err)
+	require.NoError(t, client.HIncrBy(ctx, meta, "s", 1).Err())
+	require.NoError(t, client.RPush(ctx, list, client.LIndex(ctx, list, -1).Val()).Err())
+}
+
+// readCounter is a go-redis hook that holds every history read (a
+// transaction with an LRANGE) until open is closed, saying so on entered,
+// and keeps the most that waited at once.
+type readCounter struct {
+	entered chan struct{}
+	open    chan struct{}
+
+	mu        sync.Mutex
+	now, peak int
+}
+
+func newReadCounter() *readCounter {
+	return &readCounter{entered: make(chan struct{}, 1024), open: make(chan struct{})}
+}
+
+func (c *readCounter) most() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peak
+}
+
+func (c *readCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *readCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (c *readCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if !slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return c.Name() == "lrange" }) {
+			return next(ctx, cmds)
+		}
+		c.mu.Lock()
+		c.now++
+		c.peak = max(c.peak, c.now)
+		c.mu.Unlock()
+		c.entered <- struct{}{}
+		<-c.open
+		c.mu.Lock()
+		c.now--
+		c.mu.Unlock()
+		return next(ctx, cmds)
+	}
+}
