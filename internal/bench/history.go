@@ -47,6 +47,9 @@ type HistoryConfig struct {
 type HistoryReport struct {
 	Config     HistoryConfig
 	Raw        float64 // raw go-redis PUBLISH, msg/s
+	RawH       float64 // raw go-redis with a history: rawHistoryScript per message, msg/s
+	RawE2E     float64 // raw go-redis PUBLISH to a raw go-redis PubSub, end to end, msg/s
+	RawE2EH    float64 // raw go-redis rawHistoryScript to a raw go-redis PubSub, end to end, msg/s
 	Publish    float64 // adapter without history, msg/s
 	PublishH   float64 // adapter with history, msg/s
 	E2E        float64 // adapter without history, end to end, msg/s
@@ -73,7 +76,7 @@ type centrifugeResult struct {
 func RunHistory(ctx context.Context, cfg HistoryConfig) (*HistoryReport, error) {
 	rep := &HistoryReport{Config: cfg}
 	history := redispubsub.History{Size: cfg.Held, TTL: 5 * time.Minute}
-	var raw, pub, pubH, e2e, e2eH, rawReads, reads, recoveries []float64
+	var raw, rawH, rawE2E, rawE2EH, pub, pubH, e2e, e2eH, rawReads, reads, recoveries []float64
 	for round := range cfg.Rounds {
 		topic := fmt.Sprintf("history.%d", round)
 		steps := []struct {
@@ -81,7 +84,10 @@ func RunHistory(ctx context.Context, cfg HistoryConfig) (*HistoryReport, error) 
 			into *[]float64
 			run  func() (float64, error)
 		}{
-			{"raw PUBLISH", &raw, func() (float64, error) { return rawPublishRate(ctx, cfg, topic+".raw") }},
+			{"raw PUBLISH", &raw, func() (float64, error) { return rawRate(ctx, cfg, topic+".raw", false, false) }},
+			{"raw with history", &rawH, func() (float64, error) { return rawRate(ctx, cfg, topic+".rawh", true, false) }},
+			{"raw end to end", &rawE2E, func() (float64, error) { return rawRate(ctx, cfg, topic+".rawe", false, true) }},
+			{"raw end to end with history", &rawE2EH, func() (float64, error) { return rawRate(ctx, cfg, topic+".raweh", true, true) }},
 			{"publish", &pub, func() (float64, error) { return adapterRate(ctx, cfg, topic+".p", redispubsub.History{}, false) }},
 			{"publish with history", &pubH, func() (float64, error) { return adapterRate(ctx, cfg, topic+".ph", history, false) }},
 			{"end to end", &e2e, func() (float64, error) { return adapterRate(ctx, cfg, topic+".e", redispubsub.History{}, true) }},
@@ -103,6 +109,7 @@ func RunHistory(ctx context.Context, cfg HistoryConfig) (*HistoryReport, error) 
 			}
 		}
 	}
+	rep.RawH, rep.RawE2E, rep.RawE2EH = median(rawH), median(rawE2E), median(rawE2EH)
 	rep.Raw, rep.Publish, rep.PublishH, rep.E2E, rep.E2EH = median(raw), median(pub), median(pubH), median(e2e), median(e2eH)
 	rep.RawRead, rep.Read, rep.Recovery = median(rawReads), median(reads), median(recoveries)
 	// Each round's recovery topic holds Held messages: the median of what
@@ -127,14 +134,57 @@ func RunHistory(ctx context.Context, cfg HistoryConfig) (*HistoryReport, error) 
 	return rep, nil
 }
 
-// rawPublishRate: go-redis PUBLISH from Publishers goroutines, one
-// message per command.
-func rawPublishRate(ctx context.Context, cfg HistoryConfig, topic string) (float64, error) {
-	client := cfg.NewClient()
-	defer client.Close()
+// rawHistoryScript is the bare limit of a history kept on publish, run by
+// raw go-redis once per message: it appends the payload to a capped list
+// (KEYS[1], ARGV[2] entries), counts the channel's offset in a hash
+// (KEYS[2]) and publishes the payload on ARGV[3]. The adapter's script does
+// this and more: each message's record and body carry its offset and the
+// history's epoch, and a retried pipeline is told apart.
+var rawHistoryScript = redis.NewScript(`
+local n = redis.call('RPUSH', KEYS[1], ARGV[1])
+if n > tonumber(ARGV[2]) then
+	redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+end
+redis.call('HINCRBY', KEYS[2], 's', 1)
+return redis.call('PUBLISH', ARGV[3], ARGV[1])
+`)
+
+// rawRate: raw go-redis from Publishers goroutines, one message per
+// command: PUBLISH, or with history rawHistoryScript (EVALSHA); with
+// consume, end to end to a raw go-redis PubSub of the channel.
+func rawRate(ctx context.Context, cfg HistoryConfig, topic string, history, consume bool) (float64, error) {
+	pc, sc := cfg.NewClient(), cfg.NewClient()
+	defer pc.Close()
+	defer sc.Close()
 	body := payload(cfg.Size)
 	channel := cfg.Prefix + topic
-	return parallel(cfg, func() error { return client.Publish(ctx, channel, body).Err() })
+	send := func() error { return pc.Publish(ctx, channel, body).Err() }
+	if history {
+		keys := []string{"{" + channel + "}:raw-list", "{" + channel + "}:raw-meta"}
+		defer pc.Del(context.WithoutCancel(ctx), keys...)
+		send = func() error { return rawHistoryScript.Run(ctx, pc, keys, body, cfg.Held, channel).Err() }
+	}
+	if !consume {
+		return parallel(cfg, send)
+	}
+	return endToEnd(cfg, send, func(received func()) (func(), error) {
+		ps := sc.Subscribe(ctx, channel)
+		if _, err := ps.Receive(ctx); err != nil { // the confirmation
+			_ = ps.Close()
+			return nil, err
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				if _, err := ps.ReceiveMessage(context.Background()); err != nil {
+					return // closed
+				}
+				received()
+			}
+		}()
+		return func() { _ = ps.Close(); <-done }, nil
+	})
 }
 
 // parallel runs send from Publishers goroutines for Duration and returns
@@ -185,36 +235,52 @@ func adapterRate(ctx context.Context, cfg HistoryConfig, topic string, h redispu
 	if !consume {
 		return parallel(cfg, send)
 	}
-	sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{Client: sc, ChannelPrefix: cfg.Prefix}, nil)
-	if err != nil {
-		return 0, err
-	}
-	defer sub.Close()
-	subCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	msgs, err := sub.Subscribe(subCtx, topic)
-	if err != nil {
-		return 0, err
-	}
-	// The publishers stay at most maxInFlight messages ahead of the
-	// consumer, as in the other end-to-end cases.
+	return endToEnd(cfg, send, func(received func()) (func(), error) {
+		sub, err := redispubsub.NewSubscriber(redispubsub.SubscriberConfig{Client: sc, ChannelPrefix: cfg.Prefix}, nil)
+		if err != nil {
+			return nil, err
+		}
+		subCtx, cancel := context.WithCancel(ctx)
+		msgs, err := sub.Subscribe(subCtx, topic)
+		if err != nil {
+			cancel()
+			_ = sub.Close()
+			return nil, err
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for msg := range msgs {
+				msg.Ack()
+				received()
+			}
+		}()
+		return func() { cancel(); <-done; _ = sub.Close() }, nil
+	})
+}
+
+// endToEnd runs send from Publishers goroutines for Duration, to a consumer
+// that consume starts, calling received for each message, and that its
+// stop ends. The publishers stay at most maxInFlight messages ahead of the
+// consumer, as in the other end-to-end cases. It returns the messages per
+// second from the first sent until every one arrived.
+func endToEnd(cfg HistoryConfig, send func() error, consume func(received func()) (stop func(), err error)) (float64, error) {
 	window := make(chan struct{}, maxInFlight)
 	// all is closed once the consumer received what was sent: target, set
 	// when the publishers are done (0 until then).
 	var received, target atomic.Uint64
 	all := make(chan struct{})
 	var allOnce sync.Once
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for msg := range msgs {
-			msg.Ack()
-			if n := received.Add(1); n == target.Load() {
-				allOnce.Do(func() { close(all) })
-			}
-			<-window
+	stop, err := consume(func() {
+		if n := received.Add(1); n == target.Load() {
+			allOnce.Do(func() { close(all) })
 		}
-	}()
+		<-window
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
 	var sent atomic.Uint64
 	start := time.Now()
 	if _, err := parallel(cfg, func() error {
@@ -233,10 +299,7 @@ func adapterRate(ctx context.Context, cfg HistoryConfig, topic string, h redispu
 	case <-time.After(30 * time.Second):
 		return 0, fmt.Errorf("received %d of %d", received.Load(), sent.Load())
 	}
-	elapsed := time.Since(start)
-	cancel()
-	<-done
-	return float64(sent.Load()) / elapsed.Seconds(), nil
+	return float64(sent.Load()) / time.Since(start).Seconds(), nil
 }
 
 // recoveryTimes are what recoveryTime measures, in seconds.
@@ -395,9 +458,9 @@ func (r *HistoryReport) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "\n### History and recovery (%d goroutines publishing single %d B messages; history of %s)\n\n",
 		c.Publishers, c.Size, formatCount(c.Held))
-	b.WriteString("| | raw go-redis | adapter | adapter with history | centrifuge with history | centrifuge without | with history / centrifuge |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|\n")
-	row := func(name string, raw, plain, hist, centH, centN float64, unit Unit, higherBetter bool) {
+	b.WriteString("| | raw go-redis | raw go-redis with history | adapter | adapter with history | centrifuge with history | centrifuge without | with history / centrifuge |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	row := func(name string, raw, rawH, plain, hist, centH, centN float64, unit Unit, higherBetter bool) {
 		cell := func(v float64) string {
 			if v == 0 {
 				return ""
@@ -412,19 +475,22 @@ func (r *HistoryReport) WriteTable(w io.Writer) error {
 			}
 			ratio = formatRatio(q)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", name, cell(raw), cell(plain), cell(hist), cell(centH), cell(centN), ratio)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", name, cell(raw), cell(rawH), cell(plain), cell(hist), cell(centH), cell(centN), ratio)
 	}
-	row("publish (msg/s)", r.Raw, r.Publish, r.PublishH,
+	row("publish (msg/s)", r.Raw, r.RawH, r.Publish, r.PublishH,
 		cent(func(c *centrifugeResult) float64 { return c.PublishHistory }),
 		cent(func(c *centrifugeResult) float64 { return c.PublishNoHistory }), PerSecond, true)
-	row("end to end (msg/s)", 0, r.E2E, r.E2EH, cent(func(c *centrifugeResult) float64 { return c.E2EHistory }), 0, PerSecond, true)
+	row("end to end (msg/s)", r.RawE2E, r.RawE2EH, r.E2E, r.E2EH, cent(func(c *centrifugeResult) float64 { return c.E2EHistory }), 0, PerSecond, true)
 	row(fmt.Sprintf("read the last %s from the history (raw: LRANGE; adapter: SubscribeFrom until it returned, records not yet decoded; "+
-		"centrifuge: History, decoded)", formatCount(c.Held)), r.RawRead, 0, r.Read,
+		"centrifuge: History, decoded)", formatCount(c.Held)), r.RawRead, 0, 0, r.Read,
 		cent(func(c *centrifugeResult) float64 { return c.HistoryRead }), 0, Seconds, false)
-	row(fmt.Sprintf("recover %s missed (SubscribeFrom, until all Acked)", formatCount(c.Held)), 0, 0, r.Recovery,
+	row(fmt.Sprintf("recover %s missed (SubscribeFrom, until all Acked)", formatCount(c.Held)), 0, 0, 0, r.Recovery,
 		cent(func(c *centrifugeResult) float64 { return c.HistoryRead }), 0, Seconds, false)
-	row("Redis memory per held message (raw: a list of the bare payloads)", r.RawHeld, 0, r.BytesHeld,
+	row("Redis memory per held message (raw: a list of the bare payloads)", r.RawHeld, 0, 0, r.BytesHeld,
 		cent(func(c *centrifugeResult) float64 { return c.BytesPerHeld }), 0, Bytes, false)
+	b.WriteString("\nraw go-redis with history: one script per message (EVALSHA) that RPUSHes the payload to a capped list, " +
+		"counts the channel's offset (HINCRBY) and PUBLISHes the payload: the bare limit of the adapter's history, " +
+		"whose records and bodies also carry each message's offset and the history's epoch.\n")
 	switch {
 	case r.Centrifuge != nil:
 		fmt.Fprintf(&b, "\nRatios: higher is better for the adapter (rates: adapter / centrifuge; times and memory: centrifuge / adapter). "+
