@@ -45,8 +45,6 @@ var ErrNameTaken = errors.New("metrics: name empty or already taken")
 type Collector struct {
 	pubs *family[redispubsub.PublisherStats]
 	subs *family[redispubsub.SubscriberStats]
-	// health holds the Subscribers' readiness (liveness.go).
-	health healthSources
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -67,7 +65,7 @@ func NewCollector() *Collector {
 // Collector has it. The Collector does not close p, and keeps reading it
 // until RemovePublisher.
 func (c *Collector) AddPublisher(name string, p Publisher) error {
-	return c.pubs.add(name, p.Stats)
+	return c.pubs.add(name, p, p.Stats)
 }
 
 // AddSubscriber exports s's Stats with the label name="name", as
@@ -77,21 +75,14 @@ func (c *Collector) AddPublisher(name string, p Publisher) error {
 // When s also has a Health method (as *redispubsub.Subscriber has), its
 // readiness is exported too.
 func (c *Collector) AddSubscriber(name string, s Subscriber) error {
-	if err := c.subs.add(name, s.Stats); err != nil {
-		return err
-	}
-	c.health.add(name, s)
-	return nil
+	return c.subs.add(name, s, s.Stats)
 }
 
 // RemovePublisher stops exporting the Publisher added under name, if any.
 func (c *Collector) RemovePublisher(name string) { c.pubs.remove(name) }
 
 // RemoveSubscriber stops exporting the Subscriber added under name, if any.
-func (c *Collector) RemoveSubscriber(name string) {
-	c.subs.remove(name)
-	c.health.remove(name)
-}
+func (c *Collector) RemoveSubscriber(name string) { c.subs.remove(name) }
 
 // Describe implements prometheus.Collector: it sends the description of
 // every metric, whether or not a Publisher or Subscriber was added.
@@ -112,29 +103,36 @@ type family[S any] struct {
 	stats []stat[S]
 	descs []*prometheus.Desc
 	// extra, when set, sends the metrics of a source that are not one
-	// figure each (described by extraDescs).
-	extra      func(name string, s S, ch chan<- prometheus.Metric)
+	// figure each (described by extraDescs): of is what was added.
+	extra      func(name string, of any, s S, ch chan<- prometheus.Metric)
 	extraDescs []*prometheus.Desc
 
 	mu      sync.Mutex
-	sources map[string]func() S
+	sources map[string]source[S]
+}
+
+// source is a Publisher or Subscriber added to a family: of, whose Stats
+// method is stats.
+type source[S any] struct {
+	of    any
+	stats func() S
 }
 
 func newFamily[S any](prefix string, stats []stat[S]) *family[S] {
-	f := &family[S]{stats: stats, sources: make(map[string]func() S)}
+	f := &family[S]{stats: stats, sources: make(map[string]source[S])}
 	for _, st := range stats {
 		f.descs = append(f.descs, prometheus.NewDesc(prefix+st.name, st.help, []string{"name"}, nil))
 	}
 	return f
 }
 
-func (f *family[S]) add(name string, stats func() S) error {
+func (f *family[S]) add(name string, of any, stats func() S) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, taken := f.sources[name]; taken || name == "" {
 		return fmt.Errorf("%w: %q", ErrNameTaken, name)
 	}
-	f.sources[name] = stats
+	f.sources[name] = source[S]{of, stats}
 	return nil
 }
 
@@ -154,18 +152,22 @@ func (f *family[S]) describe(ch chan<- *prometheus.Desc) {
 }
 
 func (f *family[S]) collect(ch chan<- prometheus.Metric) {
+	type read struct {
+		of    any
+		stats S
+	}
 	f.mu.Lock()
-	snapshot := make(map[string]S, len(f.sources))
-	for name, stats := range f.sources {
-		snapshot[name] = stats()
+	snapshot := make(map[string]read, len(f.sources))
+	for name, src := range f.sources {
+		snapshot[name] = read{src.of, src.stats()}
 	}
 	f.mu.Unlock()
-	for name, s := range snapshot {
+	for name, r := range snapshot {
 		for i, st := range f.stats {
-			ch <- prometheus.MustNewConstMetric(f.descs[i], st.kind, st.value(s), name)
+			ch <- prometheus.MustNewConstMetric(f.descs[i], st.kind, st.value(r.stats), name)
 		}
 		if f.extra != nil {
-			f.extra(name, s, ch)
+			f.extra(name, r.of, r.stats, ch)
 		}
 	}
 }
