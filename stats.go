@@ -38,8 +38,11 @@ type SubscriberStats struct {
 	// decoding.
 	Oversized uint64
 	// Discarded counts messages still queued, or waiting for their Ack, when
-	// their subscription ended or the Subscriber closed, and those routed to
-	// a subscription in the moment it ended.
+	// their subscription ended or the Subscriber closed (with SubscribeFrom,
+	// also the history's messages not handed out yet), and those routed to
+	// a subscription in the moment it ended. A message answered before its
+	// subscription ended counts as Acked or Nacked (a Nacked one that could
+	// not be delivered again is Discarded too).
 	Discarded uint64
 	// Reconnects counts connections re-established after a loss.
 	Reconnects uint64

@@ -105,13 +105,15 @@ func (s *Subscriber) historyAfter(ctx context.Context, topic string, from Positi
 func (s *Subscriber) deliverFrom(ctx context.Context, out chan<- *message.Message, channel string, history historyRead,
 	live <-chan *message.Message, from Position) {
 	last := from.Offset
-	for _, e := range history.entries {
+	for i, e := range history.entries {
 		last = e.offset
 		msg, err := e.incoming(channel, false, history.epoch).decode(s)
 		if err != nil {
 			continue // counted and logged
 		}
 		if !s.handOver(ctx, out, msg) {
+			// This one and the rest of the history are not delivered.
+			s.stats.discarded.Add(uint64(len(history.entries) - i))
 			return
 		}
 		s.stats.recovered.Add(1)
@@ -131,7 +133,8 @@ func (s *Subscriber) deliverFrom(ctx context.Context, out chan<- *message.Messag
 
 // handOver delivers msg on out until it is acknowledged, redelivering a
 // copy after each Nack. It reports false when ctx ended first (ctx ends
-// with the Subscriber, too).
+// with the Subscriber, too); msg is then not delivered, and its caller
+// counts it as discarded.
 func (s *Subscriber) handOver(ctx context.Context, out chan<- *message.Message, msg *message.Message) bool {
 	for attempt := msg; ; attempt = msg.Copy() {
 		attempt.SetContext(ctx)
@@ -141,13 +144,22 @@ func (s *Subscriber) handOver(ctx context.Context, out chan<- *message.Message, 
 		case <-ctx.Done():
 			return false
 		}
+		answer := ended
 		select {
 		case <-attempt.Acked():
+			answer = acked
+		case <-attempt.Nacked():
+			answer = nacked
+		case <-ctx.Done():
+			answer = answerOf(attempt)
+		}
+		switch answer {
+		case acked:
 			s.stats.acked.Add(1)
 			return true
-		case <-attempt.Nacked():
+		case nacked:
 			s.stats.nacked.Add(1)
-		case <-ctx.Done():
+		default:
 			return false
 		}
 		if d := s.config.NackResendSleep; d > 0 {

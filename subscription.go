@@ -508,17 +508,28 @@ func (sn *subscription) send(msg *message.Message) bool {
 // awaitAnswer waits for msg's Ack or Nack, unless the subscription ends
 // first.
 func (sn *subscription) awaitAnswer(msg *message.Message) answer {
-	for {
-		select {
-		case <-msg.Acked():
-			return acked
-		case <-msg.Nacked():
-			return nacked
-		case <-sn.stop:
-			return ended
-		case <-sn.consumerDone:
-			return ended
-		}
+	select {
+	case <-msg.Acked():
+		return acked
+	case <-msg.Nacked():
+		return nacked
+	case <-sn.stop:
+	case <-sn.consumerDone:
+	}
+	return answerOf(msg)
+}
+
+// answerOf returns msg's answer when it has one, else ended. A consumer
+// that answers and then ends its subscription has its answer counted,
+// whichever of the two a select saw first.
+func answerOf(msg *message.Message) answer {
+	select {
+	case <-msg.Acked():
+		return acked
+	case <-msg.Nacked():
+		return nacked
+	default:
+		return ended
 	}
 }
 
