@@ -574,6 +574,8 @@ func faultCheckGaps(t testing.TB, sub *redispubsub.Subscriber, gaps *faultGaps, 
 				c.name, topic, published[topic], c.received(topic), len(missing))
 		}
 	}
+	// OnGap runs on the hooks' goroutine, after the gap is counted.
+	testutil.Eventually(t, func() bool { return gaps.total() == sub.Stats().Gaps }, "OnGap called for every gap counted")
 	for topic, want := range wantByTopic {
 		require.Equal(t, want, gaps.missing(topic), "the GapEvents of %s name exactly the messages never received", topic)
 	}

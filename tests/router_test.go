@@ -276,6 +276,9 @@ func wmShutdownUnderLoad(t *testing.T, shutdown func(r *message.Router, cancelRu
 		handled          atomic.Int64
 		started          atomic.Int64
 		finished         atomic.Int64
+		// at orders a call's end against the shutdown's return: a call
+		// counted in handled before it is counted in finished after.
+		at sync.Mutex
 	)
 	r := wmNewRouter(t)
 	r.AddMiddleware(middleware.Recoverer)
@@ -285,6 +288,8 @@ func wmShutdownUnderLoad(t *testing.T, shutdown func(r *message.Router, cancelRu
 				started.Add(1)
 			}
 			time.Sleep(100 * time.Microsecond) // some work
+			at.Lock()
+			defer at.Unlock()
 			handled.Add(1)
 			if shutdownReturned.Load() {
 				finished.Add(1)
@@ -327,8 +332,10 @@ func wmShutdownUnderLoad(t *testing.T, shutdown func(r *message.Router, cancelRu
 
 	testutil.Eventually(t, func() bool { return handled.Load() >= 300 }, "the handlers are busy")
 	shutdown(r, cancelRun, runDone)
+	at.Lock()
 	shutdownReturned.Store(true)
 	handledAtShutdown := handled.Load()
+	at.Unlock()
 
 	// Publishing goes on: 500 more messages that nobody handles.
 	publishedAtShutdown := published.Load()
