@@ -2,10 +2,11 @@ package redispubsub
 
 // The send path of the Publisher, in the order a message takes it:
 //
-//   - publish: the call's context, then enqueue;
-//   - enqueue (under Publisher.mu): stamp and encode every message (encode,
-//     sequence), then append the call to the queue of its node (nodeOf,
-//     queueFor);
+//   - publish: the call's context; with a history, encodeWithHistory
+//     encodes the messages and their records off the lock; then enqueue;
+//   - enqueue (under Publisher.mu): stamp and encode every message, or
+//     number those encoded with a history (encode, sequence), then append
+//     the call to the queue of its node (nodeOf, queueFor);
 //   - the queue is sent batch after batch, one batch on the wire at a time:
 //     by the calling goroutine when the queue was idle (sendInline), else by
 //     the queue's writer goroutine (write, nextBatch); takeBatch coalesces
@@ -59,6 +60,12 @@ func (p *Publisher) publish(topic string, msgs []*message.Message) error {
 	call := &publishCall{
 		ctx: ctx, topic: topic, channel: p.config.ChannelPrefix + topic, msgs: msgs,
 		done: make(chan struct{}),
+	}
+	if p.config.History.enabled() {
+		if err := p.encodeWithHistory(call); err != nil {
+			p.failed.Add(uint64(len(msgs)))
+			return err
+		}
 	}
 	q, sendHere, err := p.enqueue(call, p.nodeOf(ctx, call.channel))
 	if err != nil {
@@ -120,9 +127,10 @@ func (p *Publisher) nodeOf(ctx context.Context, channel string) string {
 	return master.Options().Addr
 }
 
-// enqueue stamps and encodes the messages of call and queues it for node,
-// or for the node its channel stays with. Both happen under mu, so that
-// sequence numbers follow the wire order. It reports whether the caller is
+// enqueue stamps and encodes the messages of call (with a history, numbers
+// those encodeWithHistory encoded) and queues it for node, or for the node
+// its channel stays with. Both happen under mu, so that sequence numbers
+// follow the wire order. It reports whether the caller is
 // to send the queue itself: when nothing is being sent to the node and the
 // call cannot be cancelled (a caller that can must be able to return while
 // its pipeline waits for Redis), sending from the calling goroutine saves
@@ -147,68 +155,103 @@ func (p *Publisher) enqueue(call *publishCall, node string) (q *nodeQueue, sendH
 }
 
 // encode stamps and encodes every message of call into call.bodies, or
-// returns why one of them cannot be sent. Called with mu held.
+// returns why one of them cannot be sent; with a history, it numbers the
+// messages encodeWithHistory encoded. Called with mu held.
 func (p *Publisher) encode(call *publishCall) error {
 	stream := p.sequence(call.channel)
+	if p.config.History.enabled() {
+		// The Publisher's own number goes to the script alone, which
+		// runs each once.
+		call.publisher = p.id
+		for i := range call.marks {
+			stream.last++
+			call.marks[i].seq = stream.last
+		}
+		p.sequences[call.channel] = stream
+		return nil
+	}
 	if stream.last == 0 {
 		stream.since = time.Now().UnixMilli()
 	}
 	call.bodies = make([][]byte, len(call.msgs))
-	history := p.config.History.enabled()
-	if history {
-		hist, meta, err := historyKeys(call.channel)
-		if err != nil {
-			return fmt.Errorf("redispubsub: publish to %q with a history: %w", call.topic, err)
-		}
-		call.historyKeys = [2]string{hist, meta}
-		call.publisher = p.id
-		if stream.epoch == "" {
-			// Not heard of yet: a guess that no history has, which the
-			// script replaces (see historyScript).
-			stream.epoch = newEpoch()
-		}
-		call.epoch = stream.epoch
-		call.marks = make([]historyMarks, len(call.msgs))
-		call.records = make([][]byte, len(call.msgs))
-	}
 	sum := channelChecksum(call.channel)
 	for i, msg := range call.msgs {
 		var st *stamp
-		var form payloadForm
-		switch {
-		case history:
-			// The offset numbers the message, one sequence for every
-			// Publisher: no sequence stamp. The Publisher's own number
-			// goes to the script alone, which runs each once.
-			stream.last++
-			form = envelopePayloadForm(msg.Payload) // for the envelope and the record
-			st = &stamp{history: true, epoch: call.epoch, form: form, formKnown: true}
-		case !p.config.DisableSequenceNumbers:
+		if !p.config.DisableSequenceNumbers {
 			stream.last++
 			st = &stamp{publisher: p.id, seq: stream.last, since: stream.since, channel: sum, scoped: true}
 		}
-		body, err := marshal(p.config.Marshaler, call.topic, msg, st)
+		body, err := p.marshalBody(call, msg, st)
 		if err != nil {
-			return fmt.Errorf("redispubsub: cannot marshal message %s for topic %q: %w", msg.UUID, call.topic, err)
-		}
-		if limit := p.config.MaxMessageBytes; limit > 0 && len(body) > limit {
-			return fmt.Errorf("%w: message %s for topic %q is %d bytes encoded, MaxMessageBytes is %d; nothing of the call was sent",
-				ErrMessageTooLarge, msg.UUID, call.topic, len(body), limit)
+			return err
 		}
 		call.bodies[i] = body
-		if history {
-			offset, ok := offsetMark(body, call.epoch)
-			if !ok {
-				return fmt.Errorf("redispubsub: message %s for topic %q: the envelope has no room for its position", msg.UUID, call.topic)
-			}
-			call.marks[i] = historyMarks{offset: offset, seq: stream.last}
-			call.records[i] = appendRecord(make([]byte, 0, len(body)), msg, form)
-		}
 	}
-	if history || !p.config.DisableSequenceNumbers {
+	if !p.config.DisableSequenceNumbers {
 		p.sequences[call.channel] = stream
 	}
 	return nil
+}
+
+// encodeWithHistory encodes every message of call, bound for its channel's
+// history, into call.bodies and call.records, off the Publisher's lock
+// (encode numbers them under it): the offset numbers each message, one
+// sequence for every Publisher, so a body carries no number of this
+// Publisher; it carries the epoch the Publisher last heard of the history,
+// which the script replaces when the history's differs (see
+// historyScript).
+func (p *Publisher) encodeWithHistory(call *publishCall) error {
+	hist, meta, err := historyKeys(call.channel)
+	if err != nil {
+		return fmt.Errorf("redispubsub: publish to %q with a history: %w", call.topic, err)
+	}
+	call.historyKeys = [2]string{hist, meta}
+	call.epoch = p.heardEpoch(call.channel)
+	call.bodies = make([][]byte, len(call.msgs))
+	call.marks = make([]historyMarks, len(call.msgs))
+	call.records = make([][]byte, len(call.msgs))
+	for i, msg := range call.msgs {
+		form := envelopePayloadForm(msg.Payload) // for the envelope and the record
+		body, err := p.marshalBody(call, msg, &stamp{history: true, epoch: call.epoch, form: form, formKnown: true})
+		if err != nil {
+			return err
+		}
+		offset, ok := offsetMark(body, call.epoch)
+		if !ok {
+			return fmt.Errorf("redispubsub: message %s for topic %q: the envelope has no room for its position", msg.UUID, call.topic)
+		}
+		call.bodies[i] = body
+		call.marks[i].offset = offset
+		call.records[i] = appendRecord(make([]byte, 0, len(body)), msg, form)
+	}
+	return nil
+}
+
+// heardEpoch returns the epoch of channel's history that the script last
+// answered, or, not heard of yet, a fresh one that no history has, which
+// the script replaces.
+func (p *Publisher) heardEpoch(channel string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	stream := p.sequence(channel)
+	if stream.epoch == "" {
+		stream.epoch = newEpoch()
+		p.sequences[channel] = stream
+	}
+	return stream.epoch
+}
+
+// marshalBody marshals msg of call with st, within MaxMessageBytes.
+func (p *Publisher) marshalBody(call *publishCall, msg *message.Message, st *stamp) ([]byte, error) {
+	body, err := marshal(p.config.Marshaler, call.topic, msg, st)
+	if err != nil {
+		return nil, fmt.Errorf("redispubsub: cannot marshal message %s for topic %q: %w", msg.UUID, call.topic, err)
+	}
+	if limit := p.config.MaxMessageBytes; limit > 0 && len(body) > limit {
+		return nil, fmt.Errorf("%w: message %s for topic %q is %d bytes encoded, MaxMessageBytes is %d; nothing of the call was sent",
+			ErrMessageTooLarge, msg.UUID, call.topic, len(body), limit)
+	}
+	return body, nil
 }
 
 // channelStream is a Publisher's sequence on one channel: the last number
