@@ -24,18 +24,9 @@ import (
 // order or counted in Dropped, none is unrecovered, and nothing held stays
 // counted.
 func TestRecoveryHoldsWithinBufferBytes(t *testing.T) {
-	srv := redistest.Start(t)
-	client := srv.NewClient(t)
-	pub, err := NewPublisher(PublisherConfig{Client: srv.NewClient(t), History: History{Size: 1000}}, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = pub.Close() })
-	readClient := srv.NewClient(t)
 	gate := newReadGate()
-	readClient.AddHook(gate)
 	const bufferBytes = 2048
-	sub, err := NewSubscriber(SubscriberConfig{Client: readClient, Recover: true, BufferBytes: bufferBytes}, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sub.Close() })
+	pub, sub, client := recoveryPubSub(t, 1000, gate, func(c *SubscriberConfig) { c.BufferBytes = bufferBytes })
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	ch, err := sub.Subscribe(ctx, "held")
@@ -46,13 +37,9 @@ func TestRecoveryHoldsWithinBufferBytes(t *testing.T) {
 	publish(1)
 	testutil.Receive(t, ch).Ack()
 
-	// Offset 2 enters the history alone (a copy of offset 1's record):
-	// offset 3 then skips, and starts a read, which waits at the gate while
-	// 50 more arrive live.
-	list, meta, err := historyKeys("held")
-	require.NoError(t, err)
-	require.Equal(t, int64(2), client.HIncrBy(ctx, meta, "s", 1).Val())
-	require.NoError(t, client.RPush(ctx, list, client.LIndex(ctx, list, -1).Val()).Err())
+	// Offset 2 enters the history alone: offset 3 then skips, and starts a
+	// read, which waits at the gate while 50 more arrive live.
+	skipOffset(t, ctx, client, "held")
 	publish(3)
 	testutil.Wait(t, gate.waiting, "the history read")
 	for n := 4; n <= 53; n++ {
@@ -126,17 +113,8 @@ func (g *readGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 // when every channel of a pattern skips an offset together, their histories
 // are read that many at a time, and every channel recovers.
 func TestHistoryReadsAtOnceAreBounded(t *testing.T) {
-	srv := redistest.Start(t)
-	client := srv.NewClient(t)
-	pub, err := NewPublisher(PublisherConfig{Client: srv.NewClient(t), History: History{Size: 100}}, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = pub.Close() })
-	readClient := srv.NewClient(t)
 	reads := newReadCounter()
-	readClient.AddHook(reads)
-	sub, err := NewSubscriber(SubscriberConfig{Client: readClient, Recover: true}, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sub.Close() })
+	pub, sub, client := recoveryPubSub(t, 100, reads, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	ch, err := sub.SubscribePattern(ctx, "many.*")
@@ -185,14 +163,7 @@ func TestHistoryReadsAtOnceAreBounded(t *testing.T) {
 // delivered as they come, neither recovered nor counted as gaps, while the
 // channels within still recover.
 func TestRecoveredChannelsOfAPatternAreBounded(t *testing.T) {
-	srv := redistest.Start(t)
-	client := srv.NewClient(t)
-	pub, err := NewPublisher(PublisherConfig{Client: srv.NewClient(t), History: History{Size: 10}}, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = pub.Close() })
-	sub, err := NewSubscriber(SubscriberConfig{Client: srv.NewClient(t), Recover: true}, nil)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sub.Close() })
+	pub, sub, client := recoveryPubSub(t, 10, nil, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	ch, err := sub.SubscribePattern(ctx, "wide.*")
@@ -227,6 +198,30 @@ func TestRecoveredChannelsOfAPatternAreBounded(t *testing.T) {
 	assert.Zero(t, stats.Gaps)
 	assert.Zero(t, stats.Unrecovered)
 	cancel()
+}
+
+// recoveryPubSub starts a server with a Publisher keeping a history of
+// size and a Subscriber with Recover, whose client has hook when it is not
+// nil and whose config configure adjusts; both are closed at the end of the
+// test. client is for the test's own commands.
+func recoveryPubSub(t *testing.T, size int, hook redis.Hook, configure func(*SubscriberConfig)) (pub *Publisher, sub *Subscriber, client *redis.Client) {
+	t.Helper()
+	srv := redistest.Start(t)
+	pub, err := NewPublisher(PublisherConfig{Client: srv.NewClient(t), History: History{Size: size}}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pub.Close() })
+	readClient := srv.NewClient(t)
+	if hook != nil {
+		readClient.AddHook(hook)
+	}
+	config := SubscriberConfig{Client: readClient, Recover: true}
+	if configure != nil {
+		configure(&config)
+	}
+	sub, err = NewSubscriber(config, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Close() })
+	return pub, sub, srv.NewClient(t)
 }
 
 // skipOffset puts the next offset of channel's history in it without
