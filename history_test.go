@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -321,4 +323,82 @@ func historyPublisher(t *testing.T) (*Publisher, *redis.Client) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Close() })
 	return p, client
+}
+
+// With a history, a node has historyLanes queues: a call made while a
+// pipeline is on the wire goes out on the other lane at once instead of
+// waiting for it, under the lane's own id for the script's once-only
+// numbers; once both are idle, calls take the first lane again.
+func TestHistoryLanes(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := srv.NewClient(t)
+	client := srv.NewClient(t)
+	gate := &scriptGate{held: make(chan struct{}), open: make(chan struct{})}
+	client.AddHook(gate)
+	pub, err := NewPublisher(PublisherConfig{Client: client, History: History{Size: 10}}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pub.Close() })
+	release := sync.OnceFunc(func() { close(gate.open) })
+	t.Cleanup(release) // before Close, when the test failed half way
+	ctx := context.Background()
+	sub := admin.Subscribe(ctx, "lanes")
+	t.Cleanup(func() { _ = sub.Close() })
+	_, err = sub.Receive(ctx) // the confirmation
+	require.NoError(t, err)
+	offsetOf := func() string {
+		msg, err := sub.ReceiveMessage(ctx)
+		require.NoError(t, err)
+		got, err := JSONEnvelopeMarshaler{}.Unmarshal(msg.Channel, []byte(msg.Payload))
+		require.NoError(t, err)
+		return got.UUID + "@" + got.Metadata.Get(MetadataOffset)
+	}
+
+	first := make(chan error, 1)
+	go func() { first <- pub.Publish("lanes", message.NewMessage("a", []byte(`1`))) }()
+	select {
+	case <-gate.held: // a's run waits on the wire of the first lane
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first call's script did not run")
+	}
+	b := message.NewMessage("b", []byte(`2`))
+	bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	b.SetContext(bctx)
+	require.NoError(t, pub.Publish("lanes", b), "b, on the second lane, while a waits")
+	assert.Equal(t, "b@1", offsetOf())
+	release()
+	require.NoError(t, <-first)
+	assert.Equal(t, "a@2", offsetOf())
+	require.NoError(t, pub.Publish("lanes", message.NewMessage("c", []byte(`3`))))
+	assert.Equal(t, "c@3", offsetOf())
+
+	_, meta, err := historyKeys("lanes")
+	require.NoError(t, err)
+	numbers, err := admin.HGetAll(ctx, meta).Result()
+	require.NoError(t, err)
+	assert.Equal(t, "2", numbers["p:"+pub.id], "a and c, on the first lane")
+	assert.Equal(t, "1", numbers["p:"+pub.id+".1"], "b, on the second")
+}
+
+// scriptGate is a go-redis hook that holds the first history script run
+// (an EVALSHA sent alone) until open is closed, saying so on held.
+type scriptGate struct {
+	held, open chan struct{}
+	first      atomic.Bool
+}
+
+func (g *scriptGate) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (g *scriptGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "evalsha" && g.first.CompareAndSwap(false, true) {
+			close(g.held)
+			<-g.open
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (g *scriptGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }

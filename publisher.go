@@ -105,7 +105,10 @@ func (c PublisherConfig) Validate() error {
 // pipelines, sent one after the other (the next once Redis answered the
 // previous), so that messages reach Redis in the order their Publish calls
 // were made. (A pipeline abandoned because its callers' contexts ended may
-// still run after the next; its callers got an error.)
+// still run after the next; its callers got an error.) With a History there
+// are two such sequences of pipelines: calls made at the same time may reach
+// Redis in either order, and a call reaches it after every call that
+// returned before it began; the messages of one call stay in order.
 //
 // In sharded mode on a cluster (PublisherConfig.Sharded with a
 // *redis.ClusterClient) there is such a sequence of pipelines per node, and
@@ -121,7 +124,7 @@ type Publisher struct {
 	cluster *redis.ClusterClient // set in sharded mode on a cluster: a queue per node
 
 	mu        sync.Mutex
-	queues    map[string]*nodeQueue    // by node address; only "" unless cluster is set
+	queues    map[queueKey]*nodeQueue  // by node address ("" unless cluster is set) and lane
 	routes    map[string]*channelRoute // with cluster: the node of each channel with calls in a queue
 	sequences map[string]channelStream // sequence per channel
 	closed    bool
@@ -144,7 +147,7 @@ func NewPublisher(config PublisherConfig, logger watermill.LoggerAdapter) (*Publ
 	p := &Publisher{
 		config:    config,
 		id:        watermill.NewShortUUID(),
-		queues:    make(map[string]*nodeQueue),
+		queues:    make(map[queueKey]*nodeQueue),
 		sequences: make(map[string]channelStream),
 	}
 	if cluster, ok := config.Client.(*redis.ClusterClient); ok && config.Sharded {

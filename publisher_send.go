@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -145,6 +146,9 @@ func (p *Publisher) enqueue(call *publishCall, node string) (q *nodeQueue, sendH
 		return nil, false, err
 	}
 	q = p.queueFor(call.channel, node)
+	if p.config.History.enabled() {
+		p.number(call, q.lane)
+	}
 	q.pending = append(q.pending, call)
 	if !q.sending && len(q.pending) == 1 && call.ctx.Done() == nil {
 		q.sending = true
@@ -155,21 +159,14 @@ func (p *Publisher) enqueue(call *publishCall, node string) (q *nodeQueue, sendH
 }
 
 // encode stamps and encodes every message of call into call.bodies, or
-// returns why one of them cannot be sent; with a history, it numbers the
-// messages encodeWithHistory encoded. Called with mu held.
+// returns why one of them cannot be sent. With a history there is nothing
+// left to do: encodeWithHistory encoded them, and number numbers them.
+// Called with mu held.
 func (p *Publisher) encode(call *publishCall) error {
-	stream := p.sequence(call.channel)
 	if p.config.History.enabled() {
-		// The Publisher's own number goes to the script alone, which
-		// runs each once.
-		call.publisher = p.id
-		for i := range call.marks {
-			stream.last++
-			call.marks[i].seq = stream.last
-		}
-		p.sequences[call.channel] = stream
 		return nil
 	}
+	stream := p.sequence(call.channel)
 	if stream.last == 0 {
 		stream.since = time.Now().UnixMilli()
 	}
@@ -227,6 +224,30 @@ func (p *Publisher) encodeWithHistory(call *publishCall) error {
 	return nil
 }
 
+// number gives the messages of call, encoded for the history and bound for
+// the queue of lane, the lane's numbers on the channel: the script runs each
+// number once (see historyScript), so each lane numbers its own, under an
+// id of its own, in the order its pipelines go on the wire. Called with mu
+// held.
+func (p *Publisher) number(call *publishCall, lane int) {
+	stream := p.sequence(call.channel)
+	call.publisher = p.laneID(lane)
+	for i := range call.marks {
+		stream.lanes[lane]++
+		call.marks[i].seq = stream.lanes[lane]
+	}
+	p.sequences[call.channel] = stream
+}
+
+// laneID is the id under which lane's runs of the history script are run
+// once: the Publisher's id, and the lane after it but for the first.
+func (p *Publisher) laneID(lane int) string {
+	if lane == 0 {
+		return p.id
+	}
+	return p.id + "." + strconv.Itoa(lane)
+}
+
 // heardEpoch returns the epoch of channel's history that the script last
 // answered, or, not heard of yet, a fresh one that no history has, which
 // the script replaces.
@@ -256,11 +277,13 @@ func (p *Publisher) marshalBody(call *publishCall, msg *message.Message, st *sta
 
 // channelStream is a Publisher's sequence on one channel: the last number
 // used, and when number 1 was (MetadataSince); with History, the epoch of
-// the channel's history that the script last answered.
+// the channel's history that the script last answered, and the last number
+// each lane gave (see number).
 type channelStream struct {
 	last  uint64
 	since int64
 	epoch string
+	lanes [historyLanes]uint64
 }
 
 // maxTrackedChannels bounds the sequence numbers a Publisher remembers.
@@ -281,19 +304,40 @@ func (p *Publisher) sequence(channel string) channelStream {
 }
 
 // nodeQueue holds the Publish calls bound for one node, or for all of Redis
-// when the Publisher does not publish per node. One pipeline of a queue is
-// on the wire at a time, to keep the order of its calls; a writer goroutine
-// per queue sends them, batch after batch, until Close. A queue lives until
-// Close: one per node address the Publisher has sent to, a handful even
-// after failovers. The fields are guarded by Publisher.mu.
+// when the Publisher does not publish per node, in one lane. One pipeline of
+// a queue is on the wire at a time, to keep the order of its calls; a
+// writer goroutine per queue sends them, batch after batch, until Close. A
+// queue lives until Close: one per node address the Publisher has sent to
+// and lane, a handful even after failovers. The fields are guarded by
+// Publisher.mu.
+//
+// Without a history a node has one lane: its sequence numbers follow the
+// wire order. With a history it has historyLanes: the script spends Redis
+// several microseconds per message, so one pipeline on the wire at a time
+// leaves Redis and the Publisher waiting for each other by turns; two keep
+// both busy. A call goes to a lane that sends nothing, else to the one with
+// the fewest calls: calls that run at once may reach Redis in either order,
+// and a call still reaches it after every call that returned before it
+// began.
 type nodeQueue struct {
 	node    string
+	lane    int
 	pending []*publishCall
 	sending bool       // a batch is on the wire: the next waits, to keep the order
 	wake    *sync.Cond // on Publisher.mu: signalled when pending grows or the Publisher closes
 }
 
-// channelRoute binds a channel to the queue of one node while calls of the
+// historyLanes is how many lanes a node has with a history (see
+// nodeQueue).
+const historyLanes = 2
+
+// queueKey names a queue: its node and lane.
+type queueKey struct {
+	node string
+	lane int
+}
+
+// channelRoute binds a channel to the queues of one node while calls of the
 // channel are queued or on the wire.
 type channelRoute struct {
 	node  string
@@ -301,9 +345,10 @@ type channelRoute struct {
 }
 
 // queueFor returns the queue for a call to channel that nodeOf sent to node,
-// making it and its writer if needed: the queue of the node that the channel
+// making it and its writer if needed: a queue of the node that the channel
 // stays with, if it has calls queued or on the wire, so that they keep their
-// order even when the slot changed owner meanwhile. Called with mu held.
+// order even when the slot changed owner meanwhile; of its lanes, one that
+// sends nothing, else the one with the fewest calls. Called with mu held.
 func (p *Publisher) queueFor(channel, node string) *nodeQueue {
 	if p.routes != nil {
 		route := p.routes[channel]
@@ -314,14 +359,40 @@ func (p *Publisher) queueFor(channel, node string) *nodeQueue {
 		route.calls++
 		node = route.node
 	}
-	q := p.queues[node]
+	lanes := 1
+	if p.config.History.enabled() {
+		lanes = historyLanes
+	}
+	best := p.queue(queueKey{node, 0})
+	for lane := 1; lane < lanes && best.calls() > 0; lane++ {
+		if q := p.queue(queueKey{node, lane}); q.calls() < best.calls() {
+			best = q
+		}
+	}
+	return best
+}
+
+// queue returns the queue key names, making it and its writer if needed.
+// Called with mu held.
+func (p *Publisher) queue(key queueKey) *nodeQueue {
+	q := p.queues[key]
 	if q == nil {
-		q = &nodeQueue{node: node, wake: sync.NewCond(&p.mu)}
-		p.queues[node] = q
+		q = &nodeQueue{node: key.node, lane: key.lane, wake: sync.NewCond(&p.mu)}
+		p.queues[key] = q
 		p.done.Add(1)
 		go p.write(q)
 	}
 	return q
+}
+
+// calls returns how many calls q holds, the batch on the wire counting as
+// one. Called with Publisher.mu held.
+func (q *nodeQueue) calls() int {
+	n := len(q.pending)
+	if q.sending {
+		n++
+	}
+	return n
 }
 
 // sendInline sends q from the calling goroutine, which enqueue made its
