@@ -131,9 +131,9 @@ func hasHashTag(name string) bool {
 // It returns the history's epoch, then what PUBLISH returned for each
 // message, the number of receivers, or nothing more for messages it ran
 // already: go-redis sends a pipeline again when its connection broke, also
-// after Redis ran it, and the meta hash keeps each Publisher's last number
-// (a field of about 40 bytes per Publisher that published while the history
-// lived). A history whose meta hash is gone (expired, evicted, flushed)
+// after Redis ran it, and the meta hash keeps the last number of each lane
+// of a Publisher (a field of about 40 bytes per lane that published while
+// the history lived; see nodeQueue). A history whose meta hash is gone (expired, evicted, flushed)
 // starts again with a new epoch, its list deleted: offsets begin at 1
 // again.
 var historyScript = redis.NewScript(historyScriptSource)
