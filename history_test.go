@@ -402,3 +402,47 @@ func (g *scriptGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (g *scriptGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
 }
+
+// A call encoded with an epoch its lane's neighbours no longer carry (the
+// Publisher heard another between its encoding and their numbering) runs
+// in its place in the lane's numbers: not merged into an earlier run of its
+// epoch, which the script would then take for run already, answering
+// nothing and publishing nothing while its caller got nil.
+func TestHistoryRunsKeepTheLaneNumbersOrder(t *testing.T) {
+	p, client := historyPublisher(t)
+	ctx := context.Background()
+	require.NoError(t, p.Publish("sw", message.NewMessage("first", []byte(`0`))))
+	// What a Publisher that has heard nothing yet guesses.
+	p.mu.Lock()
+	s := p.sequences["sw"]
+	heard := s.epoch
+	s.epoch = ""
+	p.sequences["sw"] = s
+	p.mu.Unlock()
+
+	call := func(id string) *publishCall {
+		return &publishCall{ctx: ctx, topic: "sw", channel: "sw", msgs: []*message.Message{message.NewMessage(id, []byte(`1`))}, done: make(chan struct{})}
+	}
+	a := call("a")
+	require.NoError(t, p.encodeWithHistory(a)) // the guess
+	p.heardEpochs(map[string]string{"sw": heard})
+	b, c := call("b"), call("c")
+	require.NoError(t, p.encodeWithHistory(b))
+	require.NoError(t, p.encodeWithHistory(c))
+	require.NotEqual(t, a.epoch, b.epoch)
+	p.mu.Lock()
+	for _, call := range []*publishCall{b, a, c} { // the lane's order
+		p.number(call, 0)
+	}
+	p.mu.Unlock()
+	p.sendWithHistory(ctx, []*publishCall{b, a, c})
+	for _, call := range []*publishCall{b, a, c} {
+		require.NoError(t, call.err, call.msgs[0].UUID)
+	}
+	list, _, err := historyKeys("sw")
+	require.NoError(t, err)
+	records, err := client.LRange(ctx, list, 0, -1).Result()
+	require.NoError(t, err)
+	require.Len(t, records, 4, "first, b, a and c")
+	assert.EqualValues(t, 4, p.Stats().Published)
+}

@@ -510,14 +510,20 @@ func process[C redis.Cmder](ctx context.Context, client redis.UniversalClient, c
 // histories: one run of historyScript per channel, Publisher id and epoch
 // carried, of up to maxScriptMessages messages each, in one pipeline.
 func (p *Publisher) sendWithHistory(ctx context.Context, calls []*publishCall) {
-	type runKey struct{ channel, publisher, epoch string }
+	// A run takes the messages of one channel and lane that carry one
+	// epoch. The runs of a channel and lane stay in the order of their
+	// numbers: the script refuses a run numbered below one it ran, so a
+	// call whose epoch differs from its neighbours' (encoded before an
+	// answer told the Publisher another) starts a run of its own rather
+	// than join an earlier one of its epoch.
+	type runKey struct{ channel, publisher string }
 	var runs [][]historyMessage
-	filling := make(map[runKey]int) // the run of a channel that takes its next message
+	filling := make(map[runKey]int) // the run of a channel and lane that takes its next message
 	for _, call := range calls {
-		key := runKey{call.channel, call.publisher, call.epoch}
+		key := runKey{call.channel, call.publisher}
 		for j := range call.msgs {
 			i, ok := filling[key]
-			if !ok || len(runs[i]) == maxScriptMessages {
+			if !ok || len(runs[i]) == maxScriptMessages || runs[i][0].call.epoch != call.epoch {
 				i = len(runs)
 				runs = append(runs, nil)
 				filling[key] = i
