@@ -342,8 +342,8 @@ func (c *connection) applyHistory(st *channelState, r *channelRecovery, h histor
 		if e.offset > next {
 			c.s.reportUnrecovered(GapEvent{Topic: topic, First: next, Last: e.offset - 1, Unrecovered: true})
 		}
+		c.s.stats.recovered.Add(1)                             // before a consumer can have it
 		st.pushAll(e.incoming(r.channel, st.pattern, h.epoch)) // decoded by the subscription that takes it, off the lock
-		c.s.stats.recovered.Add(1)
 		next = e.offset + 1
 	}
 	if h.top >= next && len(h.entries) == 0 {

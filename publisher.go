@@ -113,8 +113,9 @@ func (c PublisherConfig) Validate() error {
 // In sharded mode on a cluster (PublisherConfig.Sharded with a
 // *redis.ClusterClient) there is such a sequence of pipelines per node, and
 // the nodes' pipelines run in parallel: the messages of one channel reach
-// Redis in the order of their Publish calls, those of channels on different
-// nodes may overtake each other. A channel stays with the node its calls
+// Redis in the order of their Publish calls (with a History, in the order
+// said above), those of channels on different nodes may overtake each
+// other. A channel stays with the node its calls
 // are queued for while any of them is queued or on the wire, so that a slot
 // migration does not reorder it (go-redis follows the MOVED).
 type Publisher struct {

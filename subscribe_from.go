@@ -23,7 +23,9 @@ import (
 //
 // The history messages are delivered one at a time, the next after the
 // Ack; a Nack redelivers after NackResendSleep. They count in Stats as
-// Delivered, Acked, Nacked and Recovered. Reading the history needs the
+// Delivered, Acked, Nacked and Recovered; when ctx ends first, the one
+// unanswered and those not handed out yet count as Discarded. Reading the
+// history needs the
 // permissions SubscriberConfig.Recover needs. It needs the
 // JSONEnvelopeMarshaler (else the error wraps ErrPositionsUnsupported).
 func (s *Subscriber) SubscribeFrom(ctx context.Context, topic string, from Position) (<-chan *message.Message, error) {
