@@ -139,15 +139,7 @@ func TestHistoryReadsAtOnceAreBounded(t *testing.T) {
 	testutil.Eventually(t, func() bool { return sub.Stats().Received == 2*channels }, "every skip read")
 	close(reads.open)
 
-	offsets := map[string][]uint64{}
-	for range 2 * channels {
-		msg := testutil.Receive(t, ch)
-		pos, ok := PositionOf(msg)
-		require.True(t, ok)
-		name := msg.Metadata.Get(MetadataTopic)
-		offsets[name] = append(offsets[name], pos.Offset)
-		msg.Ack()
-	}
+	offsets := offsetsByTopic(t, ch, 2*channels)
 	for i := range channels {
 		assert.Equal(t, []uint64{2, 3}, offsets[topic(i)], topic(i))
 	}
@@ -183,16 +175,7 @@ func TestRecoveredChannelsOfAPatternAreBounded(t *testing.T) {
 		skipOffset(t, ctx, client, name)
 		require.NoError(t, pub.Publish(name, message.NewMessage("third", []byte(`{}`))))
 	}
-	offsets := map[string][]uint64{}
-	for range 3 {
-		msg := testutil.Receive(t, ch)
-		pos, ok := PositionOf(msg)
-		require.True(t, ok)
-		name := msg.Metadata.Get(MetadataTopic)
-		offsets[name] = append(offsets[name], pos.Offset)
-		msg.Ack()
-	}
-	assert.Equal(t, map[string][]uint64{within: {2, 3}, past: {3}}, offsets)
+	assert.Equal(t, map[string][]uint64{within: {2, 3}, past: {3}}, offsetsByTopic(t, ch, 3))
 	stats := sub.Stats()
 	assert.Equal(t, uint64(2), stats.Recovered)
 	assert.Zero(t, stats.Gaps)
@@ -222,6 +205,22 @@ func recoveryPubSub(t *testing.T, size int, hook redis.Hook, configure func(*Sub
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sub.Close() })
 	return pub, sub, srv.NewClient(t)
+}
+
+// offsetsByTopic receives n messages of a pattern subscription, Acks them,
+// and returns their offsets by topic, in the order they came.
+func offsetsByTopic(t *testing.T, ch <-chan *message.Message, n int) map[string][]uint64 {
+	t.Helper()
+	offsets := map[string][]uint64{}
+	for range n {
+		msg := testutil.Receive(t, ch)
+		pos, ok := PositionOf(msg)
+		require.True(t, ok)
+		name := msg.Metadata.Get(MetadataTopic)
+		offsets[name] = append(offsets[name], pos.Offset)
+		msg.Ack()
+	}
+	return offsets
 }
 
 // skipOffset puts the next offset of channel's history in it without
