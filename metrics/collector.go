@@ -65,7 +65,7 @@ func NewCollector() *Collector {
 // Collector has it. The Collector does not close p, and keeps reading it
 // until RemovePublisher.
 func (c *Collector) AddPublisher(name string, p Publisher) error {
-	return c.pubs.add(name, p, p.Stats)
+	return c.pubs.add(name, p)
 }
 
 // AddSubscriber exports s's Stats with the label name="name", as
@@ -75,7 +75,7 @@ func (c *Collector) AddPublisher(name string, p Publisher) error {
 // When s also has a Health method (as *redispubsub.Subscriber has), its
 // readiness is exported too.
 func (c *Collector) AddSubscriber(name string, s Subscriber) error {
-	return c.subs.add(name, s, s.Stats)
+	return c.subs.add(name, s)
 }
 
 // RemovePublisher stops exporting the Publisher added under name, if any.
@@ -111,11 +111,9 @@ type family[S any] struct {
 	sources map[string]source[S]
 }
 
-// source is a Publisher or Subscriber added to a family: of, whose Stats
-// method is stats.
-type source[S any] struct {
-	of    any
-	stats func() S
+// source is a Publisher or Subscriber added to a family.
+type source[S any] interface {
+	Stats() S
 }
 
 func newFamily[S any](prefix string, stats []stat[S]) *family[S] {
@@ -126,13 +124,13 @@ func newFamily[S any](prefix string, stats []stat[S]) *family[S] {
 	return f
 }
 
-func (f *family[S]) add(name string, of any, stats func() S) error {
+func (f *family[S]) add(name string, src source[S]) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, taken := f.sources[name]; taken || name == "" {
 		return fmt.Errorf("%w: %q", ErrNameTaken, name)
 	}
-	f.sources[name] = source[S]{of, stats}
+	f.sources[name] = src
 	return nil
 }
 
@@ -159,7 +157,7 @@ func (f *family[S]) collect(ch chan<- prometheus.Metric) {
 	f.mu.Lock()
 	snapshot := make(map[string]read, len(f.sources))
 	for name, src := range f.sources {
-		snapshot[name] = read{src.of, src.stats()}
+		snapshot[name] = read{src, src.Stats()}
 	}
 	f.mu.Unlock()
 	for name, r := range snapshot {

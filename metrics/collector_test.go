@@ -6,11 +6,13 @@ import (
 	"reflect"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	redispubsub "github.com/alkdev/watermill-redispubsub"
@@ -206,4 +208,20 @@ func registryOf(t *testing.T, c prometheus.Collector) *prometheus.Registry {
 	r := prometheus.NewPedanticRegistry()
 	require.NoError(t, r.Register(c))
 	return r
+}
+
+// fixedStats is a Subscriber of another make: its Stats are given.
+type fixedStats redispubsub.SubscriberStats
+
+func (f fixedStats) Stats() redispubsub.SubscriberStats { return redispubsub.SubscriberStats(f) }
+
+// A Subscriber whose round-trip histogram has no count per bound is
+// scraped without it, not with a panic; its counters are still exported.
+func TestCollectorHistogramWithoutACountPerBound(t *testing.T) {
+	c := NewCollector()
+	stats := fixedStats{Received: 7, ProbeRoundTrip: redispubsub.DurationHistogram{Bounds: []time.Duration{time.Millisecond, time.Second}}}
+	require.NoError(t, c.AddSubscriber("other", stats))
+	got := gather(t, registryOf(t, c))
+	assert.Equal(t, 7.0, got[`redispubsub_subscriber_received_total{name="other"}`])
+	assert.NotContains(t, got, `redispubsub_subscriber_probe_round_trip_seconds_count{name="other"}`)
 }

@@ -34,11 +34,13 @@ type healther interface {
 // scrape stays cheap.
 func (c *Collector) collectLiveness(name string, sub any, s redispubsub.SubscriberStats, ch chan<- prometheus.Metric) {
 	h := s.ProbeRoundTrip
-	buckets := make(map[float64]uint64, len(h.Bounds))
-	for i, bound := range h.Bounds {
-		buckets[bound.Seconds()] = h.Buckets[i] // one count per bound
+	if len(h.Buckets) == len(h.Bounds) { // one count per bound
+		buckets := make(map[float64]uint64, len(h.Bounds))
+		for i, bound := range h.Bounds {
+			buckets[bound.Seconds()] = h.Buckets[i]
+		}
+		ch <- prometheus.MustNewConstHistogram(roundTripDesc, h.Count, h.Sum.Seconds(), buckets, name)
 	}
-	ch <- prometheus.MustNewConstHistogram(roundTripDesc, h.Count, h.Sum.Seconds(), buckets, name)
 	if hs, ok := sub.(healther); ok {
 		ready := 0.0
 		if hs.Health(context.Background()) == nil {
