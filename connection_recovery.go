@@ -436,7 +436,9 @@ func readHistory(ctx context.Context, client redis.UniversalClient, channel stri
 		return historyRead{}, fmt.Errorf("redispubsub: read the history of %q: %w", channel, err)
 	}
 	first, err := metaOf(client.HMGet(ctx, meta, "e", "s"), channel)
-	if err != nil || first.epoch == "" || first.epoch != epoch {
+	if err != nil || first.epoch == "" || first.epoch != epoch || first.top <= after {
+		// Nothing to read: what is published from now on arrives live
+		// (its callers read once the channel is subscribed).
 		return first, err
 	}
 	top := first.top

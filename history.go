@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -186,20 +187,28 @@ type historyMarks struct {
 	seq    uint64
 }
 
+// epochMark returns what precedes the offset in a body whose history stamp
+// carries epoch (see stamp.history): `"rps_epoch":"<epoch>","rps_offset":"`.
+func epochMark(epoch string) []byte {
+	return []byte(`"` + MetadataEpoch + `":"` + epoch + `","` + MetadataOffset + `":"`)
+}
+
 // offsetMark returns where the script writes the offset in body, an
-// envelope with a history stamp carrying epoch (see stamp.history): right
-// after `"rps_epoch":"<epoch>","rps_offset":"`. The metadata is the
-// envelope's last member and its keys are unique, so the last occurrence
-// is the metadata's own: a payload or a metadata value cannot hide a later
-// one (a quote inside a JSON string is escaped).
-func offsetMark(body []byte, epoch string) (int, bool) {
-	mark := []byte(`"` + MetadataEpoch + `":"` + epoch + `","` + MetadataOffset + `":"`)
+// envelope with a history stamp: right after mark, its epochMark. The
+// metadata is the envelope's last member and its keys are unique, so the
+// last occurrence is the metadata's own: a payload or a metadata value
+// cannot hide a later one (a quote inside a JSON string is escaped).
+func offsetMark(body, mark []byte) (int, bool) {
 	i := bytes.LastIndex(body, mark)
 	if i < 0 || body[i+len(mark)] != '"' {
 		return 0, false
 	}
 	return i + len(mark), true
 }
+
+// runKey names the runs of historyScript whose numbers follow each other:
+// those of one channel and one lane (its Publisher id).
+type runKey struct{ channel, publisher string }
 
 // historyMessage is one message of a historyCommand: which message of
 // which call it is.
@@ -261,7 +270,9 @@ func isNoScript(err error) bool {
 // again but fails: it would come after that one, whose numbers would make
 // the script take it for run already.
 func (p *Publisher) retryNoScript(ctx context.Context, cmds []*redis.SliceCmd, runs [][]historyMessage) {
-	type runKey struct{ channel, publisher string }
+	if !slices.ContainsFunc(cmds, func(cmd *redis.SliceCmd) bool { return isNoScript(cmd.Err()) }) {
+		return
+	}
 	ranLater := make(map[runKey]bool)
 	overtaken := make([]bool, len(cmds))
 	for i := len(cmds) - 1; i >= 0; i-- {

@@ -24,7 +24,7 @@ import (
 // envelope that carries epoch.
 func splice(t testing.TB, body []byte, epoch, offset string) string {
 	t.Helper()
-	o, ok := offsetMark(body, epoch)
+	o, ok := offsetMark(body, epochMark(epoch))
 	require.True(t, ok, "no offset mark in %s", body)
 	return string(body[:o]) + offset + string(body[o:])
 }
@@ -99,7 +99,7 @@ func TestHistoryPlaceholdersAreTheMetadatas(t *testing.T) {
 	assert.Equal(t, string(msg.Payload), string(decoded.Payload))
 	assert.Equal(t, message.Metadata{"zz": `"rps_offset":""`, "a": `"rps_epoch":""`, MetadataEpoch: "ep", MetadataOffset: "77"},
 		decoded.Metadata)
-	_, ok := offsetMark([]byte(`{"type":"t","payload":{"rps_epoch":"ep","rps_offset":""},"metadata":{"k":"v"}}`), "ep")
+	_, ok := offsetMark([]byte(`{"type":"t","payload":{"rps_epoch":"ep","rps_offset":""},"metadata":{"k":"v"}}`), epochMark("ep"))
 	assert.True(t, ok, "a payload's are found when the metadata has none: the Publisher never sends such a body")
 }
 
@@ -169,7 +169,7 @@ func TestHistoryScriptRunsAMessageOnce(t *testing.T) {
 	epoch := newEpoch()
 	body, err := marshal(JSONEnvelopeMarshaler{}, "once", msg, &stamp{history: true, epoch: epoch})
 	require.NoError(t, err)
-	offset, ok := offsetMark(body, epoch)
+	offset, ok := offsetMark(body, epochMark(epoch))
 	require.True(t, ok)
 	record := appendRecord(nil, msg, payloadJSON)
 	call := &publishCall{channel: "once", historyKeys: [2]string{list, meta}, publisher: "pub-1"}
@@ -279,7 +279,7 @@ func TestHistoryNoScriptRetry(t *testing.T) {
 		epoch := newEpoch()
 		body, err := marshal(JSONEnvelopeMarshaler{}, channel, msg, &stamp{history: true, epoch: epoch})
 		require.NoError(t, err)
-		offset, ok := offsetMark(body, epoch)
+		offset, ok := offsetMark(body, epochMark(epoch))
 		require.True(t, ok)
 		list, meta, err := historyKeys(channel)
 		require.NoError(t, err)

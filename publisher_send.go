@@ -142,12 +142,15 @@ func (p *Publisher) enqueue(call *publishCall, node string) (q *nodeQueue, sendH
 	if p.closed {
 		return nil, false, ErrPublisherClosed
 	}
-	if err := p.encode(call); err != nil {
-		return nil, false, err
+	history := p.config.History.enabled()
+	if !history {
+		if err := p.encode(call); err != nil {
+			return nil, false, err
+		}
 	}
 	q = p.queueFor(call.channel, node)
-	if p.config.History.enabled() {
-		p.number(call, q.lane)
+	if history {
+		p.number(call, q.lane) // encodeWithHistory encoded them
 	}
 	q.pending = append(q.pending, call)
 	if !q.sending && len(q.pending) == 1 && call.ctx.Done() == nil {
@@ -158,14 +161,10 @@ func (p *Publisher) enqueue(call *publishCall, node string) (q *nodeQueue, sendH
 	return q, false, nil
 }
 
-// encode stamps and encodes every message of call into call.bodies, or
-// returns why one of them cannot be sent. With a history there is nothing
-// left to do: encodeWithHistory encoded them, and number numbers them.
-// Called with mu held.
+// encode stamps and encodes every message of call, bound for a channel
+// without a history, into call.bodies, or returns why one of them cannot
+// be sent. Called with mu held.
 func (p *Publisher) encode(call *publishCall) error {
-	if p.config.History.enabled() {
-		return nil
-	}
 	stream := p.sequence(call.channel)
 	if stream.last == 0 {
 		stream.since = time.Now().UnixMilli()
@@ -207,13 +206,14 @@ func (p *Publisher) encodeWithHistory(call *publishCall) error {
 	call.bodies = make([][]byte, len(call.msgs))
 	call.marks = make([]historyMarks, len(call.msgs))
 	call.records = make([][]byte, len(call.msgs))
+	mark := epochMark(call.epoch)
 	for i, msg := range call.msgs {
 		form := envelopePayloadForm(msg.Payload) // for the envelope and the record
 		body, err := p.marshalBody(call, msg, &stamp{history: true, epoch: call.epoch, form: form, formKnown: true})
 		if err != nil {
 			return err
 		}
-		offset, ok := offsetMark(body, call.epoch)
+		offset, ok := offsetMark(body, mark)
 		if !ok {
 			return fmt.Errorf("redispubsub: message %s for topic %q: the envelope has no room for its position", msg.UUID, call.topic)
 		}
@@ -516,7 +516,6 @@ func (p *Publisher) sendWithHistory(ctx context.Context, calls []*publishCall) {
 	// call whose epoch differs from its neighbours' (encoded before an
 	// answer told the Publisher another) starts a run of its own rather
 	// than join an earlier one of its epoch.
-	type runKey struct{ channel, publisher string }
 	var runs [][]historyMessage
 	filling := make(map[runKey]int) // the run of a channel and lane that takes its next message
 	for _, call := range calls {
