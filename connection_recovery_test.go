@@ -24,9 +24,10 @@ import (
 // order or counted in Dropped, none is unrecovered, and nothing held stays
 // counted.
 func TestRecoveryHoldsWithinBufferBytes(t *testing.T) {
-	gate := newReadGate()
+	reads := newReadCounter()
 	const bufferBytes = 2048
-	pub, sub, client := recoveryPubSub(t, 1000, gate, func(c *SubscriberConfig) { c.BufferBytes = bufferBytes })
+	pub, sub, client := recoveryPubSub(t, 1000, reads, func(c *SubscriberConfig) { c.BufferBytes = bufferBytes })
+	t.Cleanup(reads.release) // before the Subscriber's Close, when the test failed half way
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	ch, err := sub.Subscribe(ctx, "held")
@@ -41,7 +42,7 @@ func TestRecoveryHoldsWithinBufferBytes(t *testing.T) {
 	// read, which waits at the gate while 50 more arrive live.
 	skipOffset(t, ctx, client, "held")
 	publish(3)
-	testutil.Wait(t, gate.waiting, "the history read")
+	testutil.Wait(t, reads.entered, "the history read")
 	for n := 4; n <= 53; n++ {
 		publish(n)
 	}
@@ -50,7 +51,7 @@ func TestRecoveryHoldsWithinBufferBytes(t *testing.T) {
 	testutil.Eventually(t, func() bool { return sub.Stats().Received == 52 }, "every live message read")
 	testutil.Eventually(t, func() bool { return sub.Stats().BufferedBytes > bufferBytes*3/4 }, "held up to BufferBytes")
 	assert.LessOrEqual(t, sub.Stats().BufferedBytes, int64(bufferBytes), "what is held stays within BufferBytes")
-	close(gate.open)
+	reads.release()
 
 	// Everything after offset 1 is delivered or dropped (counted), once.
 	var mu sync.Mutex
@@ -82,39 +83,13 @@ func TestRecoveryHoldsWithinBufferBytes(t *testing.T) {
 	cancel()
 }
 
-// readGate is a go-redis hook that holds the first history read (a
-// transaction with an LRANGE) until open is closed, saying so on waiting.
-type readGate struct {
-	waiting chan struct{}
-	open    chan struct{}
-	first   bool
-}
-
-func newReadGate() *readGate {
-	return &readGate{waiting: make(chan struct{}), open: make(chan struct{}), first: true}
-}
-
-func (g *readGate) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (g *readGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
-
-func (g *readGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if g.first && slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return c.Name() == "lrange" }) {
-			g.first = false
-			close(g.waiting)
-			<-g.open
-		}
-		return next(ctx, cmds)
-	}
-}
-
 // At most maxHistoryReadsAtOnce history reads of a Subscriber run at once:
 // when every channel of a pattern skips an offset together, their histories
 // are read that many at a time, and every channel recovers.
 func TestHistoryReadsAtOnceAreBounded(t *testing.T) {
 	reads := newReadCounter()
 	pub, sub, client := recoveryPubSub(t, 100, reads, nil)
+	t.Cleanup(reads.release) // before the Subscriber's Close, when the test failed half way
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	ch, err := sub.SubscribePattern(ctx, "many.*")
@@ -137,7 +112,7 @@ func TestHistoryReadsAtOnceAreBounded(t *testing.T) {
 		testutil.Wait(t, reads.entered, "a history read")
 	}
 	testutil.Eventually(t, func() bool { return sub.Stats().Received == 2*channels }, "every skip read")
-	close(reads.open)
+	reads.release()
 
 	offsets := offsetsByTopic(t, ch, 2*channels)
 	for i := range channels {
@@ -240,13 +215,16 @@ func skipOffset(t *testing.T, ctx context.Context, client redis.UniversalClient,
 type readCounter struct {
 	entered chan struct{}
 	open    chan struct{}
+	release func() // closes open, once
 
 	mu        sync.Mutex
 	now, peak int
 }
 
 func newReadCounter() *readCounter {
-	return &readCounter{entered: make(chan struct{}, 1024), open: make(chan struct{})}
+	c := &readCounter{entered: make(chan struct{}, 1024), open: make(chan struct{})}
+	c.release = sync.OnceFunc(func() { close(c.open) })
+	return c
 }
 
 func (c *readCounter) most() int {

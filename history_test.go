@@ -18,6 +18,7 @@ import (
 
 	"github.com/alkdev/watermill-redispubsub/internal/hashslot"
 	"github.com/alkdev/watermill-redispubsub/internal/redistest"
+	"github.com/alkdev/watermill-redispubsub/internal/testutil"
 )
 
 // splice writes offset where the history script writes it in body, an
@@ -161,7 +162,7 @@ func TestHistoryConfig(t *testing.T) {
 // each, and answers it.
 func TestHistoryScriptRunsAMessageOnce(t *testing.T) {
 	p, client := historyPublisher(t)
-	ctx := context.Background()
+	ctx := testutil.Context(t)
 	require.NoError(t, historyScript.Load(ctx, client).Err())
 	list, meta, err := historyKeys("once")
 	require.NoError(t, err)
@@ -340,7 +341,7 @@ func TestHistoryLanes(t *testing.T) {
 	t.Cleanup(func() { _ = pub.Close() })
 	release := sync.OnceFunc(func() { close(gate.open) })
 	t.Cleanup(release) // before Close, when the test failed half way
-	ctx := context.Background()
+	ctx := testutil.Context(t)
 	sub := admin.Subscribe(ctx, "lanes")
 	t.Cleanup(func() { _ = sub.Close() })
 	_, err = sub.Receive(ctx) // the confirmation
@@ -355,11 +356,7 @@ func TestHistoryLanes(t *testing.T) {
 
 	first := make(chan error, 1)
 	go func() { first <- pub.Publish("lanes", message.NewMessage("a", []byte(`1`))) }()
-	select {
-	case <-gate.held: // a's run waits on the wire of the first lane
-	case <-time.After(10 * time.Second):
-		t.Fatal("the first call's script did not run")
-	}
+	testutil.Wait(t, gate.held, "the first call's script run") // a's, on the wire of the first lane
 	b := message.NewMessage("b", []byte(`2`))
 	bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
